@@ -1,0 +1,52 @@
+# gpt-oss server. `make run` builds and starts the coordinator; `make test`
+# sets up what the tests need and runs them all. Targets carry ## help.
+SHELL := /bin/bash
+GO ?= go
+PYTHON ?= python3
+VENV ?= .venv
+BIN := bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+# The flags of the original test plan; mock mode until the workers land.
+RUN_ARGS ?= --model 20b --profile latency_first --port 8000
+
+.PHONY: help run build test test-go test-e2e vet fmt bench golden clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/coordinator and bin/bench
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/coordinator ./coordinator
+	$(GO) build -o $(BIN)/bench ./scripts/bench
+
+run: build ## start the coordinator on :8000 (mock engine)
+	$(BIN)/coordinator $(RUN_ARGS)
+
+test: vet test-go test-e2e ## vet, Go tests (race detector) and the openai-SDK end-to-end tests
+
+vet: ## gofmt check and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-go: ## Go unit and integration tests
+	$(GO) test -race -count=1 ./...
+
+$(VENV)/.ok: scripts/requirements-e2e.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
+	touch $@
+
+test-e2e: build $(VENV)/.ok ## end-to-end tests with the official openai Python SDK
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" COORDINATOR_BIN="$(CURDIR)/$(BIN)/coordinator" \
+	  $(VENV)/bin/python -m pytest -q scripts/e2e
+
+bench: build ## streaming overhead in mock mode at 1, 64 and 512 concurrent streams
+	scripts/bench-stream.sh
+
+fmt: ## format the Go code
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build outputs and the test virtualenv
+	rm -rf $(BIN) $(VENV)

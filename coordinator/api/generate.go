@@ -1,0 +1,504 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"go.uber.org/zap"
+
+	"github.com/gptoss/server/coordinator/harmony"
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/stats"
+)
+
+func (s *Server) chatCompletions(c echo.Context) error {
+	var req ChatRequest
+	if err := decodeJSON(c.Request().Body, &req); err != nil {
+		return err
+	}
+	s.noteProfile(c, req.Profile)
+	g, err := s.parseChat(&req)
+	if err != nil {
+		return err
+	}
+	return s.generate(c, g, "chat")
+}
+
+func (s *Server) completions(c echo.Context) error {
+	var req CompletionRequest
+	if err := decodeJSON(c.Request().Body, &req); err != nil {
+		return err
+	}
+	s.noteProfile(c, req.Profile)
+	g, err := s.parseCompletion(&req)
+	if err != nil {
+		return err
+	}
+	return s.generate(c, g, "completions")
+}
+
+// noteProfile labels a request with its profile for logs and stats, only
+// when the name is a known profile (client strings never become labels).
+func (s *Server) noteProfile(c echo.Context, name *string) {
+	p := s.opts.DefaultProfile
+	if name != nil {
+		if _, err := s.opts.Profiles.Get(*name); err == nil {
+			p = *name
+		}
+	}
+	setInfo(c, func(i *reqInfo) { i.profile = p })
+}
+
+// update is one step of progress of one choice.
+type update struct {
+	ch    *choice
+	toks  []sched.Token
+	final *sched.Final
+	err   error
+}
+
+// generate submits the request's sequences and writes the response.
+func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
+	start := getInfo(c).start
+	setInfo(c, func(i *reqInfo) {
+		i.endpoint, i.stream, i.promptTokens, i.profile = endpoint, g.stream, len(g.prompt), g.profile.Name
+	})
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	defer cancel()
+	subCtx := ctx
+	if t := g.profile.Scheduling.RequestTimeout; t > 0 {
+		var cancelT context.CancelFunc
+		subCtx, cancelT = context.WithTimeout(ctx, t)
+		defer cancelT()
+	}
+	choices := make([]*choice, 0, g.n)
+	for i := range g.n {
+		st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
+			ID: requestID(c), Profile: g.profile, Prompt: g.prompt, MaxTokens: g.maxTokens,
+			StopTokens: stopTokens(g.chat), Sampling: g.sampling,
+		})
+		if err != nil {
+			for _, ch := range choices {
+				ch.stream.Cancel()
+			}
+			return submitError(err)
+		}
+		choices = append(choices, newChoice(i, st, g, s.opts.Tokenizer))
+	}
+	updates := make(chan update, len(choices))
+	for _, ch := range choices {
+		go receive(ctx, ch, updates)
+	}
+	r := &run{s: s, c: c, g: g, choices: choices, updates: updates, start: start, endpoint: endpoint,
+		id: newID(endpoint), created: time.Now().Unix()}
+	var err error
+	if g.stream {
+		err = r.stream(ctx)
+	} else {
+		err = r.collect(ctx)
+	}
+	r.record()
+	return err
+}
+
+// stopTokens are the tokens that end generation: <|return|> and <|call|>
+// end a Harmony reply (never <|end|>, which only ends one message), and
+// <|endoftext|> ends raw text.
+func stopTokens(chat bool) []int {
+	if chat {
+		return []int{200002, 200012, 199999}
+	}
+	return []int{199999, 200002}
+}
+
+// receive forwards a choice's progress until it ends or ctx is done.
+func receive(ctx context.Context, ch *choice, out chan<- update) {
+	for {
+		toks, f, err := ch.stream.Recv(ctx, nil)
+		select {
+		case out <- update{ch: ch, toks: toks, final: f, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if f != nil || err != nil {
+			return
+		}
+	}
+}
+
+// run is one generation request in flight.
+type run struct {
+	s        *Server
+	c        echo.Context
+	g        *genParams
+	choices  []*choice
+	updates  chan update
+	start    time.Time
+	endpoint string
+	id       string
+	created  int64
+
+	sse       *sseWriter
+	status    int
+	cancelled bool // the client went away
+	failed    bool // ended in a server-side error
+}
+
+// collect waits for every choice and writes one JSON response.
+func (r *run) collect(ctx context.Context) error {
+	for pending := len(r.choices); pending > 0; {
+		var u update
+		select {
+		case u = <-r.updates:
+		case <-ctx.Done():
+			return r.clientGone()
+		}
+		if u.err != nil {
+			return r.clientGone()
+		}
+		u.ch.feed(u.toks)
+		if u.final != nil {
+			u.ch.finish(u.final)
+			pending--
+			if err := finalError(u.final, u.ch.stopHit); err != nil {
+				r.failed = err.Status >= 500
+				r.status = err.Status
+				r.cancelAll()
+				return err
+			}
+		}
+	}
+	r.status = http.StatusOK
+	usage := r.usage()
+	if !r.g.chat {
+		out := Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
+			SystemFingerprint: r.s.fingerprint, Usage: usage}
+		for _, ch := range r.choices {
+			fr := ch.finishReason()
+			out.Choices = append(out.Choices, CompletionChoice{Text: ch.content.String(), Index: ch.index, Logprobs: jsonNull, FinishReason: &fr})
+		}
+		return r.c.JSON(http.StatusOK, out)
+	}
+	out := ChatCompletion{ID: r.id, Object: "chat.completion", Created: r.created, Model: r.s.opts.Model.ID,
+		SystemFingerprint: r.s.fingerprint, Usage: usage}
+	for _, ch := range r.choices {
+		content := ch.content.String()
+		msg := ResponseMessage{Role: "assistant", Content: &content}
+		if rc := ch.reasoning.String(); rc != "" {
+			msg.ReasoningContent = &rc
+		}
+		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: jsonNull, FinishReason: ch.finishReason()})
+	}
+	return r.c.JSON(http.StatusOK, out)
+}
+
+// stream writes server-sent events as tokens arrive. Nothing is written
+// until the first progress arrives, so a request that fails while queued
+// still gets a proper HTTP error status instead of a broken stream.
+func (r *run) stream(ctx context.Context) error {
+	for pending := len(r.choices); pending > 0; {
+		var u update
+		select {
+		case u = <-r.updates:
+		case <-ctx.Done():
+			return r.clientGone()
+		}
+		if u.err != nil {
+			return r.clientGone()
+		}
+		if r.sse == nil {
+			if u.final != nil && len(u.toks) == 0 {
+				if err := finalError(u.final, false); err != nil {
+					r.failed = err.Status >= 500
+					r.status = err.Status
+					r.cancelAll()
+					return err
+				}
+			}
+			if err := r.begin(); err != nil {
+				return r.clientGone()
+			}
+		}
+		deltas := u.ch.feed(u.toks)
+		if err := r.sendDeltas(u.ch, deltas); err != nil {
+			return r.clientGone()
+		}
+		if u.final == nil {
+			continue
+		}
+		pending--
+		if err := r.sendDeltas(u.ch, u.ch.finish(u.final)); err != nil {
+			return r.clientGone()
+		}
+		if u.final.Reason == sched.FinishError && !u.ch.stopHit {
+			// The headers are out: report the failure in-band, as the
+			// OpenAI SDKs expect ("error" key), and end the stream.
+			e := finalError(u.final, false)
+			r.failed = true
+			r.cancelAll()
+			r.s.log.Warn("stream failed", zap.String("request_id", requestID(r.c)), zap.Error(u.final.Err))
+			_ = r.sse.send(e.body())
+			return nil
+		}
+		fr := u.ch.finishReason()
+		if err := r.sendFinish(u.ch, fr); err != nil {
+			return r.clientGone()
+		}
+	}
+	if r.g.includeUsage {
+		if err := r.sendUsage(); err != nil {
+			return r.clientGone()
+		}
+	}
+	_ = r.sse.done()
+	return nil
+}
+
+func (r *run) begin() error {
+	r.sse = newSSEWriter(r.c, r.s.opts.SSEWriteTimeout)
+	r.status = http.StatusOK
+	r.sse.start()
+	if !r.g.chat {
+		return nil
+	}
+	for _, ch := range r.choices {
+		empty := ""
+		if err := r.sse.send(r.chatChunk(ch.index, ChatDelta{Role: "assistant", Content: &empty}, nil)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) usageField() any {
+	if r.g.includeUsage {
+		return jsonNull
+	}
+	return nil
+}
+
+func (r *run) chatChunk(index int, d ChatDelta, finish *string) *ChatChunk {
+	return &ChatChunk{ID: r.id, Object: "chat.completion.chunk", Created: r.created, Model: r.s.opts.Model.ID,
+		SystemFingerprint: r.s.fingerprint, Usage: r.usageField(),
+		Choices: []ChatChunkChoice{{Index: index, Delta: d, Logprobs: jsonNull, FinishReason: finish}}}
+}
+
+func (r *run) textChunk(index int, text string, finish *string) *Completion {
+	return &Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
+		SystemFingerprint: r.s.fingerprint, Usage: r.usageField(),
+		Choices: []CompletionChoice{{Text: text, Index: index, Logprobs: jsonNull, FinishReason: finish}}}
+}
+
+func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
+	for _, d := range deltas {
+		if d.Text == "" {
+			continue
+		}
+		var v any
+		switch {
+		case !r.g.chat:
+			v = r.textChunk(ch.index, d.Text, nil)
+		case d.Kind == harmony.Reasoning:
+			t := d.Text
+			v = r.chatChunk(ch.index, ChatDelta{ReasoningContent: &t}, nil)
+		default:
+			t := d.Text
+			v = r.chatChunk(ch.index, ChatDelta{Content: &t}, nil)
+		}
+		if err := r.sse.send(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) sendFinish(ch *choice, fr string) error {
+	if r.g.chat {
+		return r.sse.send(r.chatChunk(ch.index, ChatDelta{}, &fr))
+	}
+	return r.sse.send(r.textChunk(ch.index, "", &fr))
+}
+
+func (r *run) sendUsage() error {
+	u := r.usage()
+	if r.g.chat {
+		return r.sse.send(&ChatChunk{ID: r.id, Object: "chat.completion.chunk", Created: r.created, Model: r.s.opts.Model.ID,
+			SystemFingerprint: r.s.fingerprint, Choices: []ChatChunkChoice{}, Usage: u})
+	}
+	return r.sse.send(&Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
+		SystemFingerprint: r.s.fingerprint, Choices: []CompletionChoice{}, Usage: u})
+}
+
+func (r *run) usage() *Usage {
+	u := &Usage{PromptTokens: len(r.g.prompt)}
+	reasoning := 0
+	for _, ch := range r.choices {
+		if ch.final != nil {
+			u.CompletionTokens += ch.final.CompletionTokens
+		} else {
+			u.CompletionTokens += ch.tokens
+		}
+		reasoning += ch.reasoningTokens
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	if r.g.chat {
+		u.CompletionTokensDetails = &CompletionTokensDetails{ReasoningTokens: reasoning}
+	}
+	return u
+}
+
+func (r *run) cancelAll() {
+	for _, ch := range r.choices {
+		ch.stream.Cancel()
+	}
+}
+
+// clientGone handles a client that disconnected (or stopped reading): its
+// sequences are cancelled so the scheduler frees them before the next step.
+func (r *run) clientGone() error {
+	r.cancelAll()
+	r.cancelled = true
+	if r.status == 0 {
+		// Nothing was sent; nginx's 499 "client closed request" keeps the
+		// log line honest.
+		r.status = 499
+	}
+	return nil
+}
+
+// record reports the finished request to the stats and the log line.
+func (r *run) record() {
+	info := getInfo(r.c)
+	info.recorded = true
+	first := r.choices[0]
+	rec := stats.Record{
+		Profile: r.g.profile.Name, Endpoint: r.endpoint, Status: r.status, Stream: r.g.stream,
+		PromptTokens: len(r.g.prompt), E2E: time.Since(r.start),
+	}
+	for _, ch := range r.choices {
+		rec.ITL = append(rec.ITL, ch.itl...)
+		if ch.final != nil {
+			rec.CompletionTokens += ch.final.CompletionTokens
+		} else {
+			rec.CompletionTokens += ch.tokens
+		}
+	}
+	if !first.firstAt.IsZero() {
+		rec.TTFT = first.firstAt.Sub(r.start)
+	}
+	if first.final != nil {
+		rec.Queue = first.final.Queue
+	}
+	switch {
+	case r.cancelled:
+		rec.FinishReason = "cancelled"
+		r.s.opts.Stats.ObserveCancel(r.g.profile.Name)
+	case r.failed:
+		rec.FinishReason = "error"
+	default:
+		rec.FinishReason = first.finishReason()
+	}
+	if r.status == 499 || r.status == 0 {
+		rec.Status = 499
+	}
+	r.s.opts.Stats.Observe(rec)
+	info.completionTokens, info.finish, info.ttft = rec.CompletionTokens, rec.FinishReason, rec.TTFT
+}
+
+// submitError maps an admission failure to its HTTP error.
+func submitError(err error) *Error {
+	switch {
+	case errors.Is(err, sched.ErrQueueFull):
+		return overloaded("The server is overloaded: too many requests are waiting. Please retry shortly.", 1)
+	case errors.Is(err, sched.ErrDraining), errors.Is(err, sched.ErrClosed):
+		return &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down and accepts no new requests.", RetryAfter: 5}
+	default:
+		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: fmt.Sprintf("The engine could not take the request: %v", err), RetryAfter: 1}
+	}
+}
+
+// finalError maps a sequence that ended badly to its HTTP error; nil when
+// it ended normally.
+func finalError(f *sched.Final, stopHit bool) *Error {
+	if stopHit {
+		return nil
+	}
+	switch f.Reason {
+	case sched.FinishStop, sched.FinishLength, sched.FinishCancelled:
+		return nil
+	}
+	switch {
+	case errors.Is(f.Err, sched.ErrQueueTimeout):
+		return overloaded("The request timed out waiting in the queue; the server is overloaded. Please retry shortly.", 2)
+	case errors.Is(f.Err, sched.ErrAborted):
+		return &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server shut down before the request finished.", RetryAfter: 5}
+	case errors.Is(f.Err, sched.ErrDeadline):
+		return &Error{Status: 504, Type: "server_error", Code: "request_timeout", Message: "The request ran longer than this profile's request_timeout.", NoRetry: true}
+	default:
+		return &Error{Status: 503, Type: "server_error", Code: "engine_error", Message: "The engine failed while generating this response. Please retry.", RetryAfter: 1}
+	}
+}
+
+func newID(endpoint string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	if endpoint == "chat" {
+		return "chatcmpl-" + hex.EncodeToString(b[:])
+	}
+	return "cmpl-" + hex.EncodeToString(b[:])
+}
+
+// sseWriter writes server-sent events: "data: <json>\n\n", flushed each time.
+type sseWriter struct {
+	c       echo.Context
+	rc      *http.ResponseController
+	timeout time.Duration
+	buf     bytes.Buffer
+	enc     *json.Encoder
+}
+
+func newSSEWriter(c echo.Context, timeout time.Duration) *sseWriter {
+	w := &sseWriter{c: c, rc: http.NewResponseController(c.Response().Writer), timeout: timeout}
+	w.enc = json.NewEncoder(&w.buf)
+	w.enc.SetEscapeHTML(false)
+	return w
+}
+
+func (w *sseWriter) start() {
+	h := w.c.Response().Header()
+	h.Set(echo.HeaderContentType, "text/event-stream; charset=utf-8")
+	h.Set(echo.HeaderCacheControl, "no-cache")
+	h.Set(echo.HeaderConnection, "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.c.Response().WriteHeader(http.StatusOK)
+}
+
+func (w *sseWriter) send(v any) error {
+	w.buf.Reset()
+	w.buf.WriteString("data: ")
+	if err := w.enc.Encode(v); err != nil {
+		return fmt.Errorf("sse: encode: %w", err)
+	}
+	w.buf.WriteByte('\n') // Encode ended the line; a blank line ends the event
+	return w.write(w.buf.Bytes())
+}
+
+func (w *sseWriter) done() error { return w.write([]byte("data: [DONE]\n\n")) }
+
+func (w *sseWriter) write(b []byte) error {
+	if w.timeout > 0 {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	if _, err := w.c.Response().Write(b); err != nil {
+		return err
+	}
+	return w.rc.Flush()
+}

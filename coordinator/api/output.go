@@ -1,0 +1,201 @@
+package api
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gptoss/server/coordinator/harmony"
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/tokenizer"
+)
+
+// choice turns one sequence's tokens into response text: Harmony parsing
+// for chat, plain decoding for completions, and stop-string matching on the
+// user-visible text. It is used by the streaming and the non-streaming path
+// alike, so both produce the same text.
+type choice struct {
+	index  int
+	stream *sched.Stream
+	parser *harmony.Parser    // chat
+	dec    *tokenizer.Decoder // completions
+	stop   stopMatcher
+
+	content, reasoning strings.Builder // accumulated (non-streaming)
+	reasoningTokens    int
+	stopHit            bool // a stop string matched: generation was cancelled
+	final              *sched.Final
+	tokens             int
+	firstAt, lastAt    time.Time
+	itl                []time.Duration
+	deltas             []harmony.Delta
+}
+
+func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokenizer) *choice {
+	c := &choice{index: index, stream: st, stop: newStopMatcher(g.stop)}
+	if g.chat {
+		c.parser = harmony.NewParser(tok)
+	} else {
+		c.dec = tok.NewDecoder()
+	}
+	return c
+}
+
+// feed consumes a batch of tokens and returns the text deltas they produce.
+// The returned slice is reused by the next call.
+func (c *choice) feed(toks []sched.Token) []harmony.Delta {
+	c.deltas = c.deltas[:0]
+	for _, t := range toks {
+		if c.firstAt.IsZero() {
+			c.firstAt = t.At
+		} else {
+			c.itl = append(c.itl, t.At.Sub(c.lastAt))
+		}
+		c.lastAt = t.At
+		c.tokens++
+		if c.stopHit {
+			continue // generated before the cancel took effect; not shown
+		}
+		if c.parser != nil {
+			c.deltas = c.parser.Push(t.ID, c.deltas)
+			if c.parser.InReasoning() {
+				c.reasoningTokens++
+			}
+		} else if !isStop(t.ID) {
+			s, err := c.dec.Add(t.ID)
+			if err == nil && s != "" {
+				c.deltas = appendDelta(c.deltas, harmony.Content, s)
+			}
+		}
+	}
+	return c.filterStops()
+}
+
+// finish flushes held text once the sequence ended.
+func (c *choice) finish(f *sched.Final) []harmony.Delta {
+	c.final = f
+	c.deltas = c.deltas[:0]
+	if !c.stopHit {
+		if c.parser != nil {
+			c.deltas = c.parser.Finish(c.deltas)
+		} else {
+			c.deltas = appendDelta(c.deltas, harmony.Content, c.dec.Flush())
+		}
+	}
+	out := c.filterStops()
+	if !c.stopHit {
+		if rest := c.stop.flush(); rest != "" {
+			out = appendDelta(out, harmony.Content, rest)
+			c.content.WriteString(rest)
+		}
+	}
+	return out
+}
+
+// filterStops runs content deltas through the stop matcher and accumulates.
+func (c *choice) filterStops() []harmony.Delta {
+	out := c.deltas[:0]
+	for _, d := range c.deltas {
+		if c.stopHit {
+			break
+		}
+		if d.Kind == harmony.Reasoning {
+			c.reasoning.WriteString(d.Text)
+			out = appendDelta(out, d.Kind, d.Text)
+			continue
+		}
+		emit, hit := c.stop.push(d.Text)
+		if emit != "" {
+			c.content.WriteString(emit)
+			out = appendDelta(out, harmony.Content, emit)
+		}
+		if hit {
+			c.stopHit = true
+			c.stream.Cancel()
+		}
+	}
+	c.deltas = out
+	return out
+}
+
+// finishReason is the OpenAI finish_reason for this choice.
+func (c *choice) finishReason() string {
+	if c.stopHit {
+		return "stop"
+	}
+	if c.final == nil {
+		return "abort"
+	}
+	switch c.final.Reason {
+	case sched.FinishStop, sched.FinishLength, sched.FinishAbort:
+		return string(c.final.Reason)
+	case sched.FinishCancelled:
+		return "abort"
+	default:
+		return "error"
+	}
+}
+
+func isStop(id int) bool {
+	return id == tokenizer.EndOfText || id == tokenizer.Return || id == tokenizer.Call
+}
+
+func appendDelta(out []harmony.Delta, k harmony.Kind, s string) []harmony.Delta {
+	if s == "" {
+		return out
+	}
+	if n := len(out); n > 0 && out[n-1].Kind == k {
+		out[n-1].Text += s
+		return out
+	}
+	return append(out, harmony.Delta{Kind: k, Text: s})
+}
+
+// stopMatcher finds stop strings in streamed text. It holds back the last
+// few bytes that could be the start of a stop string, so a stop sequence
+// split across tokens is still caught and never partly shown.
+type stopMatcher struct {
+	stops []string
+	hold  int // longest stop minus one
+	held  string
+}
+
+func newStopMatcher(stops []string) stopMatcher {
+	m := stopMatcher{stops: stops}
+	for _, s := range stops {
+		m.hold = max(m.hold, len(s)-1)
+	}
+	return m
+}
+
+// push adds text; it returns the text safe to emit and whether a stop
+// string matched (the text before it is emitted; the rest is dropped).
+func (m *stopMatcher) push(s string) (string, bool) {
+	if len(m.stops) == 0 {
+		return s, false
+	}
+	buf := m.held + s
+	cut := -1
+	for _, st := range m.stops {
+		if i := strings.Index(buf, st); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut >= 0 {
+		m.held = ""
+		return buf[:cut], true
+	}
+	keep := min(m.hold, len(buf))
+	at := len(buf) - keep
+	for at > 0 && at < len(buf) && !utf8.RuneStart(buf[at]) {
+		at--
+	}
+	m.held = buf[at:]
+	return buf[:at], false
+}
+
+func (m *stopMatcher) flush() string {
+	s := m.held
+	m.held = ""
+	return s
+}

@@ -1,0 +1,430 @@
+// Package api is the coordinator's HTTP front door: the OpenAI-compatible
+// endpoints (chat completions, completions, models), health, readiness,
+// statistics and Prometheus metrics, served by Echo. It validates and
+// renders requests, submits them to the scheduler and writes the results,
+// streaming or not. It knows nothing of how tokens are produced: the mock
+// engine and the real workers sit behind the same Engine interface.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/stats"
+	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/model"
+)
+
+// Engine is what the API needs from the generation side: the scheduler.
+type Engine interface {
+	Submit(ctx context.Context, req *sched.Request) (*sched.Stream, error)
+	Capabilities() sched.Capabilities
+	Load() map[string]sched.Load
+	Drain()
+	Idle() bool
+	Close()
+}
+
+// Options configures a Server. Every field is required unless noted.
+type Options struct {
+	Model model.Preset
+	// Mode is "mock" or "real", reported by /health; ModeReason says why.
+	Mode, ModeReason string
+	Profiles         profiles.Set
+	DefaultProfile   string
+	// APIKeys, when non-empty, are required on /v1 routes.
+	APIKeys         []string
+	EnableStreaming bool
+	// MaxBodyBytes caps request bodies (413 above).
+	MaxBodyBytes int64
+	Limits       Limits
+	// SSEWriteTimeout bounds one streamed write to a client that stopped
+	// reading; the stream is then cancelled. Zero means no bound.
+	SSEWriteTimeout time.Duration
+	Tokenizer       *tokenizer.Tokenizer
+	Engine          Engine
+	Stats           *stats.Recorder
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	Logger   *zap.Logger
+	// Version is reported by /health.
+	Version string
+}
+
+// Server is the HTTP API.
+type Server struct {
+	opts    Options
+	echo    *echo.Echo
+	log     *zap.Logger
+	keys    [][sha256.Size]byte
+	started time.Time
+	ready   atomic.Bool
+	// fingerprint identifies this server build and model for
+	// system_fingerprint.
+	fingerprint string
+}
+
+// New builds the server and its routes.
+func New(opts Options) (*Server, error) {
+	if opts.Engine == nil || opts.Tokenizer == nil || opts.Stats == nil || opts.Profiles == nil {
+		return nil, errors.New("api: Engine, Tokenizer, Stats and Profiles are required")
+	}
+	if _, err := opts.Profiles.Get(opts.DefaultProfile); err != nil {
+		return nil, fmt.Errorf("api: default profile: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 8 << 20
+	}
+	if opts.Gatherer == nil {
+		opts.Gatherer = prometheus.NewRegistry()
+	}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now()}
+	for _, k := range opts.APIKeys {
+		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
+	}
+	fp := sha256.Sum256([]byte(opts.Version + "|" + opts.Model.ID + "|" + opts.Mode))
+	s.fingerprint = "fp_" + hex.EncodeToString(fp[:5])
+	s.ready.Store(true)
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.requestIDMiddleware, s.logMiddleware, s.recoverMiddleware)
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", opts.MaxBodyBytes)}))
+
+	e.GET("/health", s.health)
+	e.HEAD("/health", s.health)
+	e.GET("/ready", s.readyz)
+	e.GET("/stats", s.stats)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1", s.authMiddleware)
+	v1.POST("/chat/completions", s.chatCompletions)
+	v1.POST("/completions", s.completions)
+	v1.GET("/models", s.models)
+	v1.GET("/models/:id", s.model)
+	s.echo = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler, for tests and custom listeners.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		// No WriteTimeout: it would cut long streams. SSE writes carry their
+		// own deadline (SSEWriteTimeout).
+		IdleTimeout: 120 * time.Second,
+		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
+	}
+	s.echo.Server = srv
+	s.echo.Listener = l
+	err := srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown drains gracefully: readiness turns false and new generation
+// requests get 503 at once, while running ones may finish until timeout;
+// then the rest are aborted (streams end with finish_reason "abort") and
+// the listener closes.
+func (s *Server) Shutdown(ctx context.Context, timeout time.Duration) error {
+	s.ready.Store(false)
+	s.opts.Engine.Drain()
+	deadline := time.Now().Add(timeout)
+	for !s.opts.Engine.Idle() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			deadline = time.Now()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !s.opts.Engine.Idle() {
+		s.log.Warn("shutdown timeout reached; aborting running requests", zap.Duration("timeout", timeout))
+	}
+	s.opts.Engine.Close()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return s.echo.Shutdown(sctx)
+}
+
+// servesModel reports whether a request's model id names this model.
+func (s *Server) servesModel(id string) bool {
+	for _, a := range s.opts.Model.Aliases() {
+		if strings.EqualFold(id, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ---- middleware ----
+
+const infoKey = "gptoss.info"
+
+// reqInfo collects what the request log line and the stats need.
+type reqInfo struct {
+	id               string
+	start            time.Time
+	profile          string
+	endpoint         string
+	stream           bool
+	promptTokens     int
+	completionTokens int
+	finish           string
+	ttft             time.Duration
+	errCode          string
+	recorded         bool // stats already recorded by the handler
+}
+
+func getInfo(c echo.Context) *reqInfo {
+	if v, ok := c.Get(infoKey).(*reqInfo); ok {
+		return v
+	}
+	i := &reqInfo{}
+	c.Set(infoKey, i)
+	return i
+}
+
+func setInfo(c echo.Context, f func(*reqInfo)) { f(getInfo(c)) }
+
+func requestID(c echo.Context) string { return getInfo(c).id }
+
+// requestIDMiddleware accepts a sane X-Request-Id from the client (to match
+// logs across proxies) or makes one, and echoes it back.
+func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !validRequestID(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		info := getInfo(c)
+		info.id, info.start = id, time.Now()
+		return next(c)
+	}
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '-' || r == '_' || r == '.' || r == ':' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')) {
+			return false
+		}
+	}
+	return true
+}
+
+// logMiddleware writes one line per request and records refused /v1
+// requests in the stats (handlers record the ones that ran).
+func (s *Server) logMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		info := getInfo(c)
+		status := c.Response().Status
+		path := c.Request().URL.Path
+		if strings.HasPrefix(path, "/v1/") && c.Request().Method == http.MethodPost && !info.recorded && status >= 400 {
+			p := info.profile
+			if p == "" {
+				p = s.opts.DefaultProfile
+			}
+			s.opts.Stats.ObserveRejected(p, status, info.errCode)
+		}
+		lvl := zapcore.InfoLevel
+		if path == "/health" || path == "/ready" || path == "/metrics" {
+			lvl = zapcore.DebugLevel
+		}
+		if status >= 500 {
+			lvl = zapcore.WarnLevel
+		}
+		if ce := s.log.Check(lvl, "request"); ce != nil {
+			fields := []zap.Field{
+				zap.String("request_id", info.id),
+				zap.String("method", c.Request().Method),
+				zap.String("path", path),
+				zap.Int("status", status),
+				zap.Duration("latency", time.Since(start)),
+				zap.String("remote", c.RealIP()),
+			}
+			if info.endpoint != "" {
+				fields = append(fields,
+					zap.String("profile", info.profile),
+					zap.Bool("stream", info.stream),
+					zap.Int("prompt_tokens", info.promptTokens),
+					zap.Int("completion_tokens", info.completionTokens),
+					zap.Duration("ttft", info.ttft),
+					zap.String("finish_reason", info.finish))
+			}
+			if info.errCode != "" {
+				fields = append(fields, zap.String("error_code", info.errCode))
+			}
+			ce.Write(fields...)
+		}
+		return nil
+	}
+}
+
+// recoverMiddleware turns a handler panic into a 500 for that request only.
+func (s *Server) recoverMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("handler panic", zap.String("request_id", requestID(c)), zap.Any("panic", r), zap.Stack("stack"))
+				err = &Error{Status: 500, Type: "server_error", Code: "internal_error", Message: "The server had an error while processing your request.", NoRetry: true}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// authMiddleware checks the API key in constant time against every
+// configured key (SHA-256 digests, OR-accumulated, no early exit), so
+// neither the match position nor the key length leaks through timing.
+func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if len(s.keys) == 0 {
+			return next(c)
+		}
+		h := c.Request().Header
+		key, ok := strings.CutPrefix(h.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok {
+			key = h.Get("X-Api-Key")
+		}
+		if key == "" {
+			return &Error{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key",
+				Message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."}
+		}
+		d := sha256.Sum256([]byte(strings.TrimSpace(key)))
+		match := 0
+		for i := range s.keys {
+			match |= subtle.ConstantTimeCompare(d[:], s.keys[i][:])
+		}
+		if match != 1 {
+			return &Error{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key", Message: "Incorrect API key provided."}
+		}
+		return next(c)
+	}
+}
+
+// ---- simple endpoints ----
+
+func (s *Server) health(c echo.Context) error {
+	load := s.opts.Engine.Load()
+	var active, queued int
+	for _, l := range load {
+		active += l.Active
+		queued += l.Queued
+	}
+	body := map[string]any{
+		"status":          "ok",
+		"model":           s.opts.Model.ID,
+		"mode":            s.opts.Mode,
+		"mode_reason":     s.opts.ModeReason,
+		"profile":         s.opts.DefaultProfile,
+		"profiles":        s.opts.Profiles.Names(),
+		"version":         s.opts.Version,
+		"uptime_seconds":  time.Since(s.started).Seconds(),
+		"ready":           s.ready.Load(),
+		"streaming":       s.opts.EnableStreaming,
+		"context_length":  s.opts.Model.ContextLength,
+		"active_requests": active,
+		"queued_requests": queued,
+		// Workers arrive with the worker processes; the mock engine runs
+		// in-process and has none.
+		"workers": []any{},
+	}
+	if !s.ready.Load() {
+		body["status"] = "draining"
+	}
+	return c.JSON(http.StatusOK, body)
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if !s.ready.Load() {
+		return &Error{Status: 503, Type: "server_error", Code: "not_ready", Message: "The server is shutting down.", RetryAfter: 5}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "model": s.opts.Model.ID, "mode": s.opts.Mode})
+}
+
+func (s *Server) stats(c echo.Context) error {
+	load := s.loadForStats()
+	s.opts.Stats.SetLoad(load)
+	snap := s.opts.Stats.Snapshot(load)
+	return c.JSON(http.StatusOK, map[string]any{
+		"model":   s.opts.Model.ID,
+		"mode":    s.opts.Mode,
+		"profile": s.opts.DefaultProfile,
+		"stats":   snap,
+	})
+}
+
+func (s *Server) loadForStats() map[string]stats.Load {
+	load := s.opts.Engine.Load()
+	out := make(map[string]stats.Load, len(load))
+	for k, v := range load {
+		out[k] = stats.Load{Active: v.Active, Queued: v.Queued}
+	}
+	return out
+}
+
+// UpdateLoadGauges refreshes the running/waiting gauges; the coordinator
+// calls it periodically so /metrics scrapes see current values.
+func (s *Server) UpdateLoadGauges() { s.opts.Stats.SetLoad(s.loadForStats()) }
+
+func (s *Server) card() ModelCard {
+	return ModelCard{ID: s.opts.Model.ID, Object: "model", Created: s.started.Unix(), OwnedBy: "openai",
+		ContextLength: s.opts.Model.ContextLength, MaxModelLen: s.opts.Model.ContextLength}
+}
+
+func (s *Server) models(c echo.Context) error {
+	return c.JSON(http.StatusOK, ModelList{Object: "list", Data: []ModelCard{s.card()}})
+}
+
+func (s *Server) model(c echo.Context) error {
+	if !s.servesModel(c.Param("id")) {
+		return &Error{Status: 404, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
+			Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", clipString(c.Param("id"), 100))}
+	}
+	return c.JSON(http.StatusOK, s.card())
+}

@@ -1,0 +1,260 @@
+// Package mock is a fake model behind the real scheduler: it implements
+// sched.Executor with deterministic output and realistic step timing, so
+// the whole serving path (admission, batching, streaming, cancellation,
+// stats, limits) runs for real on a machine with no weights and no GPU.
+//
+// What it generates: for a chat prompt (ending in <|start|>assistant) a
+// well-formed Harmony reply, a short analysis message then a final answer
+// ending in <|return|>; for a raw completion prompt, plain text ending in
+// <|endoftext|>. The text is a function of the prompt, and of the seed when
+// temperature > 0 (random when no seed is given), so greedy requests repeat
+// exactly, as a real model's would.
+package mock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/tokenizer"
+)
+
+// Timing is the simulated cost of a step:
+// Step + PerSeq × sequences + PerPrefillToken × prompt tokens.
+type Timing struct {
+	Step            time.Duration
+	PerSeq          time.Duration
+	PerPrefillToken time.Duration
+}
+
+// DefaultTiming approximates a fast single-GPU gpt-oss-20b deployment: about
+// 100 tokens/s for one stream, slowing gently as the batch grows.
+var DefaultTiming = Timing{Step: 10 * time.Millisecond, PerSeq: 20 * time.Microsecond, PerPrefillToken: 5 * time.Microsecond}
+
+// Executor is the mock model.
+type Executor struct {
+	tok    *tokenizer.Tokenizer
+	timing Timing
+	model  string
+	seqs   map[uint64]*seqState
+	sleep  func(context.Context, time.Duration) error
+	// minReply, when positive, pads every reply with filler text to at
+	// least this many tokens, so load tests control output length with
+	// max_tokens alone.
+	minReply  atomic.Int64
+	filler    []int
+	user      []int // "user" as tokens, to find the last user message
+	assistant []int
+}
+
+type seqState struct {
+	prompt []int
+	script []int // the reply without its final stop token
+	stop   int   // <|return|> for chat, <|endoftext|> for raw text
+	pos    int
+	last   int // the last token produced
+}
+
+// New returns a mock executor that names itself model in its replies.
+func New(tok *tokenizer.Tokenizer, model string, t Timing) *Executor {
+	return &Executor{tok: tok, timing: t, model: model, seqs: map[uint64]*seqState{}, sleep: sleepCtx,
+		filler: tok.Encode(" " + strings.Join(words, " ") + "."), user: tok.Encode("user"), assistant: tok.Encode("assistant")}
+}
+
+// SetMinReply makes every reply at least n tokens long (0: natural length).
+// It may be called while the executor runs.
+func (e *Executor) SetMinReply(n int) { e.minReply.Store(int64(n)) }
+
+// Capabilities: the mock has no probability distribution, so it cannot
+// return logprobs; the API refuses logprobs requests instead of faking them.
+func (e *Executor) Capabilities() sched.Capabilities { return sched.Capabilities{} }
+
+// Step produces the next scripted token for every sequence that samples.
+func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
+	prefill := 0
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		s := e.seqs[st.ID]
+		if s == nil {
+			if st.Pos != 0 {
+				return fmt.Errorf("mock: sequence %d starts at position %d without state", st.ID, st.Pos)
+			}
+			s = &seqState{}
+			e.seqs[st.ID] = s
+		}
+		if s.script == nil {
+			if st.Pos != len(s.prompt) {
+				return fmt.Errorf("mock: sequence %d: prompt chunk at %d, expected %d", st.ID, st.Pos, len(s.prompt))
+			}
+			s.prompt = append(s.prompt, st.Tokens...)
+			prefill += len(st.Tokens)
+		} else if len(st.Tokens) != 1 || s.pos == 0 || st.Tokens[0] != s.last {
+			// The scheduler must feed back exactly what was sampled, as a
+			// real KV cache would require.
+			return fmt.Errorf("mock: sequence %d: decode input %v does not follow the generated text", st.ID, st.Tokens)
+		}
+		if !st.Sample {
+			continue
+		}
+		if s.script == nil {
+			s.script, s.stop = e.script(s.prompt, st.Sampling)
+		}
+		id := s.stop
+		switch {
+		case s.pos < len(s.script):
+			id = s.script[s.pos]
+		case int64(s.pos) < e.minReply.Load():
+			id = e.filler[(s.pos-len(s.script))%len(e.filler)]
+		}
+		s.pos++
+		s.last = id
+		st.Out = sched.Token{ID: id}
+	}
+	d := e.timing.Step + time.Duration(len(b.Seqs))*e.timing.PerSeq + time.Duration(prefill)*e.timing.PerPrefillToken
+	return e.sleep(ctx, d)
+}
+
+// Release forgets finished sequences.
+func (e *Executor) Release(ids []uint64) {
+	for _, id := range ids {
+		delete(e.seqs, id)
+	}
+}
+
+// Active reports how many sequences hold state, for leak tests.
+func (e *Executor) Active() int { return len(e.seqs) }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return errors.New("mock: step interrupted")
+	}
+}
+
+// script builds the whole reply for a prompt, and the token that ends it.
+func (e *Executor) script(prompt []int, sp *sched.Sampling) ([]int, int) {
+	h := fnv.New64a()
+	for _, id := range prompt {
+		_, _ = h.Write([]byte{byte(id), byte(id >> 8), byte(id >> 16)})
+	}
+	seed := h.Sum64()
+	if sp != nil && sp.Temperature > 0 {
+		if sp.HasSeed {
+			seed ^= uint64(sp.Seed)*0x9E3779B97F4A7C15 + 1
+		} else {
+			seed ^= rand.Uint64()
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+	question := e.lastUserText(prompt)
+	answer := e.answer(rng, question)
+	if !e.isChatPrompt(prompt) {
+		return e.tok.Encode(answer), tokenizer.EndOfText
+	}
+	var ids []int
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, e.tok.Encode("analysis")...)
+	ids = append(ids, tokenizer.Message)
+	ids = append(ids, e.tok.Encode(e.analysis(question))...)
+	ids = append(ids, tokenizer.End, tokenizer.Start)
+	ids = append(ids, e.tok.Encode("assistant")...)
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, e.tok.Encode("final")...)
+	ids = append(ids, tokenizer.Message)
+	ids = append(ids, e.tok.Encode(answer)...)
+	return ids, tokenizer.Return
+}
+
+// isChatPrompt reports whether the prompt ends with <|start|>assistant, the
+// Harmony generation prompt.
+func (e *Executor) isChatPrompt(p []int) bool {
+	n := len(e.assistant)
+	return len(p) > n && p[len(p)-n-1] == tokenizer.Start && slices.Equal(p[len(p)-n:], e.assistant)
+}
+
+// lastUserText decodes the last user message of a Harmony prompt, or the
+// tail of a raw prompt, so the reply can refer to it.
+func (e *Executor) lastUserText(p []int) string {
+	n := len(e.user)
+	body := p
+	for i := len(p) - n - 2; i >= 0; i-- {
+		if p[i] == tokenizer.Start && slices.Equal(p[i+1:i+1+n], e.user) && p[i+1+n] == tokenizer.Message {
+			body = p[i+2+n:]
+			for j, id := range body {
+				if id == tokenizer.End {
+					body = body[:j]
+					break
+				}
+			}
+			break
+		}
+	}
+	if len(body) > 32 {
+		body = body[len(body)-32:]
+	}
+	var b strings.Builder
+	for _, id := range body {
+		if e.tok.IsSpecial(id) {
+			continue
+		}
+		if bs, err := e.tok.TokenBytes(id); err == nil {
+			b.Write(bs)
+		}
+	}
+	return strings.ToValidUTF8(strings.TrimSpace(b.String()), "")
+}
+
+var words = strings.Fields(`the model server stream token batch request answer latency
+throughput scheduler worker tensor kernel memory cache block prompt reply quick steady
+careful simple clear signal value result measure check reason plan step layer expert router
+attention window sequence profile queue limit state record field`)
+
+func (e *Executor) analysis(q string) string {
+	return fmt.Sprintf("Mock engine; reply to %q.", clip(q, 24))
+}
+
+func (e *Executor) answer(rng *rand.Rand, q string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "This is a mock reply from %s (no model weights are loaded).", e.model)
+	if q != "" {
+		fmt.Fprintf(&b, " You said: %q.", clip(q, 80))
+	}
+	sentences := 3 + rng.IntN(20)
+	for range sentences {
+		n := 6 + rng.IntN(10)
+		b.WriteByte(' ')
+		for i := range n {
+			w := words[rng.IntN(len(words))]
+			if i == 0 {
+				w = strings.ToUpper(w[:1]) + w[1:]
+			} else {
+				b.WriteByte(' ')
+			}
+			b.WriteString(w)
+		}
+		b.WriteByte('.')
+	}
+	return b.String()
+}
+
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}

@@ -1,0 +1,562 @@
+// Package sched is the coordinator's scheduler: it admits generation
+// requests into bounded per-profile queues, batches the running sequences
+// step by step (iteration-level, continuous batching: a sequence joins and
+// leaves the batch between any two steps), hands each step to an Executor
+// and delivers the sampled tokens to the waiting HTTP handlers.
+//
+// The Executor is the boundary behind which the model runs: the mock engine
+// today, the NATS-connected tensor-parallel workers later. The API layer only
+// sees Submit and Stream, so swapping the executor changes nothing above.
+//
+// Concurrency: one goroutine (the loop) owns the running batch and calls the
+// Executor; Submit and the Stream methods are safe from any goroutine. Lock
+// order: Scheduler.mu before sequence.mu; neither is held across Step.
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gptoss/server/coordinator/profiles"
+)
+
+// Errors returned by Submit and carried in Final.Err. The API layer maps
+// them to HTTP statuses.
+var (
+	// ErrQueueFull: the profile's admission queue is at its limit (503).
+	ErrQueueFull = errors.New("sched: queue full")
+	// ErrDraining: the server is shutting down and admits nothing (503).
+	ErrDraining = errors.New("sched: server is shutting down")
+	// ErrQueueTimeout: the request waited longer than queue_timeout (503).
+	ErrQueueTimeout = errors.New("sched: timed out waiting in the queue")
+	// ErrAborted: the server ended the request during shutdown.
+	ErrAborted = errors.New("sched: aborted by server shutdown")
+	// ErrClosed: the scheduler has stopped.
+	ErrClosed = errors.New("sched: closed")
+)
+
+// FinishReason says why a sequence stopped, in OpenAI's vocabulary plus
+// "abort" (server shutdown), "cancelled" (client left) and "error".
+type FinishReason string
+
+// Finish reasons.
+const (
+	FinishStop      FinishReason = "stop"
+	FinishLength    FinishReason = "length"
+	FinishAbort     FinishReason = "abort"
+	FinishCancelled FinishReason = "cancelled"
+	FinishError     FinishReason = "error"
+)
+
+// Sampling carries the sampling parameters to the executor, which samples
+// (on the workers, rank 0 does).
+type Sampling struct {
+	Temperature      float64
+	TopP             float64
+	TopK             int
+	MinP             float64
+	Seed             int64
+	HasSeed          bool
+	PresencePenalty  float64
+	FrequencyPenalty float64
+	Logprobs         bool
+	TopLogprobs      int
+}
+
+// Request is one sequence to generate.
+type Request struct {
+	// ID is the caller's request id, for logs.
+	ID string
+	// Profile supplies the queue and batching policy.
+	Profile *profiles.Profile
+	// Prompt is the fully rendered prompt.
+	Prompt []int
+	// MaxTokens bounds the generated tokens (reasoning included).
+	MaxTokens int
+	// StopTokens end generation when sampled; the stop token is delivered
+	// (so the caller can tell <|call|> from <|return|>) and counted.
+	StopTokens []int
+	Sampling   Sampling
+}
+
+// Token is one generated token as delivered to the caller.
+type Token struct {
+	ID int
+	// Logprob of ID, and the most likely alternatives when requested.
+	Logprob     float32
+	TopLogprobs []TokenLogprob
+	// At is when the scheduler delivered the token.
+	At time.Time
+}
+
+// TokenLogprob is one alternative token and its log probability.
+type TokenLogprob struct {
+	ID      int
+	Logprob float32
+}
+
+// Final is the end of a sequence.
+type Final struct {
+	Reason FinishReason
+	// Err is set for FinishError and FinishAbort, and for queue errors.
+	Err error
+	// PromptTokens and CompletionTokens are the usage counts.
+	PromptTokens     int
+	CompletionTokens int
+	// Queue is the time from Submit to admission into the batch.
+	Queue time.Duration
+}
+
+// Capabilities tells the API layer what the executor can honour, so that it
+// refuses what it cannot instead of silently ignoring it.
+type Capabilities struct {
+	Logprobs bool
+}
+
+// Executor runs forward passes. Step and Release are only ever called from
+// the scheduler's loop goroutine.
+type Executor interface {
+	// Step runs one forward pass over the batch and fills Out for every
+	// entry with Sample set. An error fails every sequence in the batch.
+	Step(ctx context.Context, b *Batch) error
+	// Release frees the executor-side state (KV cache) of sequences that
+	// will not be stepped again.
+	Release(ids []uint64)
+	// Capabilities reports what the executor supports.
+	Capabilities() Capabilities
+}
+
+// Batch is one step.
+type Batch struct {
+	Seqs []SeqStep
+}
+
+// SeqStep is one sequence's part of a step.
+type SeqStep struct {
+	// ID identifies the sequence across steps (its KV state).
+	ID uint64
+	// Tokens are this step's input: a chunk of the prompt, or the previous
+	// generated token when decoding.
+	Tokens []int
+	// Pos is the position of Tokens[0] in the sequence.
+	Pos int
+	// Sample asks for a next token (last prefill chunk, or decode).
+	Sample   bool
+	Sampling *Sampling
+	// Out is filled by the executor when Sample is set.
+	Out Token
+}
+
+// Options configures a Scheduler.
+type Options struct {
+	// MaxRunning bounds the running sequences over all profiles.
+	MaxRunning int
+	// MaxStepTokens bounds the tokens processed in one step (prefill
+	// chunks plus one per decoding sequence), so one long prompt cannot
+	// stall every stream.
+	MaxStepTokens int
+	Logger        *zap.Logger
+}
+
+// Load is a profile's current occupancy.
+type Load struct {
+	Active, Queued int
+}
+
+// Scheduler batches sequences over an Executor.
+type Scheduler struct {
+	exec Executor
+	opts Options
+	log  *zap.Logger
+
+	mu       sync.Mutex
+	waiting  map[string][]*sequence // per profile, FIFO; guarded by mu
+	order    []string               // profile names, for fair admission
+	running  map[string]int         // per-profile running count; guarded by mu
+	draining bool
+	closed   bool
+
+	nextID   atomic.Uint64
+	wake     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+	stop     chan struct{}
+
+	// loop-owned
+	batch []*sequence
+	rr    int
+}
+
+// New starts a scheduler over exec for the given profiles.
+func New(exec Executor, set profiles.Set, opts Options) *Scheduler {
+	if opts.MaxRunning <= 0 {
+		opts.MaxRunning = 1024
+	}
+	if opts.MaxStepTokens <= 0 {
+		opts.MaxStepTokens = 8192
+	}
+	// Every running sequence decodes one token a step; the budget must
+	// leave room for at least one prompt token on top.
+	opts.MaxStepTokens = max(opts.MaxStepTokens, opts.MaxRunning+1)
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Scheduler{
+		exec:    exec,
+		opts:    opts,
+		log:     opts.Logger,
+		waiting: map[string][]*sequence{},
+		running: map[string]int{},
+		order:   set.Names(),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+	}
+	go s.loop()
+	return s
+}
+
+// Capabilities reports what the executor supports.
+func (s *Scheduler) Capabilities() Capabilities { return s.exec.Capabilities() }
+
+// Submit queues a request. It fails fast, before any output, when the
+// profile's queue is full or the server is draining, so the API can answer
+// 503 with Retry-After before the first byte. ctx is the request's context:
+// when it ends, the sequence is dropped and its state released.
+func (s *Scheduler) Submit(ctx context.Context, req *Request) (*Stream, error) {
+	if req.Profile == nil {
+		return nil, errors.New("sched: request without profile")
+	}
+	if len(req.Prompt) == 0 {
+		return nil, errors.New("sched: empty prompt")
+	}
+	seq := &sequence{
+		id:       s.nextID.Add(1),
+		req:      req,
+		ctx:      ctx,
+		notify:   make(chan struct{}, 1),
+		enqueued: time.Now(),
+	}
+	name := req.Profile.Name
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return nil, ErrClosed
+	case s.draining:
+		s.mu.Unlock()
+		return nil, ErrDraining
+	case len(s.waiting[name]) >= req.Profile.Scheduling.QueueLimit:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: profile %s has %d requests waiting", ErrQueueFull, name, req.Profile.Scheduling.QueueLimit)
+	}
+	if !slices.Contains(s.order, name) {
+		s.order = append(s.order, name)
+	}
+	s.waiting[name] = append(s.waiting[name], seq)
+	s.mu.Unlock()
+	s.poke()
+	return &Stream{seq: seq}, nil
+}
+
+// Load reports per-profile running and waiting counts.
+func (s *Scheduler) Load() map[string]Load {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Load, len(s.order))
+	for _, n := range s.order {
+		out[n] = Load{Active: s.running[n], Queued: len(s.waiting[n])}
+	}
+	return out
+}
+
+// Drain stops admission: every later Submit fails with ErrDraining, while
+// queued and running sequences go on.
+func (s *Scheduler) Drain() {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+}
+
+// Draining reports whether Drain was called.
+func (s *Scheduler) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Idle reports whether nothing is queued or running.
+func (s *Scheduler) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.order {
+		if s.running[n] > 0 || len(s.waiting[n]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Close ends every queued and running sequence with FinishAbort and stops
+// the loop. It waits for the loop to exit.
+func (s *Scheduler) Close() {
+	s.mu.Lock()
+	s.draining, s.closed = true, true
+	s.mu.Unlock()
+	s.stopOnce.Do(func() { close(s.stop) })
+	<-s.done
+}
+
+func (s *Scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) loop() {
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var b Batch
+	for {
+		select {
+		case <-s.stop:
+			s.abortAll()
+			return
+		default:
+		}
+		s.reap()
+		s.admit()
+		if len(s.batch) == 0 {
+			// Nothing to run. Wake on a submit, or periodically to expire
+			// queued requests that can never be admitted.
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-s.wake:
+			case <-s.stop:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		s.build(&b)
+		if len(b.Seqs) == 0 {
+			continue
+		}
+		if err := s.exec.Step(ctx, &b); err != nil {
+			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
+			s.failBatch(&b, fmt.Errorf("sched: step: %w", err))
+			continue
+		}
+		s.deliver(&b)
+	}
+}
+
+// reap drops cancelled or expired sequences, queued and running.
+func (s *Scheduler) reap() {
+	now := time.Now()
+	var released []uint64
+	keep := s.batch[:0]
+	for _, q := range s.batch {
+		if r, err, dead := q.dead(); dead {
+			released = append(released, q.id)
+			s.finish(q, r, err)
+			continue
+		}
+		keep = append(keep, q)
+	}
+	clear(s.batch[len(keep):])
+	s.batch = keep
+	if len(released) > 0 {
+		s.exec.Release(released)
+	}
+
+	s.mu.Lock()
+	var expired []*sequence
+	for name, qs := range s.waiting {
+		kept := qs[:0]
+		for _, q := range qs {
+			if _, _, dead := q.dead(); dead || now.Sub(q.enqueued) > q.req.Profile.Scheduling.QueueTimeout {
+				expired = append(expired, q)
+				continue
+			}
+			kept = append(kept, q)
+		}
+		clear(qs[len(kept):])
+		s.waiting[name] = kept
+	}
+	s.mu.Unlock()
+	for _, q := range expired {
+		if r, err, dead := q.dead(); dead {
+			q.close(&Final{Reason: r, Err: err, PromptTokens: len(q.req.Prompt)})
+			continue
+		}
+		q.close(&Final{Reason: FinishError, Err: ErrQueueTimeout, PromptTokens: len(q.req.Prompt), Queue: now.Sub(q.enqueued)})
+	}
+}
+
+// admit moves waiting sequences into the batch, rotating over profiles so a
+// busy profile cannot starve the others, within the global and per-profile
+// caps.
+func (s *Scheduler) admit() {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.order)
+	for progress := true; progress && len(s.batch) < s.opts.MaxRunning; {
+		progress = false
+		for i := 0; i < n && len(s.batch) < s.opts.MaxRunning; i++ {
+			name := s.order[(s.rr+i)%n]
+			qs := s.waiting[name]
+			if len(qs) == 0 {
+				continue
+			}
+			q := qs[0]
+			if s.running[name] >= q.req.Profile.Scheduling.MaxBatch {
+				continue
+			}
+			qs[0] = nil
+			s.waiting[name] = qs[1:]
+			s.running[name]++
+			q.admitted = now
+			s.batch = append(s.batch, q)
+			progress = true
+		}
+		s.rr++
+	}
+}
+
+// build fills b with this step's work: one token for every decoding
+// sequence, then prompt chunks in admission order within the step budget.
+func (s *Scheduler) build(b *Batch) {
+	b.Seqs = b.Seqs[:0]
+	budget := s.opts.MaxStepTokens
+	for _, q := range s.batch {
+		if q.prefilled == len(q.req.Prompt) {
+			budget--
+		}
+	}
+	for _, q := range s.batch {
+		q.stepIdx = -1
+		if q.prefilled < len(q.req.Prompt) {
+			if budget <= 0 {
+				continue
+			}
+			n := min(len(q.req.Prompt)-q.prefilled, q.req.Profile.Scheduling.PrefillChunk, budget)
+			budget -= n
+			q.stepIdx = len(b.Seqs)
+			b.Seqs = append(b.Seqs, SeqStep{
+				ID: q.id, Tokens: q.req.Prompt[q.prefilled : q.prefilled+n], Pos: q.prefilled,
+				Sample: q.prefilled+n == len(q.req.Prompt), Sampling: &q.req.Sampling,
+			})
+			q.stepChunk = n
+			continue
+		}
+		q.stepIdx = len(b.Seqs)
+		b.Seqs = append(b.Seqs, SeqStep{
+			ID: q.id, Tokens: q.last[:], Pos: len(q.req.Prompt) + q.generated - 1,
+			Sample: true, Sampling: &q.req.Sampling,
+		})
+		q.stepChunk = 0
+	}
+}
+
+// deliver hands sampled tokens to their streams and retires sequences that
+// hit a stop token or their budget.
+func (s *Scheduler) deliver(b *Batch) {
+	now := time.Now()
+	var released []uint64
+	keep := s.batch[:0]
+	for _, q := range s.batch {
+		if q.stepIdx < 0 {
+			keep = append(keep, q)
+			continue
+		}
+		st := &b.Seqs[q.stepIdx]
+		q.prefilled += q.stepChunk
+		if !st.Sample {
+			keep = append(keep, q)
+			continue
+		}
+		tok := st.Out
+		tok.At = now
+		q.generated++
+		q.last[0] = tok.ID
+		q.push(tok)
+		switch {
+		case slices.Contains(q.req.StopTokens, tok.ID):
+			s.finish(q, FinishStop, nil)
+		case q.generated >= q.req.MaxTokens:
+			s.finish(q, FinishLength, nil)
+		default:
+			keep = append(keep, q)
+			continue
+		}
+		released = append(released, q.id)
+	}
+	clear(s.batch[len(keep):])
+	s.batch = keep
+	if len(released) > 0 {
+		s.exec.Release(released)
+	}
+}
+
+func (s *Scheduler) failBatch(b *Batch, err error) {
+	ids := make([]uint64, 0, len(b.Seqs))
+	for _, st := range b.Seqs {
+		ids = append(ids, st.ID)
+	}
+	keep := s.batch[:0]
+	for _, q := range s.batch {
+		if q.stepIdx >= 0 {
+			s.finish(q, FinishError, err)
+			continue
+		}
+		keep = append(keep, q)
+	}
+	clear(s.batch[len(keep):])
+	s.batch = keep
+	s.exec.Release(ids)
+}
+
+func (s *Scheduler) abortAll() {
+	ids := make([]uint64, 0, len(s.batch))
+	for _, q := range s.batch {
+		ids = append(ids, q.id)
+		s.finish(q, FinishAbort, ErrAborted)
+	}
+	s.batch = nil
+	if len(ids) > 0 {
+		s.exec.Release(ids)
+	}
+	s.mu.Lock()
+	var queued []*sequence
+	for name, qs := range s.waiting {
+		queued = append(queued, qs...)
+		delete(s.waiting, name)
+	}
+	s.mu.Unlock()
+	for _, q := range queued {
+		q.close(&Final{Reason: FinishAbort, Err: ErrAborted, PromptTokens: len(q.req.Prompt)})
+	}
+}
+
+// finish retires a running sequence.
+func (s *Scheduler) finish(q *sequence, r FinishReason, err error) {
+	s.mu.Lock()
+	s.running[q.req.Profile.Name]--
+	s.mu.Unlock()
+	q.close(&Final{
+		Reason: r, Err: err,
+		PromptTokens: len(q.req.Prompt), CompletionTokens: q.generated,
+		Queue: q.admitted.Sub(q.enqueued),
+	})
+}

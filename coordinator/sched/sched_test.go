@@ -1,0 +1,325 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gptoss/server/coordinator/profiles"
+)
+
+// fakeExec returns token = 1000 + position of the sampled token, and
+// records what the scheduler asked of it.
+type fakeExec struct {
+	mu       sync.Mutex
+	state    map[uint64]int // next expected position
+	maxBatch int
+	maxChunk int
+	steps    int
+	fail     func(*Batch) error
+	delay    time.Duration
+	stopAt   int // emit stop token 7 at this generated index (0: never)
+	gen      map[uint64]int
+}
+
+func newFake() *fakeExec { return &fakeExec{state: map[uint64]int{}, gen: map[uint64]int{}} }
+
+func (f *fakeExec) Capabilities() Capabilities { return Capabilities{} }
+
+func (f *fakeExec) Step(ctx context.Context, b *Batch) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steps++
+	if f.fail != nil {
+		if err := f.fail(b); err != nil {
+			return err
+		}
+	}
+	f.maxBatch = max(f.maxBatch, len(b.Seqs))
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		if want := f.state[st.ID]; st.Pos != want {
+			return errors.New("fake: non-contiguous positions")
+		}
+		f.state[st.ID] = st.Pos + len(st.Tokens)
+		f.maxChunk = max(f.maxChunk, len(st.Tokens))
+		if st.Sample {
+			f.gen[st.ID]++
+			id := 1000 + f.state[st.ID]
+			if f.stopAt > 0 && f.gen[st.ID] == f.stopAt {
+				id = 7
+			}
+			st.Out = Token{ID: id}
+		}
+	}
+	if f.delay > 0 {
+		time.Sleep(f.delay)
+	}
+	return nil
+}
+
+func (f *fakeExec) Release(ids []uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		delete(f.state, id)
+		delete(f.gen, id)
+	}
+}
+
+func (f *fakeExec) live() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.state)
+}
+
+func testProfile(name string, maxBatch, chunk, queue int) *profiles.Profile {
+	return &profiles.Profile{Name: name,
+		Generation: profiles.Generation{ReasoningEffort: "low", MaxTokens: 16, MaxTokensCap: 64, Temperature: 1, TopP: 1},
+		Scheduling: profiles.Scheduling{MaxBatch: maxBatch, PrefillChunk: chunk, QueueLimit: queue, QueueTimeout: 5 * time.Second}}
+}
+
+func collect(t *testing.T, st *Stream) ([]Token, *Final) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var all []Token
+	for {
+		toks, f, err := st.Recv(ctx, nil)
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		all = append(all, toks...)
+		if f != nil {
+			return all, f
+		}
+	}
+}
+
+func prompt(n int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i + 1
+	}
+	return p
+}
+
+// checkFor polls cond until it holds or the deadline passes.
+func checkFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestGenerateToLength(t *testing.T) {
+	f := newFake()
+	p := testProfile("p", 4, 3, 10)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(10), MaxTokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, fin := collect(t, st)
+	if fin.Reason != FinishLength || len(toks) != 5 || fin.CompletionTokens != 5 || fin.PromptTokens != 10 {
+		t.Fatalf("got %d tokens, final %+v", len(toks), fin)
+	}
+	// Positions continue after the prompt: the first sampled token is
+	// produced after all 10 prompt tokens, then one per step.
+	for i, tk := range toks {
+		if tk.ID != 1010+i {
+			t.Fatalf("token %d = %d, want %d", i, tk.ID, 1010+i)
+		}
+	}
+	if f.maxChunk != 3 {
+		t.Fatalf("prefill chunk %d, want 3", f.maxChunk)
+	}
+	checkFor(t, time.Second, func() bool { return f.live() == 0 })
+}
+
+func TestStopToken(t *testing.T) {
+	f := newFake()
+	f.stopAt = 3
+	p := testProfile("p", 4, 64, 10)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 50, StopTokens: []int{7}})
+	toks, fin := collect(t, st)
+	if fin.Reason != FinishStop || len(toks) != 3 || toks[2].ID != 7 {
+		t.Fatalf("final %+v tokens %v", fin, toks)
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	f := newFake()
+	f.delay = 20 * time.Millisecond
+	p := testProfile("p", 1, 64, 2)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errs int
+	for range 6 {
+		if _, err := s.Submit(ctx, &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1000}); err != nil {
+			if !errors.Is(err, ErrQueueFull) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			errs++
+		}
+	}
+	// One may already run; at most 2 wait; the rest are refused.
+	if errs < 3 {
+		t.Fatalf("%d refusals, want at least 3", errs)
+	}
+}
+
+func TestCancelFreesState(t *testing.T) {
+	f := newFake()
+	f.delay = 2 * time.Millisecond
+	p := testProfile("p", 8, 64, 10)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, _ := s.Submit(ctx, &Request{Profile: p, Prompt: prompt(4), MaxTokens: 100000})
+	if _, _, err := st.Recv(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	_, fin := collect(t, st)
+	if fin.Reason != FinishCancelled {
+		t.Fatalf("final %+v", fin)
+	}
+	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
+
+	// Stream.Cancel works the same way.
+	st2, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 100000})
+	st2.Cancel()
+	_, fin = collect(t, st2)
+	if fin.Reason != FinishCancelled {
+		t.Fatalf("final %+v", fin)
+	}
+	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
+}
+
+func TestMaxBatchPerProfile(t *testing.T) {
+	f := newFake()
+	f.delay = time.Millisecond
+	p := testProfile("p", 3, 64, 100)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	var streams []*Stream
+	for range 10 {
+		st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(3), MaxTokens: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	for _, st := range streams {
+		if _, fin := collect(t, st); fin.Reason != FinishLength {
+			t.Fatalf("final %+v", fin)
+		}
+	}
+	if f.maxBatch != 3 {
+		t.Fatalf("max batch %d, want 3", f.maxBatch)
+	}
+}
+
+func TestStepBudgetInterleavesPrefill(t *testing.T) {
+	f := newFake()
+	p := testProfile("p", 8, 1000, 10)
+	s := New(f, profiles.Set{"p": p}, Options{MaxStepTokens: 100, MaxRunning: 8})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(450), MaxTokens: 2})
+	_, fin := collect(t, st)
+	if fin.Reason != FinishLength || f.maxChunk > 100 {
+		t.Fatalf("final %+v max chunk %d", fin, f.maxChunk)
+	}
+}
+
+func TestStepErrorFailsBatchOnly(t *testing.T) {
+	f := newFake()
+	var once sync.Once
+	f.fail = func(b *Batch) error {
+		var err error
+		once.Do(func() { err = errors.New("boom") })
+		return err
+	}
+	p := testProfile("p", 8, 64, 10)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
+	_, fin := collect(t, st)
+	if fin.Reason != FinishError || fin.Err == nil {
+		t.Fatalf("final %+v", fin)
+	}
+	// The scheduler keeps serving afterwards.
+	st, _ = s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
+	if _, fin = collect(t, st); fin.Reason != FinishLength {
+		t.Fatalf("after failure: %+v", fin)
+	}
+}
+
+func TestQueueTimeout(t *testing.T) {
+	f := newFake()
+	f.delay = 5 * time.Millisecond
+	p := testProfile("p", 1, 64, 10)
+	p.Scheduling.QueueTimeout = 30 * time.Millisecond
+	s := New(f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	long, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1000})
+	waiting, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1})
+	_, fin := collect(t, waiting)
+	if !errors.Is(fin.Err, ErrQueueTimeout) {
+		t.Fatalf("final %+v", fin)
+	}
+	long.Cancel()
+}
+
+func TestDrainAndClose(t *testing.T) {
+	f := newFake()
+	f.delay = time.Millisecond
+	p := testProfile("p", 1, 64, 10)
+	s := New(f, profiles.Set{"p": p}, Options{})
+	running, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 100000})
+	queued, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 10})
+	s.Drain()
+	if _, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1}); !errors.Is(err, ErrDraining) {
+		t.Fatalf("submit while draining: %v", err)
+	}
+	s.Close()
+	for _, st := range []*Stream{running, queued} {
+		if _, fin := collect(t, st); fin.Reason != FinishAbort {
+			t.Fatalf("final %+v", fin)
+		}
+	}
+	if f.live() != 0 {
+		t.Fatalf("%d sequences still hold state", f.live())
+	}
+}
+
+func TestLoad(t *testing.T) {
+	f := newFake()
+	f.delay = 5 * time.Millisecond
+	a, b := testProfile("a", 1, 64, 10), testProfile("b", 1, 64, 10)
+	s := New(f, profiles.Set{"a": a, "b": b}, Options{})
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 3 {
+		if _, err := s.Submit(ctx, &Request{Profile: a, Prompt: prompt(2), MaxTokens: 100000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, time.Second, func() bool {
+		l := s.Load()
+		return l["a"].Active == 1 && l["a"].Queued == 2 && l["b"] == (Load{})
+	})
+}

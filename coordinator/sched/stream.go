@@ -1,0 +1,113 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sequence is one request inside the scheduler. Fields above mu are fixed at
+// Submit; fields below belong to the loop goroutine.
+type sequence struct {
+	id       uint64
+	req      *Request
+	ctx      context.Context
+	enqueued time.Time
+	notify   chan struct{}
+	stopped  atomic.Bool // Stream.Cancel was called
+
+	mu      sync.Mutex
+	pending []Token // delivered, not yet received; guarded by mu
+	final   *Final  // guarded by mu
+
+	admitted  time.Time
+	prefilled int
+	generated int
+	stepChunk int
+	stepIdx   int // index in the current Batch, -1 when not in it
+	last      [1]int
+}
+
+// dead reports whether the sequence must be dropped and why.
+func (q *sequence) dead() (FinishReason, error, bool) {
+	if q.stopped.Load() {
+		return FinishCancelled, nil, true
+	}
+	if err := q.ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return FinishError, ErrDeadline, true
+		}
+		return FinishCancelled, nil, true
+	}
+	return "", nil, false
+}
+
+// ErrDeadline: the request ran past its deadline (the profile's
+// request_timeout).
+var ErrDeadline = errors.New("sched: request deadline exceeded")
+
+func (q *sequence) push(t Token) {
+	q.mu.Lock()
+	q.pending = append(q.pending, t)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *sequence) close(f *Final) {
+	q.mu.Lock()
+	if q.final == nil {
+		q.final = f
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *sequence) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Stream is the caller's end of a submitted sequence. Recv and Cancel may be
+// called from different goroutines; Recv from one at a time.
+type Stream struct {
+	seq *sequence
+}
+
+// Recv waits for the next tokens. It appends every token delivered since the
+// last call to buf and returns it, with the Final once the sequence ended
+// (tokens delivered before the end come in the same call). It returns
+// ctx.Err() if ctx ends first.
+func (s *Stream) Recv(ctx context.Context, buf []Token) ([]Token, *Final, error) {
+	q := s.seq
+	for {
+		q.mu.Lock()
+		if len(q.pending) > 0 || q.final != nil {
+			buf = append(buf, q.pending...)
+			clear(q.pending)
+			q.pending = q.pending[:0]
+			f := q.final
+			q.mu.Unlock()
+			return buf, f, nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.notify:
+		case <-ctx.Done():
+			return buf, nil, ctx.Err()
+		}
+	}
+}
+
+// Cancel stops generation (for example when a stop string matched or the
+// client left). The scheduler drops the sequence and frees its state before
+// the next step; Recv then returns a Final with FinishCancelled.
+func (s *Stream) Cancel() {
+	s.seq.stopped.Store(true)
+}
+
+// PromptTokens is the length of the submitted prompt.
+func (s *Stream) PromptTokens() int { return len(s.seq.req.Prompt) }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Streaming-path overhead in mock mode: starts a coordinator whose mock
+# engine takes a fixed STEP per step (no per-sequence or prefill cost), then
+# runs bin/bench at 1, 64 and 512 concurrent streams. Every token should
+# arrive STEP after the previous one; what the bench measures beyond that
+# (added ITL) is the cost of the scheduler, the HTTP/SSE path and the client.
+# Usage: scripts/bench-stream.sh [out.json]   (STEP, LEVELS, REQUESTS, MAX_TOKENS override)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEP=${STEP:-20ms}
+LEVELS=${LEVELS:-1,64,512}
+REQUESTS=${REQUESTS:-3}
+MAX_TOKENS=${MAX_TOKENS:-100}
+OUT=${1:-docs/bench-stream-mock.json}
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+[ -x bin/coordinator ] && [ -x bin/bench ] || make build
+bin/coordinator --model 20b --mock --profile quality_first --port "$PORT" --log-level warn \
+  --mock-step "$STEP" --mock-per-seq 0 --mock-prefill-per-token 0 &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); step $STEP"
+bin/bench --url "http://127.0.0.1:$PORT" --concurrency "$LEVELS" --requests "$REQUESTS" \
+  --max-tokens "$MAX_TOKENS" --expected-itl "$STEP" --out "$OUT"

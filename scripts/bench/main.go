@@ -1,0 +1,270 @@
+// Command bench drives a running coordinator with concurrent streaming chat
+// requests and reports what clients see: time to first token, inter-token
+// latency (the gap between consecutive content events as received),
+// end-to-end latency, throughput and errors, per concurrency level.
+//
+//	bench --url http://127.0.0.1:8000 --concurrency 1,64,512 --requests 4 --max-tokens 64
+//
+// With --expected-itl set to the mock engine's step time, it also reports
+// the latency the serving path adds on top of the engine: ITL minus the
+// step time. Results print as a table and, with --out, as JSON.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+type result struct {
+	ok     bool
+	err    string
+	ttft   time.Duration
+	e2e    time.Duration
+	itl    []time.Duration
+	tokens int
+}
+
+// Level is the summary of one concurrency level.
+type Level struct {
+	Concurrency    int     `json:"concurrency"`
+	Requests       int     `json:"requests"`
+	Errors         int     `json:"errors"`
+	ErrorRate      float64 `json:"error_rate"`
+	DurationS      float64 `json:"duration_s"`
+	RequestsPerS   float64 `json:"requests_per_s"`
+	OutputTokPerS  float64 `json:"output_tokens_per_s"`
+	TTFTms         Pcts    `json:"ttft_ms"`
+	ITLms          Pcts    `json:"itl_ms"`
+	E2Ems          Pcts    `json:"e2e_ms"`
+	AddedITLms     *Pcts   `json:"added_itl_ms,omitempty"`
+	ITLSamples     int     `json:"itl_samples"`
+	FirstErrorText string  `json:"first_error,omitempty"`
+}
+
+// Pcts are percentiles in milliseconds.
+type Pcts struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P95 float64 `json:"p95"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func main() {
+	url := flag.String("url", "http://127.0.0.1:8000", "coordinator base URL")
+	model := flag.String("model", "gpt-oss-20b", "model id")
+	levels := flag.String("concurrency", "1,64,512", "comma-separated concurrency levels")
+	perClient := flag.Int("requests", 4, "requests per concurrent client at each level")
+	maxTokens := flag.Int("max-tokens", 64, "max_tokens per request")
+	profile := flag.String("profile", "", "profile to request (default: the server's)")
+	expected := flag.Duration("expected-itl", 0, "engine step time, to report the added inter-token latency")
+	out := flag.String("out", "", "write the results as JSON to this file")
+	apiKey := flag.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
+	flag.Parse()
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0}}
+	var all []Level
+	fmt.Printf("%-6s %6s %5s %8s %9s | %-23s | %-31s | %-17s", "conc", "reqs", "errs", "req/s", "tok/s",
+		"TTFT ms p50/p95/p99", "ITL ms p50/p95/p99/max", "E2E ms p50/p99")
+	if *expected > 0 {
+		fmt.Printf(" | added ITL ms p50/p99")
+	}
+	fmt.Println()
+	for _, f := range strings.Split(*levels, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 {
+			fmt.Fprintf(os.Stderr, "bench: bad concurrency %q\n", f)
+			os.Exit(2)
+		}
+		lv := runLevel(client, *url, *model, *profile, *apiKey, c, *perClient, *maxTokens, *expected)
+		all = append(all, lv)
+		fmt.Printf("%-6d %6d %5d %8.2f %9.1f | %6.1f %7.1f %7.1f | %6.2f %6.2f %6.2f %8.2f | %7.1f %8.1f",
+			lv.Concurrency, lv.Requests, lv.Errors, lv.RequestsPerS, lv.OutputTokPerS,
+			lv.TTFTms.P50, lv.TTFTms.P95, lv.TTFTms.P99, lv.ITLms.P50, lv.ITLms.P95, lv.ITLms.P99, lv.ITLms.Max,
+			lv.E2Ems.P50, lv.E2Ems.P99)
+		if lv.AddedITLms != nil {
+			fmt.Printf(" | %6.3f %6.3f", lv.AddedITLms.P50, lv.AddedITLms.P99)
+		}
+		fmt.Println()
+		if lv.FirstErrorText != "" {
+			fmt.Printf("       first error: %s\n", lv.FirstErrorText)
+		}
+	}
+	if *out != "" {
+		b, _ := json.MarshalIndent(map[string]any{"url": *url, "model": *model, "max_tokens": *maxTokens,
+			"requests_per_client": *perClient, "expected_itl_ms": ms(*expected), "levels": all,
+			"date": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
+		if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	for _, lv := range all {
+		if lv.Errors > 0 {
+			os.Exit(1)
+		}
+	}
+}
+
+func runLevel(client *http.Client, url, model, profile, key string, conc, per, maxTokens int, expected time.Duration) Level {
+	results := make([]result, 0, conc*per)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				r := one(client, url, model, profile, key, maxTokens, fmt.Sprintf("client %d request %d: tell me something", w, i))
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	dur := time.Since(start)
+	lv := Level{Concurrency: conc, Requests: len(results), DurationS: dur.Seconds()}
+	var ttft, e2e, itl []time.Duration
+	tokens := 0
+	for _, r := range results {
+		if !r.ok {
+			lv.Errors++
+			if lv.FirstErrorText == "" {
+				lv.FirstErrorText = r.err
+			}
+			continue
+		}
+		ttft = append(ttft, r.ttft)
+		e2e = append(e2e, r.e2e)
+		itl = append(itl, r.itl...)
+		tokens += r.tokens
+	}
+	lv.ErrorRate = float64(lv.Errors) / float64(max(1, len(results)))
+	lv.RequestsPerS = float64(len(results)-lv.Errors) / dur.Seconds()
+	lv.OutputTokPerS = float64(tokens) / dur.Seconds()
+	lv.TTFTms, lv.ITLms, lv.E2Ems = pcts(ttft), pcts(itl), pcts(e2e)
+	lv.ITLSamples = len(itl)
+	if expected > 0 {
+		added := make([]time.Duration, len(itl))
+		for i, d := range itl {
+			added[i] = d - expected
+		}
+		p := pcts(added)
+		lv.AddedITLms = &p
+	}
+	return lv
+}
+
+// one sends a streaming chat request and times the content events.
+func one(client *http.Client, url, model, profile, key string, maxTokens int, prompt string) result {
+	body := map[string]any{"model": model, "max_tokens": maxTokens, "stream": true, "temperature": 0,
+		"messages": []map[string]string{{"role": "user", "content": prompt}}}
+	if profile != "" {
+		body["profile"] = profile
+	}
+	b, _ := json.Marshal(body)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return result{err: err.Error()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return result{err: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, msg)}
+	}
+	var r result
+	var last time.Time
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	done := false
+	for sc.Scan() {
+		line := sc.Bytes()
+		data, ok := bytes.CutPrefix(line, []byte("data: "))
+		if !ok {
+			continue
+		}
+		now := time.Now()
+		if string(data) == "[DONE]" {
+			done = true
+			break
+		}
+		var ch struct {
+			Choices []struct {
+				Delta map[string]any `json:"delta"`
+			} `json:"choices"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(data, &ch); err != nil {
+			return result{err: "bad chunk: " + err.Error()}
+		}
+		if ch.Error != nil {
+			return result{err: "stream error: " + ch.Error.Message}
+		}
+		if len(ch.Choices) == 0 {
+			continue
+		}
+		d := ch.Choices[0].Delta
+		if d["content"] == nil && d["reasoning_content"] == nil {
+			continue
+		}
+		if s, _ := d["content"].(string); s == "" && d["reasoning_content"] == nil {
+			continue
+		}
+		if r.tokens == 0 {
+			r.ttft = now.Sub(start)
+		} else {
+			r.itl = append(r.itl, now.Sub(last))
+		}
+		last = now
+		r.tokens++
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return result{err: err.Error()}
+	}
+	if !done {
+		return result{err: "stream ended without [DONE]"}
+	}
+	r.ok = true
+	r.e2e = time.Since(start)
+	return r
+}
+
+func pcts(ds []time.Duration) Pcts {
+	if len(ds) == 0 {
+		return Pcts{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(q*float64(len(s))+0.5) - 1
+		return ms(s[min(max(i, 0), len(s)-1)])
+	}
+	return Pcts{P50: at(0.50), P90: at(0.90), P95: at(0.95), P99: at(0.99), Max: ms(s[len(s)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,85 @@
+"""Fixtures that start a real coordinator process on a free loopback port.
+
+The binary comes from COORDINATOR_BIN (make test-e2e builds it). Each server
+runs the mock engine with fast pacing so the suite stays quick.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+BIN = os.environ.get("COORDINATOR_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "bin", "coordinator"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Coordinator:
+    def __init__(self, *args, env=None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        cmd = [BIN, "--model", "20b", "--profile", "latency_first", "--host", "127.0.0.1",
+               "--port", str(self.port), "--mock-step", "2ms", "--log-format", "json", *args]
+        self.log_path = f"/tmp/coordinator-e2e-{self.port}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"coordinator exited early: {open(self.log_path).read()}")
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("coordinator did not become healthy")
+
+    def get_json(self, path):
+        with urllib.request.urlopen(self.base + path, timeout=5) as r:
+            return json.loads(r.read())
+
+    def logs(self):
+        self.log.flush()
+        return open(self.log_path).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    c = Coordinator()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def make_server():
+    started = []
+
+    def make(*args, env=None):
+        c = Coordinator(*args, env=env)
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        c.stop()

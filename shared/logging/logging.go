@@ -1,0 +1,44 @@
+// Package logging builds the zap loggers of every process in the project so
+// that the coordinator and the workers write the same structured format: JSON
+// when stderr is not a terminal (systemd, containers, CI), human-readable
+// console lines when it is.
+package logging
+
+import (
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// New returns a logger at the given level ("debug", "info", "warn", "error")
+// in the given format ("json", "console" or "auto"). Logs go to stderr:
+// stdout is reserved for the go-plugin handshake in workers.
+func New(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("logging: %w", err)
+	}
+	if format == "" || format == "auto" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "console"
+		}
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("logging: unknown format %q (want json, console or auto)", format)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
+	return zap.New(core, zap.AddCaller()), nil
+}
