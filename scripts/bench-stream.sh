@@ -15,7 +15,7 @@ OUT=${1:-docs/bench-stream-mock.json}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 [ -x bin/coordinator ] && [ -x bin/bench ] || make build
 bin/coordinator --model 20b --mock --profile quality_first --port "$PORT" --log-level warn \
-  --mock-step "$STEP" --mock-per-seq 0 --mock-prefill-per-token 0 &
+  --mock-step "$STEP" --mock-per-seq 0 --mock-prefill-per-token 0 --mock-min-reply-tokens 1000000 &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
