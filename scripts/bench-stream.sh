@@ -4,7 +4,7 @@
 # runs bin/bench at 1, 64 and 512 concurrent streams. Every token should
 # arrive STEP after the previous one; what the bench measures beyond that
 # (added ITL) is the cost of the scheduler, the HTTP/SSE path and the client.
-# Usage: scripts/bench-stream.sh [out.json]   (STEP, LEVELS, REQUESTS, MAX_TOKENS override)
+# Usage: scripts/bench-stream.sh [out.json]  (writes out-completions.json and out-chat.json)   (STEP, LEVELS, REQUESTS, MAX_TOKENS override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${STEP:-20ms}
@@ -20,5 +20,8 @@ PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); step $STEP"
-bin/bench --url "http://127.0.0.1:$PORT" --concurrency "$LEVELS" --requests "$REQUESTS" \
-  --max-tokens "$MAX_TOKENS" --expected-itl "$STEP" --out "$OUT"
+for ep in completions chat; do
+  echo "== /v1/$ep"
+  bin/bench --url "http://127.0.0.1:$PORT" --endpoint "$ep" --concurrency "$LEVELS" --requests "$REQUESTS" \
+    --max-tokens "$MAX_TOKENS" --expected-itl "$STEP" --out "${OUT%.json}-$ep.json"
+done

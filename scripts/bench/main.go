@@ -73,6 +73,7 @@ func main() {
 	expected := flag.Duration("expected-itl", 0, "engine step time, to report the added inter-token latency")
 	out := flag.String("out", "", "write the results as JSON to this file")
 	apiKey := flag.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
+	endpoint := flag.String("endpoint", "chat", "chat (Harmony: header tokens produce no text, so some gaps span several tokens) or completions (every token is one event)")
 	flag.Parse()
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0}}
@@ -89,7 +90,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench: bad concurrency %q\n", f)
 			os.Exit(2)
 		}
-		lv := runLevel(client, *url, *model, *profile, *apiKey, c, *perClient, *maxTokens, *expected)
+		lv := runLevel(client, target{*url, *endpoint, *model, *profile, *apiKey}, c, *perClient, *maxTokens, *expected)
 		all = append(all, lv)
 		fmt.Printf("%-6d %6d %5d %8.2f %9.1f | %6.1f %7.1f %7.1f | %6.2f %6.2f %6.2f %8.2f | %7.1f %8.1f",
 			lv.Concurrency, lv.Requests, lv.Errors, lv.RequestsPerS, lv.OutputTokPerS,
@@ -104,7 +105,7 @@ func main() {
 		}
 	}
 	if *out != "" {
-		b, _ := json.MarshalIndent(map[string]any{"url": *url, "model": *model, "max_tokens": *maxTokens,
+		b, _ := json.MarshalIndent(map[string]any{"url": *url, "endpoint": *endpoint, "model": *model, "max_tokens": *maxTokens,
 			"requests_per_client": *perClient, "expected_itl_ms": ms(*expected), "levels": all,
 			"date": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
 		if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
@@ -119,7 +120,12 @@ func main() {
 	}
 }
 
-func runLevel(client *http.Client, url, model, profile, key string, conc, per, maxTokens int, expected time.Duration) Level {
+// target is where and how requests go.
+type target struct {
+	url, endpoint, model, profile, key string
+}
+
+func runLevel(client *http.Client, tg target, conc, per, maxTokens int, expected time.Duration) Level {
 	results := make([]result, 0, conc*per)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -129,7 +135,7 @@ func runLevel(client *http.Client, url, model, profile, key string, conc, per, m
 		go func() {
 			defer wg.Done()
 			for i := range per {
-				r := one(client, url, model, profile, key, maxTokens, fmt.Sprintf("client %d request %d: tell me something", w, i))
+				r := one(client, tg, maxTokens, fmt.Sprintf("client %d request %d: tell me something", w, i))
 				mu.Lock()
 				results = append(results, r)
 				mu.Unlock()
@@ -170,20 +176,26 @@ func runLevel(client *http.Client, url, model, profile, key string, conc, per, m
 	return lv
 }
 
-// one sends a streaming chat request and times the content events.
-func one(client *http.Client, url, model, profile, key string, maxTokens int, prompt string) result {
-	body := map[string]any{"model": model, "max_tokens": maxTokens, "stream": true, "temperature": 0,
-		"messages": []map[string]string{{"role": "user", "content": prompt}}}
-	if profile != "" {
-		body["profile"] = profile
+// one sends a streaming request and times the text events.
+func one(client *http.Client, tg target, maxTokens int, prompt string) result {
+	body := map[string]any{"model": tg.model, "max_tokens": maxTokens, "stream": true, "temperature": 0}
+	path := "/v1/chat/completions"
+	if tg.endpoint == "completions" {
+		path = "/v1/completions"
+		body["prompt"] = prompt
+	} else {
+		body["messages"] = []map[string]string{{"role": "user", "content": prompt}}
+	}
+	if tg.profile != "" {
+		body["profile"] = tg.profile
 	}
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(b))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tg.url+path, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
+	if tg.key != "" {
+		req.Header.Set("Authorization", "Bearer "+tg.key)
 	}
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -214,6 +226,7 @@ func one(client *http.Client, url, model, profile, key string, maxTokens int, pr
 		var ch struct {
 			Choices []struct {
 				Delta map[string]any `json:"delta"`
+				Text  string         `json:"text"`
 			} `json:"choices"`
 			Error *struct {
 				Message string `json:"message"`
@@ -228,11 +241,7 @@ func one(client *http.Client, url, model, profile, key string, maxTokens int, pr
 		if len(ch.Choices) == 0 {
 			continue
 		}
-		d := ch.Choices[0].Delta
-		if d["content"] == nil && d["reasoning_content"] == nil {
-			continue
-		}
-		if s, _ := d["content"].(string); s == "" && d["reasoning_content"] == nil {
+		if !hasText(ch.Choices[0].Delta, ch.Choices[0].Text) {
 			continue
 		}
 		if r.tokens == 0 {
@@ -252,6 +261,17 @@ func one(client *http.Client, url, model, profile, key string, maxTokens int, pr
 	r.ok = true
 	r.e2e = time.Since(start)
 	return r
+}
+
+// hasText reports whether a chunk carries generated text (a chat delta's
+// content or reasoning, or a completion's text).
+func hasText(delta map[string]any, text string) bool {
+	if text != "" {
+		return true
+	}
+	c, _ := delta["content"].(string)
+	r, _ := delta["reasoning_content"].(string)
+	return c != "" || r != ""
 }
 
 func pcts(ds []time.Duration) Pcts {
