@@ -93,12 +93,16 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 		}
 		choices = append(choices, newChoice(i, st, g, s.opts.Tokenizer))
 	}
-	updates := make(chan update, len(choices))
-	for _, ch := range choices {
-		go receive(ctx, ch, updates)
-	}
-	r := &run{s: s, c: c, g: g, choices: choices, updates: updates, start: start, endpoint: endpoint,
+	r := &run{s: s, c: c, g: g, choices: choices, start: start, endpoint: endpoint,
 		id: newID(endpoint), created: time.Now().Unix()}
+	if len(choices) > 1 {
+		// Several choices progress independently: fan them in.
+		r.updates = make(chan update, len(choices))
+		for _, ch := range choices {
+			go receive(ctx, ch, r.updates)
+		}
+	}
+	r.enc = newChunkEncoder(r)
 	var err error
 	if g.stream {
 		err = r.stream(ctx)
@@ -147,20 +151,34 @@ type run struct {
 	created  int64
 
 	sse       *sseWriter
+	enc       *chunkEncoder
 	status    int
 	cancelled bool // the client went away
 	failed    bool // ended in a server-side error
 }
 
+// next waits for the next progress of any choice. A single choice is read
+// directly, without the fan-in goroutine, which saves a goroutine hand-off
+// per token on the common path.
+func (r *run) next(ctx context.Context) update {
+	if r.updates == nil {
+		ch := r.choices[0]
+		toks, f, err := ch.stream.Recv(ctx, ch.recvBuf[:0])
+		ch.recvBuf = toks
+		return update{ch: ch, toks: toks, final: f, err: err}
+	}
+	select {
+	case u := <-r.updates:
+		return u
+	case <-ctx.Done():
+		return update{err: ctx.Err()}
+	}
+}
+
 // collect waits for every choice and writes one JSON response.
 func (r *run) collect(ctx context.Context) error {
 	for pending := len(r.choices); pending > 0; {
-		var u update
-		select {
-		case u = <-r.updates:
-		case <-ctx.Done():
-			return r.clientGone()
-		}
+		u := r.next(ctx)
 		if u.err != nil {
 			return r.clientGone()
 		}
@@ -205,12 +223,7 @@ func (r *run) collect(ctx context.Context) error {
 // still gets a proper HTTP error status instead of a broken stream.
 func (r *run) stream(ctx context.Context) error {
 	for pending := len(r.choices); pending > 0; {
-		var u update
-		select {
-		case u = <-r.updates:
-		case <-ctx.Done():
-			return r.clientGone()
-		}
+		u := r.next(ctx)
 		if u.err != nil {
 			return r.clientGone()
 		}
@@ -297,23 +310,16 @@ func (r *run) textChunk(index int, text string, finish *string) *Completion {
 		Choices: []CompletionChoice{{Text: text, Index: index, Logprobs: jsonNull, FinishReason: finish}}}
 }
 
+// sendDeltas writes one event per text delta. This is the per-token hot
+// path, so the chunk is appended from prebuilt pieces instead of going
+// through reflection (chunkEncoder; its test checks it against the
+// encoding/json form).
 func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
 	for _, d := range deltas {
 		if d.Text == "" {
 			continue
 		}
-		var v any
-		switch {
-		case !r.g.chat:
-			v = r.textChunk(ch.index, d.Text, nil)
-		case d.Kind == harmony.Reasoning:
-			t := d.Text
-			v = r.chatChunk(ch.index, ChatDelta{ReasoningContent: &t}, nil)
-		default:
-			t := d.Text
-			v = r.chatChunk(ch.index, ChatDelta{Content: &t}, nil)
-		}
-		if err := r.sse.send(v); err != nil {
+		if err := r.sse.write(r.enc.delta(ch.index, d.Kind, d.Text)); err != nil {
 			return err
 		}
 	}
@@ -458,11 +464,12 @@ func newID(endpoint string) string {
 
 // sseWriter writes server-sent events: "data: <json>\n\n", flushed each time.
 type sseWriter struct {
-	c       echo.Context
-	rc      *http.ResponseController
-	timeout time.Duration
-	buf     bytes.Buffer
-	enc     *json.Encoder
+	c        echo.Context
+	rc       *http.ResponseController
+	timeout  time.Duration
+	deadline time.Time // the write deadline currently set
+	buf      bytes.Buffer
+	enc      *json.Encoder
 }
 
 func newSSEWriter(c echo.Context, timeout time.Duration) *sseWriter {
@@ -493,9 +500,16 @@ func (w *sseWriter) send(v any) error {
 
 func (w *sseWriter) done() error { return w.write([]byte("data: [DONE]\n\n")) }
 
+// write sends one event and flushes it. The write deadline is pushed
+// forward only when a quarter of it has been used, not on every token: a
+// stuck client is still cut off within 1¼ timeouts, and the timer is not
+// re-armed thousands of times a second.
 func (w *sseWriter) write(b []byte) error {
 	if w.timeout > 0 {
-		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+		if now := time.Now(); w.deadline.Sub(now) < w.timeout*3/4 {
+			w.deadline = now.Add(w.timeout)
+			_ = w.rc.SetWriteDeadline(w.deadline)
+		}
 	}
 	if _, err := w.c.Response().Write(b); err != nil {
 		return err

@@ -29,6 +29,7 @@ type choice struct {
 	firstAt, lastAt    time.Time
 	itl                []time.Duration
 	deltas             []harmony.Delta
+	recvBuf            []sched.Token
 }
 
 func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokenizer) *choice {

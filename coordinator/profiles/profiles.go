@@ -138,8 +138,9 @@ func (p *Profile) validate() error {
 		return errors.New("max_batch must be at least 1")
 	case sc.PrefillChunk < 1:
 		return errors.New("prefill_chunk must be at least 1")
-	case sc.QueueLimit < 0:
-		return errors.New("queue_limit must not be negative")
+	case sc.QueueLimit < 1:
+		// Every request passes through the queue, however briefly.
+		return errors.New("queue_limit must be at least 1")
 	case sc.QueueTimeout <= 0:
 		return errors.New("queue_timeout must be positive")
 	case sc.RequestTimeout < 0:

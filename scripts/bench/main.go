@@ -225,8 +225,8 @@ func one(client *http.Client, tg target, maxTokens int, prompt string) result {
 		}
 		var ch struct {
 			Choices []struct {
-				Delta map[string]any `json:"delta"`
-				Text  string         `json:"text"`
+				Delta delta  `json:"delta"`
+				Text  string `json:"text"`
 			} `json:"choices"`
 			Error *struct {
 				Message string `json:"message"`
@@ -263,15 +263,16 @@ func one(client *http.Client, tg target, maxTokens int, prompt string) result {
 	return r
 }
 
+// delta is the part of a chat chunk the bench reads.
+type delta struct {
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content"`
+}
+
 // hasText reports whether a chunk carries generated text (a chat delta's
 // content or reasoning, or a completion's text).
-func hasText(delta map[string]any, text string) bool {
-	if text != "" {
-		return true
-	}
-	c, _ := delta["content"].(string)
-	r, _ := delta["reasoning_content"].(string)
-	return c != "" || r != ""
+func hasText(d delta, text string) bool {
+	return text != "" || d.Content != "" || d.ReasoningContent != ""
 }
 
 func pcts(ds []time.Duration) Pcts {
