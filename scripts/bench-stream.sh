@@ -12,16 +12,19 @@ LEVELS=${LEVELS:-1,64,512}
 REQUESTS=${REQUESTS:-3}
 MAX_TOKENS=${MAX_TOKENS:-100}
 OUT=${1:-docs/bench-stream-mock.json}
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 [ -x bin/coordinator ] && [ -x bin/bench ] || make build
-bin/coordinator --model 20b --mock --profile quality_first --port "$PORT" --log-level warn \
-  --mock-step "$STEP" --mock-per-seq 0 --mock-prefill-per-token 0 --mock-min-reply-tokens 1000000 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); step $STEP"
+PID=
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null; wait 2>/dev/null || true' EXIT
+# A fresh server per endpoint, so its /stats window holds only this run.
 for ep in completions chat; do
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  bin/coordinator --model 20b --mock --profile quality_first --port "$PORT" --log-level error \
+    --mock-step "$STEP" --mock-per-seq 0 --mock-prefill-per-token 0 --mock-min-reply-tokens 1000000 &
+  PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
   echo "== /v1/$ep"
   bin/bench --url "http://127.0.0.1:$PORT" --endpoint "$ep" --concurrency "$LEVELS" --requests "$REQUESTS" \
     --max-tokens "$MAX_TOKENS" --expected-itl "$STEP" --out "${OUT%.json}-$ep.json"
+  kill $PID; wait $PID 2>/dev/null || true; PID=
 done

@@ -183,6 +183,9 @@ func (r *run) collect(ctx context.Context) error {
 			return r.clientGone()
 		}
 		u.ch.feed(u.toks)
+		for _, t := range u.toks {
+			u.ch.mark(1, t.At)
+		}
 		if u.final != nil {
 			u.ch.finish(u.final)
 			pending--
@@ -244,6 +247,8 @@ func (r *run) stream(ctx context.Context) error {
 		if err := r.sendDeltas(u.ch, deltas); err != nil {
 			return r.clientGone()
 		}
+		// Timing as the client sees it: when the event left the server.
+		u.ch.mark(len(u.toks), time.Now())
 		if u.final == nil {
 			continue
 		}

@@ -47,12 +47,6 @@ func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokeniz
 func (c *choice) feed(toks []sched.Token) []harmony.Delta {
 	c.deltas = c.deltas[:0]
 	for _, t := range toks {
-		if c.firstAt.IsZero() {
-			c.firstAt = t.At
-		} else {
-			c.itl = append(c.itl, t.At.Sub(c.lastAt))
-		}
-		c.lastAt = t.At
 		c.tokens++
 		if c.stopHit {
 			continue // generated before the cancel took effect; not shown
@@ -70,6 +64,21 @@ func (c *choice) feed(toks []sched.Token) []harmony.Delta {
 		}
 	}
 	return c.filterStops()
+}
+
+// mark records that n tokens reached the client at time at: for streams
+// when their event was written, otherwise when the scheduler delivered
+// them. Tokens that arrive together have no gap between them, as a client
+// sees it.
+func (c *choice) mark(n int, at time.Time) {
+	for range n {
+		if c.firstAt.IsZero() {
+			c.firstAt = at
+		} else {
+			c.itl = append(c.itl, at.Sub(c.lastAt))
+		}
+		c.lastAt = at
+	}
 }
 
 // finish flushes held text once the sequence ended.

@@ -50,6 +50,10 @@ type Level struct {
 	ITLms          Pcts    `json:"itl_ms"`
 	E2Ems          Pcts    `json:"e2e_ms"`
 	AddedITLms     *Pcts   `json:"added_itl_ms,omitempty"`
+	// ServerITLms is the server's own view (GET /stats): gaps between the
+	// writes of consecutive tokens, before the network and the client.
+	ServerITLms      *Pcts `json:"server_itl_ms,omitempty"`
+	ServerAddedITLms *Pcts `json:"server_added_itl_ms,omitempty"`
 	ITLSamples     int     `json:"itl_samples"`
 	FirstErrorText string  `json:"first_error,omitempty"`
 }
@@ -73,6 +77,7 @@ func main() {
 	expected := flag.Duration("expected-itl", 0, "engine step time, to report the added inter-token latency")
 	out := flag.String("out", "", "write the results as JSON to this file")
 	apiKey := flag.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
+	serverStats := flag.Bool("server-stats", true, "also read the server's inter-token latency from /stats after each level (its window holds the last 10000 gaps)")
 	endpoint := flag.String("endpoint", "chat", "chat (Harmony: header tokens produce no text, so some gaps span several tokens) or completions (every token is one event)")
 	flag.Parse()
 
@@ -82,6 +87,9 @@ func main() {
 		"TTFT ms p50/p95/p99", "ITL ms p50/p95/p99/max", "E2E ms p50/p99")
 	if *expected > 0 {
 		fmt.Printf(" | added ITL ms p50/p99")
+		if *serverStats {
+			fmt.Printf(" | server-side added p50/p99")
+		}
 	}
 	fmt.Println()
 	for _, f := range strings.Split(*levels, ",") {
@@ -91,6 +99,17 @@ func main() {
 			os.Exit(2)
 		}
 		lv := runLevel(client, target{*url, *endpoint, *model, *profile, *apiKey}, c, *perClient, *maxTokens, *expected)
+		if *serverStats {
+			if p, err := fetchServerITL(client, *url); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: /stats:", err)
+			} else {
+				lv.ServerITLms = &p
+				if *expected > 0 {
+					e := ms(*expected)
+					lv.ServerAddedITLms = &Pcts{P50: p.P50 - e, P95: p.P95 - e, P99: p.P99 - e}
+				}
+			}
+		}
 		all = append(all, lv)
 		fmt.Printf("%-6d %6d %5d %8.2f %9.1f | %6.1f %7.1f %7.1f | %6.2f %6.2f %6.2f %8.2f | %7.1f %8.1f",
 			lv.Concurrency, lv.Requests, lv.Errors, lv.RequestsPerS, lv.OutputTokPerS,
@@ -98,6 +117,9 @@ func main() {
 			lv.E2Ems.P50, lv.E2Ems.P99)
 		if lv.AddedITLms != nil {
 			fmt.Printf(" | %6.3f %6.3f", lv.AddedITLms.P50, lv.AddedITLms.P99)
+		}
+		if lv.ServerAddedITLms != nil {
+			fmt.Printf(" | %6.3f %6.3f", lv.ServerAddedITLms.P50, lv.ServerAddedITLms.P99)
 		}
 		fmt.Println()
 		if lv.FirstErrorText != "" {
@@ -261,6 +283,29 @@ func one(client *http.Client, tg target, maxTokens int, prompt string) result {
 	r.ok = true
 	r.e2e = time.Since(start)
 	return r
+}
+
+// fetchServerITL reads the server's inter-token latency percentiles.
+func fetchServerITL(client *http.Client, url string) (Pcts, error) {
+	resp, err := client.Get(url + "/stats")
+	if err != nil {
+		return Pcts{}, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Stats struct {
+			Total struct {
+				ITL struct {
+					P50, P95, P99 float64
+				} `json:"inter_token_latency_seconds"`
+			} `json:"total"`
+		} `json:"stats"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return Pcts{}, err
+	}
+	i := body.Stats.Total.ITL
+	return Pcts{P50: i.P50 * 1e3, P95: i.P95 * 1e3, P99: i.P99 * 1e3}, nil
 }
 
 // delta is the part of a chat chunk the bench reads.
