@@ -39,23 +39,23 @@ type result struct {
 
 // Level is the summary of one concurrency level.
 type Level struct {
-	Concurrency    int     `json:"concurrency"`
-	Requests       int     `json:"requests"`
-	Errors         int     `json:"errors"`
-	ErrorRate      float64 `json:"error_rate"`
-	DurationS      float64 `json:"duration_s"`
-	RequestsPerS   float64 `json:"requests_per_s"`
-	OutputTokPerS  float64 `json:"output_tokens_per_s"`
-	TTFTms         Pcts    `json:"ttft_ms"`
-	ITLms          Pcts    `json:"itl_ms"`
-	E2Ems          Pcts    `json:"e2e_ms"`
-	AddedITLms     *Pcts   `json:"added_itl_ms,omitempty"`
+	Concurrency   int     `json:"concurrency"`
+	Requests      int     `json:"requests"`
+	Errors        int     `json:"errors"`
+	ErrorRate     float64 `json:"error_rate"`
+	DurationS     float64 `json:"duration_s"`
+	RequestsPerS  float64 `json:"requests_per_s"`
+	OutputTokPerS float64 `json:"output_tokens_per_s"`
+	TTFTms        Pcts    `json:"ttft_ms"`
+	ITLms         Pcts    `json:"itl_ms"`
+	E2Ems         Pcts    `json:"e2e_ms"`
+	AddedITLms    *Pcts   `json:"added_itl_ms,omitempty"`
 	// ServerITLms is the server's own view (GET /stats): gaps between the
 	// writes of consecutive tokens, before the network and the client.
-	ServerITLms      *Pcts `json:"server_itl_ms,omitempty"`
-	ServerAddedITLms *Pcts `json:"server_added_itl_ms,omitempty"`
-	ITLSamples     int     `json:"itl_samples"`
-	FirstErrorText string  `json:"first_error,omitempty"`
+	ServerITLms      *Pcts  `json:"server_itl_ms,omitempty"`
+	ServerAddedITLms *Pcts  `json:"server_added_itl_ms,omitempty"`
+	ITLSamples       int    `json:"itl_samples"`
+	FirstErrorText   string `json:"first_error,omitempty"`
 }
 
 // Pcts are percentiles in milliseconds.
