@@ -102,16 +102,16 @@ func run(s config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	exec := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
-	exec.SetMinReply(s.MockMinReplyTokens)
-	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens, Logger: log.Named("sched")})
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec, err := stats.New(profs.Names(), reg)
 	if err != nil {
 		return err
 	}
+	exec := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
+	exec.SetMinReply(s.MockMinReplyTokens)
+	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens,
+		Logger: log.Named("sched"), OnStep: rec.ObserveStep})
 	srv, err := api.New(api.Options{
 		Model: preset, Mode: mode, ModeReason: reason, Profiles: profs, DefaultProfile: s.Profile,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, MaxBodyBytes: s.MaxBodyBytes,

@@ -59,12 +59,12 @@ func newEnv(t testing.TB, mods ...func(*testConfig)) *testEnv {
 	}
 	tok := tokenizer.Default()
 	exec := mock.New(tok, cfg.opts.Model.ID, cfg.timing)
-	sch := sched.New(exec, profs, sched.Options{})
 	reg := prometheus.NewRegistry()
 	rec, err := stats.New(profs.Names(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sch := sched.New(exec, profs, sched.Options{OnStep: rec.ObserveStep})
 	cfg.opts.Tokenizer, cfg.opts.Engine, cfg.opts.Stats, cfg.opts.Gatherer = tok, sch, rec, reg
 	if tt, ok := t.(*testing.T); ok {
 		cfg.opts.Logger = zaptest.NewLogger(tt)
@@ -637,6 +637,7 @@ func TestModelsHealthStatsMetrics(t *testing.T) {
 		"gptoss_time_to_first_token_seconds_bucket", "gptoss_inter_token_latency_seconds_bucket",
 		"gptoss_e2e_request_latency_seconds_bucket", `gptoss_requests_total{endpoint="chat",profile="latency_first",status="200"} 1`,
 		`gptoss_generation_tokens_total{profile="latency_first"} 20`,
+		"gptoss_step_duration_seconds_count", "gptoss_step_sequences_bucket",
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Fatalf("metrics lack %q", want)

@@ -163,6 +163,9 @@ type Options struct {
 	// stall every stream.
 	MaxStepTokens int
 	Logger        *zap.Logger
+	// OnStep, when set, is told about every successful step: sequences,
+	// tokens and the executor's time. Called on the loop goroutine.
+	OnStep func(seqs, tokens int, took time.Duration)
 }
 
 // Load is a profile's current occupancy.
@@ -351,10 +354,18 @@ func (s *Scheduler) loop() {
 		if len(b.Seqs) == 0 {
 			continue
 		}
+		t0 := time.Now()
 		if err := s.exec.Step(ctx, &b); err != nil {
 			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
 			s.failBatch(&b, fmt.Errorf("sched: step: %w", err))
 			continue
+		}
+		if s.opts.OnStep != nil {
+			tokens := 0
+			for i := range b.Seqs {
+				tokens += len(b.Seqs[i].Tokens)
+			}
+			s.opts.OnStep(len(b.Seqs), tokens, time.Since(t0))
 		}
 		s.deliver(&b)
 	}

@@ -34,6 +34,15 @@ type metrics struct {
 	requests, finished, rejected     *prometheus.CounterVec
 	promptTotal, genTotal, cancelled *prometheus.CounterVec
 	running, waiting                 *prometheus.GaugeVec
+
+	// Engine steps, over all profiles: a step serves every profile's
+	// sequences at once.
+	stepDuration, stepSeqs, stepTokens prometheus.Histogram
+}
+
+var stepBuckets = []float64{
+	0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03,
+	0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5,
 }
 
 func newMetrics() *metrics {
@@ -83,6 +92,13 @@ func newMetrics() *metrics {
 			"Requests currently generating, as reported by the scheduler."),
 		waiting: gauge("gptoss_num_requests_waiting",
 			"Requests currently waiting for admission, as reported by the scheduler."),
+
+		stepDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_step_duration_seconds",
+			Help: "Time the engine took for one step (one forward pass over the batch).", Buckets: stepBuckets}),
+		stepSeqs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_step_sequences",
+			Help: "Sequences in one step.", Buckets: tokenBuckets}),
+		stepTokens: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_step_tokens",
+			Help: "Tokens processed in one step (prefill chunks plus one per decoding sequence).", Buckets: tokenBuckets}),
 	}
 }
 
@@ -93,7 +109,7 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		m.ttft, m.itl, m.e2e, m.queue, m.promptHist, m.genHist,
 		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled,
-		m.running, m.waiting,
+		m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -197,6 +197,15 @@ func New(profiles []string, reg prometheus.Registerer, opts ...Option) (*Recorde
 	return r, nil
 }
 
+// ObserveStep records one engine step: how long the executor took, how
+// many sequences and tokens it carried. Comparing step time with
+// inter-token latency tells the engine's share from the serving path's.
+func (r *Recorder) ObserveStep(seqs, tokens int, took time.Duration) {
+	r.m.stepDuration.Observe(took.Seconds())
+	r.m.stepSeqs.Observe(float64(seqs))
+	r.m.stepTokens.Observe(float64(tokens))
+}
+
 // profileLocked returns the profile for name, creating it when first seen.
 // Callers hold r.mu (or own r exclusively, as New does).
 func (r *Recorder) profileLocked(name string) *profile {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 var profiles = []string{"latency_first", "balanced", "quality_first"}
@@ -600,5 +601,25 @@ func BenchmarkSnapshot(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Snapshot(nil)
+	}
+}
+
+func TestObserveStep(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r, err := New([]string{"p"}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ObserveStep(3, 130, 20*time.Millisecond)
+	r.ObserveStep(4, 4, 10*time.Millisecond)
+	if n := testutil.CollectAndCount(r.m.stepDuration); n != 1 {
+		t.Fatalf("step histogram series %d", n)
+	}
+	var m dto.Metric
+	if err := r.m.stepTokens.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Histogram.GetSampleCount() != 2 || m.Histogram.GetSampleSum() != 134 {
+		t.Fatalf("tokens histogram %v", m.Histogram)
 	}
 }

@@ -52,10 +52,16 @@ type Level struct {
 	AddedITLms    *Pcts   `json:"added_itl_ms,omitempty"`
 	// ServerITLms is the server's own view (GET /stats): gaps between the
 	// writes of consecutive tokens, before the network and the client.
-	ServerITLms      *Pcts  `json:"server_itl_ms,omitempty"`
-	ServerAddedITLms *Pcts  `json:"server_added_itl_ms,omitempty"`
-	ITLSamples       int    `json:"itl_samples"`
-	FirstErrorText   string `json:"first_error,omitempty"`
+	ServerITLms      *Pcts `json:"server_itl_ms,omitempty"`
+	ServerAddedITLms *Pcts `json:"server_added_itl_ms,omitempty"`
+	// EngineStepMs is the mean time the engine spent per step during the
+	// level (gptoss_step_duration_seconds from /metrics). When known, the
+	// added latencies are measured against it rather than --expected-itl.
+	EngineStepMs   float64 `json:"engine_step_ms,omitempty"`
+	ITLSamples     int     `json:"itl_samples"`
+	FirstErrorText string  `json:"first_error,omitempty"`
+
+	itl []time.Duration // client-side gaps, for recomputing added latency
 }
 
 // Pcts are percentiles in milliseconds.
@@ -74,7 +80,7 @@ func main() {
 	perClient := flag.Int("requests", 4, "requests per concurrent client at each level")
 	maxTokens := flag.Int("max-tokens", 64, "max_tokens per request")
 	profile := flag.String("profile", "", "profile to request (default: the server's)")
-	expected := flag.Duration("expected-itl", 0, "engine step time, to report the added inter-token latency")
+	expected := flag.Duration("expected-itl", 0, "engine step time, for the added inter-token latency when the server does not export gptoss_step_duration_seconds")
 	out := flag.String("out", "", "write the results as JSON to this file")
 	apiKey := flag.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
 	serverStats := flag.Bool("server-stats", true, "also read the server's inter-token latency from /stats after each level (its window holds the last 10000 gaps)")
@@ -85,27 +91,32 @@ func main() {
 	var all []Level
 	fmt.Printf("%-6s %6s %5s %8s %9s | %-23s | %-31s | %-17s", "conc", "reqs", "errs", "req/s", "tok/s",
 		"TTFT ms p50/p95/p99", "ITL ms p50/p95/p99/max", "E2E ms p50/p99")
-	if *expected > 0 {
-		fmt.Printf(" | added ITL ms p50/p99")
-		if *serverStats {
-			fmt.Printf(" | server-side added p50/p99")
-		}
-	}
-	fmt.Println()
+	fmt.Printf(" | step ms | added ITL ms p50/p99 | server-side added p50/p99\n")
 	for _, f := range strings.Split(*levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || c < 1 {
 			fmt.Fprintf(os.Stderr, "bench: bad concurrency %q\n", f)
 			os.Exit(2)
 		}
+		sum0, n0, stepErr := fetchStepStats(client, *url)
 		lv := runLevel(client, target{*url, *endpoint, *model, *profile, *apiKey}, c, *perClient, *maxTokens, *expected)
+		base := *expected
+		if sum1, n1, err := fetchStepStats(client, *url); stepErr == nil && err == nil && n1 > n0 {
+			lv.EngineStepMs = (sum1 - sum0) / (n1 - n0) * 1e3
+			base = time.Duration(lv.EngineStepMs * float64(time.Millisecond))
+			lv.AddedITLms = nil
+			if len(lv.itl) > 0 {
+				p := addedPcts(lv.itl, base)
+				lv.AddedITLms = &p
+			}
+		}
 		if *serverStats {
 			if p, err := fetchServerITL(client, *url); err != nil {
 				fmt.Fprintln(os.Stderr, "bench: /stats:", err)
 			} else {
 				lv.ServerITLms = &p
-				if *expected > 0 {
-					e := ms(*expected)
+				if base > 0 {
+					e := ms(base)
 					lv.ServerAddedITLms = &Pcts{P50: p.P50 - e, P95: p.P95 - e, P99: p.P99 - e}
 				}
 			}
@@ -115,8 +126,11 @@ func main() {
 			lv.Concurrency, lv.Requests, lv.Errors, lv.RequestsPerS, lv.OutputTokPerS,
 			lv.TTFTms.P50, lv.TTFTms.P95, lv.TTFTms.P99, lv.ITLms.P50, lv.ITLms.P95, lv.ITLms.P99, lv.ITLms.Max,
 			lv.E2Ems.P50, lv.E2Ems.P99)
+		fmt.Printf(" | %7.3f", lv.EngineStepMs)
 		if lv.AddedITLms != nil {
 			fmt.Printf(" | %6.3f %6.3f", lv.AddedITLms.P50, lv.AddedITLms.P99)
+		} else {
+			fmt.Printf(" |    -      -  ")
 		}
 		if lv.ServerAddedITLms != nil {
 			fmt.Printf(" | %6.3f %6.3f", lv.ServerAddedITLms.P50, lv.ServerAddedITLms.P99)
@@ -187,15 +201,55 @@ func runLevel(client *http.Client, tg target, conc, per, maxTokens int, expected
 	lv.OutputTokPerS = float64(tokens) / dur.Seconds()
 	lv.TTFTms, lv.ITLms, lv.E2Ems = pcts(ttft), pcts(itl), pcts(e2e)
 	lv.ITLSamples = len(itl)
+	lv.itl = itl
 	if expected > 0 {
-		added := make([]time.Duration, len(itl))
-		for i, d := range itl {
-			added[i] = d - expected
-		}
-		p := pcts(added)
+		p := addedPcts(itl, expected)
 		lv.AddedITLms = &p
 	}
 	return lv
+}
+
+// addedPcts is the percentiles of the gaps minus the engine's step time.
+func addedPcts(itl []time.Duration, step time.Duration) Pcts {
+	added := make([]time.Duration, len(itl))
+	for i, d := range itl {
+		added[i] = d - step
+	}
+	return pcts(added)
+}
+
+// fetchStepStats reads the engine step histogram's sum (seconds) and count
+// from /metrics.
+func fetchStepStats(client *http.Client, url string) (sum, count float64, err error) {
+	resp, err := client.Get(url + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	found := 0
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "gptoss_step_duration_seconds_sum":
+			sum, err = strconv.ParseFloat(val, 64)
+			found++
+		case "gptoss_step_duration_seconds_count":
+			count, err = strconv.ParseFloat(val, 64)
+			found++
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	if found != 2 {
+		return 0, 0, errors.New("no gptoss_step_duration_seconds in /metrics")
+	}
+	return sum, count, sc.Err()
 }
 
 // one sends a streaming request and times the text events.
