@@ -99,8 +99,22 @@ func goTypeName(t string) string {
 	}
 }
 
-// resolveCommon validates the fields chat and completions share.
-func (s *Server) resolveCommon(modelName string, profileName *string) (*profiles.Profile, error) {
+// newParams validates what chat and completions share: model, profile and
+// the sampling and streaming fields.
+func (s *Server) newParams(chat bool, modelName string, profileName *string, f samplingFields) (*genParams, error) {
+	p, err := s.resolveProfile(modelName, profileName)
+	if err != nil {
+		return nil, err
+	}
+	g := &genParams{chat: chat}
+	if err := s.resolveSampling(p, f, g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// resolveProfile checks the model id and picks the request's profile.
+func (s *Server) resolveProfile(modelName string, profileName *string) (*profiles.Profile, error) {
 	if modelName == "" {
 		return nil, invalid("model", "missing_required_parameter", "you must provide a model parameter")
 	}
@@ -264,18 +278,15 @@ func (s *Server) resolveMaxTokens(requested *int, param string, g *genParams) er
 
 // parseChat validates a chat request and renders its prompt.
 func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
-	p, err := s.resolveCommon(req.Model, req.Profile)
-	if err != nil {
-		return nil, err
-	}
-	g := &genParams{chat: true}
-	if err := s.resolveSampling(p, samplingFields{
+	g, err := s.newParams(true, req.Model, req.Profile, samplingFields{
 		temperature: req.Temperature, topP: req.TopP, minP: req.MinP, presence: req.PresencePenalty,
 		frequency: req.FrequencyPenalty, topK: req.TopK, n: req.N, seed: req.Seed, logitBias: req.LogitBias,
 		stream: req.Stream, streamOptions: req.StreamOptions, stop: req.Stop,
-	}, g); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
+	p := g.profile
 	if req.Logprobs != nil && *req.Logprobs {
 		if !s.opts.Engine.Capabilities().Logprobs {
 			return nil, unsupported("logprobs", "logprobs are not supported by the %s engine.", s.opts.Mode)
@@ -474,16 +485,12 @@ func contentText(raw json.RawMessage, param string) (text string, present bool, 
 // encoded as ordinary text (no special tokens); clients that need control
 // tokens send token ids.
 func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
-	p, err := s.resolveCommon(req.Model, req.Profile)
-	if err != nil {
-		return nil, err
-	}
-	g := &genParams{}
-	if err := s.resolveSampling(p, samplingFields{
+	g, err := s.newParams(false, req.Model, req.Profile, samplingFields{
 		temperature: req.Temperature, topP: req.TopP, minP: req.MinP, presence: req.PresencePenalty,
 		frequency: req.FrequencyPenalty, topK: req.TopK, n: req.N, seed: req.Seed, logitBias: req.LogitBias,
 		stream: req.Stream, streamOptions: req.StreamOptions, stop: req.Stop,
-	}, g); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	if v := req.Logprobs; v != nil && *v > 0 {

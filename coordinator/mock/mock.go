@@ -52,6 +52,7 @@ type Executor struct {
 	filler    []int
 	user      []int // "user" as tokens, to find the last user message
 	assistant []int
+	active    atomic.Int64 // len(seqs), readable from other goroutines
 }
 
 type seqState struct {
@@ -88,6 +89,7 @@ func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
 			}
 			s = &seqState{}
 			e.seqs[st.ID] = s
+			e.active.Add(1)
 		}
 		if s.script == nil {
 			if st.Pos != len(s.prompt) {
@@ -124,12 +126,16 @@ func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
 // Release forgets finished sequences.
 func (e *Executor) Release(ids []uint64) {
 	for _, id := range ids {
-		delete(e.seqs, id)
+		if _, ok := e.seqs[id]; ok {
+			delete(e.seqs, id)
+			e.active.Add(-1)
+		}
 	}
 }
 
-// Active reports how many sequences hold state, for leak tests.
-func (e *Executor) Active() int { return len(e.seqs) }
+// Active reports how many sequences hold state, for leak tests. Unlike
+// Step and Release it may be called from any goroutine.
+func (e *Executor) Active() int { return int(e.active.Load()) }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {

@@ -357,7 +357,7 @@ func (s *Scheduler) loop() {
 		t0 := time.Now()
 		if err := s.exec.Step(ctx, &b); err != nil {
 			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
-			s.failBatch(&b, fmt.Errorf("sched: step: %w", err))
+			s.failBatch(fmt.Errorf("sched: step: %w", err))
 			continue
 		}
 		if s.opts.OnStep != nil {
@@ -374,21 +374,13 @@ func (s *Scheduler) loop() {
 // reap drops cancelled or expired sequences, queued and running.
 func (s *Scheduler) reap() {
 	now := time.Now()
-	var released []uint64
-	keep := s.batch[:0]
-	for _, q := range s.batch {
-		if r, err, dead := q.dead(); dead {
-			released = append(released, q.id)
+	s.retire(func(q *sequence) bool {
+		r, err, dead := q.dead()
+		if dead {
 			s.finish(q, r, err)
-			continue
 		}
-		keep = append(keep, q)
-	}
-	clear(s.batch[len(keep):])
-	s.batch = keep
-	if len(released) > 0 {
-		s.exec.Release(released)
-	}
+		return dead
+	})
 
 	s.mu.Lock()
 	var expired []*sequence
@@ -484,18 +476,14 @@ func (s *Scheduler) build(b *Batch) {
 // hit a stop token or their budget.
 func (s *Scheduler) deliver(b *Batch) {
 	now := time.Now()
-	var released []uint64
-	keep := s.batch[:0]
-	for _, q := range s.batch {
+	s.retire(func(q *sequence) bool {
 		if q.stepIdx < 0 {
-			keep = append(keep, q)
-			continue
+			return false
 		}
 		st := &b.Seqs[q.stepIdx]
 		q.prefilled += q.stepChunk
 		if !st.Sample {
-			keep = append(keep, q)
-			continue
+			return false
 		}
 		tok := st.Out
 		tok.At = now
@@ -508,10 +496,34 @@ func (s *Scheduler) deliver(b *Batch) {
 		case q.generated >= q.req.MaxTokens:
 			s.finish(q, FinishLength, nil)
 		default:
-			keep = append(keep, q)
+			return false
+		}
+		return true
+	})
+}
+
+// failBatch ends every sequence of a failed step.
+func (s *Scheduler) failBatch(err error) {
+	s.retire(func(q *sequence) bool {
+		if q.stepIdx < 0 {
+			return false
+		}
+		s.finish(q, FinishError, err)
+		return true
+	})
+}
+
+// retire removes the running sequences for which drop returns true (drop
+// has already finished them) and releases their executor state.
+func (s *Scheduler) retire(drop func(*sequence) bool) {
+	var released []uint64
+	keep := s.batch[:0]
+	for _, q := range s.batch {
+		if drop(q) {
+			released = append(released, q.id)
 			continue
 		}
-		released = append(released, q.id)
+		keep = append(keep, q)
 	}
 	clear(s.batch[len(keep):])
 	s.batch = keep
@@ -520,34 +532,11 @@ func (s *Scheduler) deliver(b *Batch) {
 	}
 }
 
-func (s *Scheduler) failBatch(b *Batch, err error) {
-	ids := make([]uint64, 0, len(b.Seqs))
-	for _, st := range b.Seqs {
-		ids = append(ids, st.ID)
-	}
-	keep := s.batch[:0]
-	for _, q := range s.batch {
-		if q.stepIdx >= 0 {
-			s.finish(q, FinishError, err)
-			continue
-		}
-		keep = append(keep, q)
-	}
-	clear(s.batch[len(keep):])
-	s.batch = keep
-	s.exec.Release(ids)
-}
-
 func (s *Scheduler) abortAll() {
-	ids := make([]uint64, 0, len(s.batch))
-	for _, q := range s.batch {
-		ids = append(ids, q.id)
+	s.retire(func(q *sequence) bool {
 		s.finish(q, FinishAbort, ErrAborted)
-	}
-	s.batch = nil
-	if len(ids) > 0 {
-		s.exec.Release(ids)
-	}
+		return true
+	})
 	s.mu.Lock()
 	var queued []*sequence
 	for name, qs := range s.waiting {
