@@ -152,15 +152,19 @@ def test_sigterm_drains_running_streams(make_server):
     srv = make_server("--mock-step", "20ms", "--shutdown-timeout", "10s")
     c = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0)
     result = {}
+    started = threading.Event()
 
     def stream():
-        chunks = list(c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
-                                                max_tokens=40, stream=True))
+        chunks = []
+        for ch in c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=40, stream=True):
+            chunks.append(ch)
+            started.set()
         result["finish"] = chunks[-1].choices[0].finish_reason
 
     t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.3)  # the stream is running
+    assert started.wait(10)  # the stream is running
     srv.proc.send_signal(signal.SIGTERM)
     time.sleep(0.1)
     # New work is refused while the running stream finishes.
