@@ -342,6 +342,10 @@ func TestErrors(t *testing.T) {
 		{"completion echo", "/v1/completions", `{"model":"gpt-oss-tiny","prompt":"a","echo":true}`, 400, "echo", "unsupported_parameter"},
 		{"completion prompt type", "/v1/completions", `{"model":"gpt-oss-tiny","prompt":{"a":1}}`, 400, "prompt", "invalid_type"},
 		{"unknown route", "/v1/embeddings", `{}`, 404, "", "unknown_url"},
+		{"too many tools", "/v1/chat/completions", msg(`,"tools":[` + strings.TrimSuffix(strings.Repeat(`{"type":"function","function":{"name":"f"}},`, 129), ",") + `]`), 400, "tools", "invalid_value"},
+		{"long stop", "/v1/chat/completions", msg(`,"stop":"` + strings.Repeat("s", 300) + `"`), 400, "stop", "invalid_value"},
+		{"user too long", "/v1/chat/completions", msg(`,"user":"` + strings.Repeat("u", 600) + `"`), 400, "user", "invalid_value"},
+		{"function role", "/v1/chat/completions", `{"model":"gpt-oss-tiny","messages":[{"role":"function","content":"x","name":"f"}]}`, 400, "messages[0].role", "unsupported_parameter"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -366,6 +370,20 @@ func TestErrors(t *testing.T) {
 	if snap.Total.RequestsClientError < uint64(len(cases)-1) {
 		t.Fatalf("client errors counted %d, want >= %d", snap.Total.RequestsClientError, len(cases)-1)
 	}
+}
+
+func TestMethodNotAllowedAndHead(t *testing.T) {
+	e := newEnv(t)
+	resp, b := e.get(t, "/v1/chat/completions")
+	if resp.StatusCode != 405 || errorOf(t, b)["code"] != "method_not_allowed" {
+		t.Fatalf("GET chat: %d %s", resp.StatusCode, b)
+	}
+	req, _ := http.NewRequest(http.MethodHead, e.url+"/health", nil)
+	hr, err := http.DefaultClient.Do(req)
+	if err != nil || hr.StatusCode != 200 {
+		t.Fatalf("HEAD /health: %v %v", hr, err)
+	}
+	hr.Body.Close()
 }
 
 func TestUnknownFieldsIgnored(t *testing.T) {

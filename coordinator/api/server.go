@@ -123,11 +123,12 @@ func New(opts Options) (*Server, error) {
 	e.GET("/stats", s.stats)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})))
 
-	v1 := e.Group("/v1", s.authMiddleware)
-	v1.POST("/chat/completions", s.chatCompletions)
-	v1.POST("/completions", s.completions)
-	v1.GET("/models", s.models)
-	v1.GET("/models/:id", s.model)
+	// Auth per route rather than on a /v1 group: a group with middleware
+	// catches every /v1/* path, which turns a wrong method (405) into 404.
+	e.POST("/v1/chat/completions", s.chatCompletions, s.authMiddleware)
+	e.POST("/v1/completions", s.completions, s.authMiddleware)
+	e.GET("/v1/models", s.models, s.authMiddleware)
+	e.GET("/v1/models/:id", s.model, s.authMiddleware)
 	s.echo = e
 	return s, nil
 }
