@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -714,5 +716,59 @@ func TestShutdownDrainsThenAborts(t *testing.T) {
 	}
 	if e.exec.Active() != 0 {
 		t.Fatal("executor still holds sequences")
+	}
+}
+
+// TestNoLeaks runs a mix of good, bad, streamed and abandoned requests and
+// checks that goroutines, executor state and the scheduler return to rest.
+func TestNoLeaks(t *testing.T) {
+	e := newEnv(t, func(c *testConfig) { c.timing = mock.Timing{Step: 500 * time.Microsecond} })
+	tr := &http.Transport{}
+	client := &http.Client{Transport: tr}
+	do := func(ctx context.Context, body string) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	settle := func() int {
+		tr.CloseIdleConnections()
+		waitFor(t, func() bool { return e.sched.Idle() && e.exec.Active() == 0 })
+		time.Sleep(50 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	do(context.Background(), hello)
+	base := settle()
+	bodies := []string{
+		hello,
+		`{"model":"gpt-oss-20b","messages":[{"role":"user","content":"Hi"}],"max_tokens":30,"stream":true}`,
+		`{"model":"gpt-oss-20b","messages":[{"role":"user","content":"Hi"}],"max_tokens":30,"stream":true,"n":3,"stream_options":{"include_usage":true}}`,
+		`{"model":"gpt-oss-20b","messages":[],"max_tokens":3}`,
+		`{"model":"gpt-oss-20b","messages":[{"role":"user","content":"Hi"}],"max_tokens":60,"stop":["e"]}`,
+		`not json`,
+	}
+	var wg sync.WaitGroup
+	for i := range 120 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			if i%5 == 4 {
+				// Abandoned mid-way.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 3*time.Millisecond)
+				defer cancel()
+			}
+			do(ctx, bodies[i%len(bodies)])
+		}()
+	}
+	wg.Wait()
+	if after := settle(); after > base+2 {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("goroutines: %d before, %d after\n%s", base, after, buf[:n])
 	}
 }
