@@ -648,15 +648,26 @@ func TestModelsHealthStatsMetrics(t *testing.T) {
 	if tot.RequestsTotal != 2 || tot.RequestsOK != 1 || tot.RequestsClientError != 1 || tot.CompletionTokensTotal != 20 {
 		t.Fatalf("stats total %+v", tot)
 	}
-	if lf := st.Stats.Profiles["latency_first"]; lf.RequestsTotal != 2 || lf.TTFT.P50 <= 0 || lf.Latency.P95 <= 0 || lf.InterTokenLatency.P50 <= 0 {
+	if tot.StreamDelay.P50 != 0 {
+		t.Fatalf("stream delay without streams: %+v", tot.StreamDelay)
+	}
+	e.post(t, "/v1/chat/completions", `{"model":"gpt-oss-20b","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"stream":true}`)
+	_, b = e.get(t, "/stats")
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("stats %s", b)
+	}
+	if sd := st.Stats.Total.StreamDelay; sd.P50 <= 0 || sd.P99 < sd.P50 {
+		t.Fatalf("stream delay %+v", sd)
+	}
+	if lf := st.Stats.Profiles["latency_first"]; lf.RequestsTotal != 3 || lf.TTFT.P50 <= 0 || lf.Latency.P95 <= 0 || lf.InterTokenLatency.P50 <= 0 {
 		t.Fatalf("latency_first %+v", lf)
 	}
 
 	_, b = e.get(t, "/metrics")
 	for _, want := range []string{
 		"gptoss_time_to_first_token_seconds_bucket", "gptoss_inter_token_latency_seconds_bucket",
-		"gptoss_e2e_request_latency_seconds_bucket", `gptoss_requests_total{endpoint="chat",profile="latency_first",status="200"} 1`,
-		`gptoss_generation_tokens_total{profile="latency_first"} 20`,
+		"gptoss_e2e_request_latency_seconds_bucket", `gptoss_requests_total{endpoint="chat",profile="latency_first",status="200"} 2`,
+		`gptoss_generation_tokens_total{profile="latency_first"} 25`, "gptoss_stream_delay_seconds_bucket",
 		"gptoss_step_duration_seconds_count", "gptoss_step_sequences_bucket",
 	} {
 		if !strings.Contains(string(b), want) {

@@ -248,7 +248,11 @@ func (r *run) stream(ctx context.Context) error {
 			return r.clientGone()
 		}
 		// Timing as the client sees it: when the event left the server.
-		u.ch.mark(len(u.toks), time.Now())
+		now := time.Now()
+		u.ch.mark(len(u.toks), now)
+		for _, t := range u.toks {
+			u.ch.streamDelay = append(u.ch.streamDelay, now.Sub(t.At))
+		}
 		if u.final == nil {
 			continue
 		}
@@ -396,6 +400,7 @@ func (r *run) record() {
 	}
 	for _, ch := range r.choices {
 		rec.ITL = append(rec.ITL, ch.itl...)
+		rec.StreamDelay = append(rec.StreamDelay, ch.streamDelay...)
 		if ch.final != nil {
 			rec.CompletionTokens += ch.final.CompletionTokens
 		} else {

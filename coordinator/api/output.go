@@ -28,6 +28,7 @@ type choice struct {
 	tokens             int
 	firstAt, lastAt    time.Time
 	itl                []time.Duration
+	streamDelay        []time.Duration // delivery to write, per streamed token
 	deltas             []harmony.Delta
 	recvBuf            []sched.Token
 }

@@ -19,6 +19,9 @@ var (
 		0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60,
 		120, 240, 480, 960, 1920, 7680,
 	}
+	streamDelayBuckets = []float64{
+		0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1,
+	}
 	tokenBuckets = []float64{
 		1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000,
 		20000, 50000, 100000,
@@ -30,6 +33,7 @@ var (
 // recorders can coexist.
 type metrics struct {
 	ttft, itl, e2e, queue, promptHist, genHist *prometheus.HistogramVec
+	streamDelay                                *prometheus.HistogramVec
 
 	requests, finished, rejected     *prometheus.CounterVec
 	promptTotal, genTotal, cancelled *prometheus.CounterVec
@@ -66,6 +70,8 @@ func newMetrics() *metrics {
 			"Time from request arrival to the first generated token.", ttftBuckets),
 		itl: hist("gptoss_inter_token_latency_seconds",
 			"Gap between consecutive generated tokens as delivered to the client.", itlBuckets),
+		streamDelay: hist("gptoss_stream_delay_seconds",
+			"Per streamed token, time from the scheduler's delivery to the event's write to the client.", streamDelayBuckets),
 		e2e: hist("gptoss_e2e_request_latency_seconds",
 			"Time from request arrival to the end of the response.", requestLatencyBuckets),
 		queue: hist("gptoss_request_queue_time_seconds",
@@ -107,7 +113,7 @@ func newMetrics() *metrics {
 // the caller may retry.
 func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
-		m.ttft, m.itl, m.e2e, m.queue, m.promptHist, m.genHist,
+		m.ttft, m.itl, m.streamDelay, m.e2e, m.queue, m.promptHist, m.genHist,
 		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled,
 		m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}

@@ -83,6 +83,10 @@ type Record struct {
 	// ITL holds the gaps between consecutive generated tokens as delivered
 	// to the client. Observe copies the values; the caller keeps the slice.
 	ITL []time.Duration
+	// StreamDelay holds, for each streamed token, the time from the
+	// scheduler's delivery to its event being written to the client: the
+	// latency the HTTP/SSE path itself adds. Empty for non-streamed requests.
+	StreamDelay []time.Duration
 }
 
 // Load is the scheduler's current view of one profile. The recorder does not
@@ -151,6 +155,7 @@ type profile struct {
 	sec  *section
 
 	ttft, itl, e2e, queue, promptHist, genHist prometheus.Observer
+	streamDelay                                prometheus.Observer
 	promptTotal, genTotal, cancelled           prometheus.Counter
 	running, waiting                           prometheus.Gauge
 
@@ -226,6 +231,7 @@ func (r *Recorder) profileLocked(name string) *profile {
 		sec:         newSection(r.window),
 		ttft:        r.m.ttft.WithLabelValues(name),
 		itl:         r.m.itl.WithLabelValues(name),
+		streamDelay: r.m.streamDelay.WithLabelValues(name),
 		e2e:         r.m.e2e.WithLabelValues(name),
 		queue:       r.m.queue.WithLabelValues(name),
 		promptHist:  r.m.promptHist.WithLabelValues(name),
@@ -311,6 +317,9 @@ func (r *Recorder) Observe(rec Record) {
 	}
 	for _, d := range rec.ITL {
 		p.itl.Observe(d.Seconds())
+	}
+	for _, d := range rec.StreamDelay {
+		p.streamDelay.Observe(d.Seconds())
 	}
 	p.promptHist.Observe(float64(rec.PromptTokens))
 	p.genHist.Observe(float64(rec.CompletionTokens))
@@ -431,6 +440,9 @@ type Section struct {
 	TTFT Quantiles `json:"ttft_seconds"`
 	// InterTokenLatency is the gap between consecutive delivered tokens.
 	InterTokenLatency Quantiles `json:"inter_token_latency_seconds"`
+	// StreamDelay is, per streamed token, the time from the scheduler's
+	// delivery to the event's write: what the serving path adds.
+	StreamDelay Quantiles `json:"stream_delay_seconds"`
 	// Queue is the time spent waiting for admission.
 	Queue QueueStats `json:"queue_seconds"`
 	// PromptTokensTotal is the sum of prompt tokens since start.
@@ -507,8 +519,8 @@ type section struct {
 	requests, ok, clientErr, serverErr, cancelled uint64
 	promptTokens, completionTokens                uint64
 
-	latency, ttft, queue, itl window
-	rate                      rateRing
+	latency, ttft, queue, itl, streamDelay window
+	rate                                   rateRing
 }
 
 func newSection(n int) *section {
@@ -517,6 +529,8 @@ func newSection(n int) *section {
 		ttft:    window{size: n},
 		queue:   window{size: n},
 		itl:     window{size: n},
+		// streamDelay: one sample per streamed token, like itl.
+		streamDelay: window{size: n},
 	}
 }
 
@@ -552,6 +566,7 @@ func (s *section) observe(rec *Record, now time.Time) {
 		s.ttft.add(rec.TTFT)
 	}
 	s.itl.addAll(rec.ITL)
+	s.streamDelay.addAll(rec.StreamDelay)
 }
 
 // sectionCopy is a consistent copy of a section taken under the mutex, so
@@ -560,7 +575,7 @@ type sectionCopy struct {
 	requests, ok, clientErr, serverErr, cancelled uint64
 	promptTokens, completionTokens                uint64
 	lastMinReqs, lastMinToks                      uint64
-	latency, ttft, queue, itl                     []time.Duration
+	latency, ttft, queue, itl, streamDelay        []time.Duration
 }
 
 func (s *section) copyOut(nowSec int64) sectionCopy {
@@ -579,6 +594,7 @@ func (s *section) copyOut(nowSec int64) sectionCopy {
 		ttft:             slices.Clone(s.ttft.buf),
 		queue:            slices.Clone(s.queue.buf),
 		itl:              slices.Clone(s.itl.buf),
+		streamDelay:      slices.Clone(s.streamDelay.buf),
 	}
 }
 
@@ -600,6 +616,7 @@ func (c *sectionCopy) section(uptime float64) Section {
 	slices.Sort(c.ttft)
 	slices.Sort(c.queue)
 	slices.Sort(c.itl)
+	slices.Sort(c.streamDelay)
 	out.Latency = LatencyStats{
 		P50:  quantile(c.latency, 0.50),
 		P95:  quantile(c.latency, 0.95),
@@ -615,6 +632,11 @@ func (c *sectionCopy) section(uptime float64) Section {
 		P50: quantile(c.itl, 0.50),
 		P95: quantile(c.itl, 0.95),
 		P99: quantile(c.itl, 0.99),
+	}
+	out.StreamDelay = Quantiles{
+		P50: quantile(c.streamDelay, 0.50),
+		P95: quantile(c.streamDelay, 0.95),
+		P99: quantile(c.streamDelay, 0.99),
 	}
 	out.Queue = QueueStats{
 		P50: quantile(c.queue, 0.50),

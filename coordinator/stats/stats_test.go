@@ -623,3 +623,23 @@ func TestObserveStep(t *testing.T) {
 		t.Fatalf("tokens histogram %v", m.Histogram)
 	}
 }
+
+func TestStreamDelayQuantiles(t *testing.T) {
+	r, err := New([]string{"p"}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Microsecond)
+	}
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, Stream: true, FinishReason: "stop", StreamDelay: d})
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop"})
+	sd := r.Snapshot(nil).Profiles["p"].StreamDelay
+	if sd.P50 != 50e-6 || sd.P99 != 99e-6 {
+		t.Fatalf("stream delay %+v", sd)
+	}
+	if n := testutil.CollectAndCount(r.m.streamDelay); n != 1 {
+		t.Fatalf("series %d", n)
+	}
+}

@@ -52,7 +52,10 @@ type Level struct {
 	AddedITLms    *Pcts   `json:"added_itl_ms,omitempty"`
 	// ServerITLms is the server's own view (GET /stats): gaps between the
 	// writes of consecutive tokens, before the network and the client.
-	ServerITLms      *Pcts `json:"server_itl_ms,omitempty"`
+	ServerITLms *Pcts `json:"server_itl_ms,omitempty"`
+	// StreamDelayms is the server's time from the scheduler's delivery of a
+	// token to the write of its event (GET /stats stream_delay_seconds).
+	StreamDelayms    *Pcts `json:"stream_delay_ms,omitempty"`
 	ServerAddedITLms *Pcts `json:"server_added_itl_ms,omitempty"`
 	// EngineStepMs is the mean time the engine spent per step during the
 	// level (gptoss_step_duration_seconds from /metrics). When known, the
@@ -91,7 +94,7 @@ func main() {
 	var all []Level
 	fmt.Printf("%-6s %6s %5s %8s %9s | %-23s | %-31s | %-17s", "conc", "reqs", "errs", "req/s", "tok/s",
 		"TTFT ms p50/p95/p99", "ITL ms p50/p95/p99/max", "E2E ms p50/p99")
-	fmt.Printf(" | step ms | added ITL ms p50/p99 | server-side added p50/p99\n")
+	fmt.Printf(" | step ms | added ITL p50/p99 client | server | stream delay p50/p99\n")
 	for _, f := range strings.Split(*levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || c < 1 {
@@ -111,10 +114,10 @@ func main() {
 			}
 		}
 		if *serverStats {
-			if p, err := fetchServerITL(client, *url); err != nil {
+			if p, delay, err := fetchServerStats(client, *url); err != nil {
 				fmt.Fprintln(os.Stderr, "bench: /stats:", err)
 			} else {
-				lv.ServerITLms = &p
+				lv.ServerITLms, lv.StreamDelayms = &p, &delay
 				if base > 0 {
 					e := ms(base)
 					lv.ServerAddedITLms = &Pcts{P50: p.P50 - e, P95: p.P95 - e, P99: p.P99 - e}
@@ -134,6 +137,9 @@ func main() {
 		}
 		if lv.ServerAddedITLms != nil {
 			fmt.Printf(" | %6.3f %6.3f", lv.ServerAddedITLms.P50, lv.ServerAddedITLms.P99)
+		}
+		if lv.StreamDelayms != nil {
+			fmt.Printf(" | %6.3f %6.3f", lv.StreamDelayms.P50, lv.StreamDelayms.P99)
 		}
 		fmt.Println()
 		if lv.FirstErrorText != "" {
@@ -339,27 +345,28 @@ func one(client *http.Client, tg target, maxTokens int, prompt string) result {
 	return r
 }
 
-// fetchServerITL reads the server's inter-token latency percentiles.
-func fetchServerITL(client *http.Client, url string) (Pcts, error) {
+// fetchServerStats reads the server's inter-token latency and stream delay
+// percentiles from /stats.
+func fetchServerStats(client *http.Client, url string) (itl, delay Pcts, err error) {
 	resp, err := client.Get(url + "/stats")
 	if err != nil {
-		return Pcts{}, err
+		return Pcts{}, Pcts{}, err
 	}
 	defer resp.Body.Close()
+	type q struct{ P50, P95, P99 float64 }
 	var body struct {
 		Stats struct {
 			Total struct {
-				ITL struct {
-					P50, P95, P99 float64
-				} `json:"inter_token_latency_seconds"`
+				ITL   q `json:"inter_token_latency_seconds"`
+				Delay q `json:"stream_delay_seconds"`
 			} `json:"total"`
 		} `json:"stats"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return Pcts{}, err
+		return Pcts{}, Pcts{}, err
 	}
-	i := body.Stats.Total.ITL
-	return Pcts{P50: i.P50 * 1e3, P95: i.P95 * 1e3, P99: i.P99 * 1e3}, nil
+	toMs := func(v q) Pcts { return Pcts{P50: v.P50 * 1e3, P95: v.P95 * 1e3, P99: v.P99 * 1e3} }
+	return toMs(body.Stats.Total.ITL), toMs(body.Stats.Total.Delay), nil
 }
 
 // delta is the part of a chat chunk the bench reads.
