@@ -17,6 +17,7 @@ import (
 	"github.com/gptoss/server/coordinator/harmony"
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/stats"
+	"github.com/gptoss/server/coordinator/tokenizer"
 )
 
 func (s *Server) chatCompletions(c echo.Context) error {
@@ -118,9 +119,9 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 // <|endoftext|> ends raw text.
 func stopTokens(chat bool) []int {
 	if chat {
-		return []int{200002, 200012, 199999}
+		return []int{tokenizer.Return, tokenizer.Call, tokenizer.EndOfText}
 	}
-	return []int{199999, 200002}
+	return []int{tokenizer.EndOfText, tokenizer.Return}
 }
 
 // receive forwards a choice's progress until it ends or ctx is done.

@@ -60,7 +60,7 @@ func (c *choice) feed(toks []sched.Token) []harmony.Delta {
 		} else if !isStop(t.ID) {
 			s, err := c.dec.Add(t.ID)
 			if err == nil && s != "" {
-				c.deltas = appendDelta(c.deltas, harmony.Content, s)
+				c.deltas = harmony.AppendDelta(c.deltas, harmony.Content, s)
 			}
 		}
 	}
@@ -90,13 +90,13 @@ func (c *choice) finish(f *sched.Final) []harmony.Delta {
 		if c.parser != nil {
 			c.deltas = c.parser.Finish(c.deltas)
 		} else {
-			c.deltas = appendDelta(c.deltas, harmony.Content, c.dec.Flush())
+			c.deltas = harmony.AppendDelta(c.deltas, harmony.Content, c.dec.Flush())
 		}
 	}
 	out := c.filterStops()
 	if !c.stopHit {
 		if rest := c.stop.flush(); rest != "" {
-			out = appendDelta(out, harmony.Content, rest)
+			out = harmony.AppendDelta(out, harmony.Content, rest)
 			c.content.WriteString(rest)
 		}
 	}
@@ -112,13 +112,13 @@ func (c *choice) filterStops() []harmony.Delta {
 		}
 		if d.Kind == harmony.Reasoning {
 			c.reasoning.WriteString(d.Text)
-			out = appendDelta(out, d.Kind, d.Text)
+			out = harmony.AppendDelta(out, d.Kind, d.Text)
 			continue
 		}
 		emit, hit := c.stop.push(d.Text)
 		if emit != "" {
 			c.content.WriteString(emit)
-			out = appendDelta(out, harmony.Content, emit)
+			out = harmony.AppendDelta(out, harmony.Content, emit)
 		}
 		if hit {
 			c.stopHit = true
@@ -149,17 +149,6 @@ func (c *choice) finishReason() string {
 
 func isStop(id int) bool {
 	return id == tokenizer.EndOfText || id == tokenizer.Return || id == tokenizer.Call
-}
-
-func appendDelta(out []harmony.Delta, k harmony.Kind, s string) []harmony.Delta {
-	if s == "" {
-		return out
-	}
-	if n := len(out); n > 0 && out[n-1].Kind == k {
-		out[n-1].Text += s
-		return out
-	}
-	return append(out, harmony.Delta{Kind: k, Text: s})
 }
 
 // stopMatcher finds stop strings in streamed text. It holds back the last

@@ -129,14 +129,17 @@ func (p *Parser) emit(out []Delta, k Kind, id int) []Delta {
 		p.malformed++
 		return out
 	}
-	return appendText(out, k, s)
+	return AppendDelta(out, k, s)
 }
 
 func (p *Parser) flush(out []Delta) []Delta {
-	return appendText(out, p.route, p.dec.Flush())
+	return AppendDelta(out, p.route, p.dec.Flush())
 }
 
-func appendText(out []Delta, k Kind, s string) []Delta {
+// AppendDelta appends text of kind k to out, merging it into the last
+// delta when that has the same kind, so consumers see one delta per kind
+// run rather than one per token.
+func AppendDelta(out []Delta, k Kind, s string) []Delta {
 	if s == "" {
 		return out
 	}
@@ -155,7 +158,7 @@ func (p *Parser) salvageHeader(out []Delta) []Delta {
 		out = p.emit(out, Content, id)
 	}
 	p.header = p.header[:0]
-	out = appendText(out, Content, p.dec.Flush())
+	out = AppendDelta(out, Content, p.dec.Flush())
 	return out
 }
 
