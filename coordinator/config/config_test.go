@@ -118,3 +118,14 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// The example file shipped in configs/ must stay loadable.
+func TestExampleConfig(t *testing.T) {
+	s, err := Load([]string{"--config", "../../configs/coordinator.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Profile != "latency_first" || s.Port != 8000 {
+		t.Fatalf("%+v", s)
+	}
+}
