@@ -114,7 +114,7 @@ func run(s config.Settings, log *zap.Logger) error {
 		Logger: log.Named("sched"), OnStep: rec.ObserveStep})
 	srv, err := api.New(api.Options{
 		Model: preset, Mode: mode, ModeReason: reason, Profiles: profs, DefaultProfile: s.Profile,
-		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, MaxBodyBytes: s.MaxBodyBytes,
+		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,
 		Limits: api.Limits{MaxMessages: s.MaxMessages, MaxN: s.MaxN, MaxStop: s.MaxStop, MaxStopBytes: 256,
 			MaxTools: s.MaxTools, MaxPromptStrings: 1},
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,

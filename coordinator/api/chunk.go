@@ -15,9 +15,11 @@ type chunkEncoder struct {
 	head []byte // `data: {"id":...,"choices":[{"index":`
 	// after the index, up to the opening quote of the text
 	content, reasoning, text []byte
-	tail                     []byte // after the text, to the end of the event
-	completion               bool   // /v1/completions: "text" instead of a delta
-	buf                      []byte
+	// reasoningAgain repeats reasoning under a second key ("both").
+	reasoningAgain []byte
+	tail           []byte // after the text, to the end of the event
+	completion     bool   // /v1/completions: "text" instead of a delta
+	buf            []byte
 }
 
 func newChunkEncoder(r *run) *chunkEncoder {
@@ -37,7 +39,15 @@ func newChunkEncoder(r *run) *chunkEncoder {
 	h = append(h, `,"choices":[{"index":`...)
 	e.head = h
 	e.content = []byte(`,"delta":{"content":`)
-	e.reasoning = []byte(`,"delta":{"reasoning_content":`)
+	switch r.g.reasoningField {
+	case "reasoning":
+		e.reasoning = []byte(`,"delta":{"reasoning":`)
+	case "both":
+		e.reasoning = []byte(`,"delta":{"reasoning_content":`)
+		e.reasoningAgain = []byte(`,"reasoning":`)
+	default:
+		e.reasoning = []byte(`,"delta":{"reasoning_content":`)
+	}
 	e.text = []byte(`,"text":`)
 	tail := `},"logprobs":null,"finish_reason":null}]`
 	if !r.g.chat {
@@ -59,6 +69,10 @@ func (e *chunkEncoder) delta(index int, kind harmony.Kind, s string) []byte {
 		b = append(b, e.text...)
 	case kind == harmony.Reasoning:
 		b = append(b, e.reasoning...)
+		if e.reasoningAgain != nil {
+			b = appendJSONString(b, s)
+			b = append(b, e.reasoningAgain...)
+		}
 	default:
 		b = append(b, e.content...)
 	}

@@ -15,9 +15,10 @@ import (
 func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []string{"a", " ", "\"", "\\", "\n", "\t", "\x00", "\x1f", "\x7f", "é", "한", "🙂", "\u2028", "\u2029", "<", ">", "&", "\xff", "\xe2\x82"}
-	for _, chat := range []bool{true, false} {
+	for _, mode := range []string{"completion", "reasoning_content", "reasoning", "both"} {
+		chat := mode != "completion"
 		for _, usage := range []bool{true, false} {
-			r := &run{s: &Server{opts: Options{}, fingerprint: "fp_x"}, g: &genParams{chat: chat, includeUsage: usage},
+			r := &run{s: &Server{opts: Options{}, fingerprint: "fp_x"}, g: &genParams{chat: chat, includeUsage: usage, reasoningField: mode},
 				id: "chatcmpl-1", created: 1700000000}
 			r.s.opts.Model.ID = "gpt-oss-20b"
 			enc := newChunkEncoder(r)
@@ -36,7 +37,14 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 				if chat {
 					d := ChatDelta{Content: &text}
 					if kind == harmony.Reasoning {
-						d = ChatDelta{ReasoningContent: &text}
+						switch mode {
+						case "reasoning_content":
+							d = ChatDelta{ReasoningContent: &text}
+						case "reasoning":
+							d = ChatDelta{Reasoning: &text}
+						case "both":
+							d = ChatDelta{ReasoningContent: &text, Reasoning: &text}
+						}
 					}
 					want = r.chatChunk(i%4, d, nil)
 				} else {

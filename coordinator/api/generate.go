@@ -213,9 +213,19 @@ func (r *run) collect(ctx context.Context) error {
 		SystemFingerprint: r.s.fingerprint, Usage: usage}
 	for _, ch := range r.choices {
 		content := ch.content.String()
-		msg := ResponseMessage{Role: "assistant", Content: &content}
+		msg := ResponseMessage{Role: "assistant", Content: &content, ToolCalls: ch.toolCalls()}
+		if content == "" && len(msg.ToolCalls) > 0 {
+			msg.Content = nil // OpenAI sends null content with tool calls
+		}
 		if rc := ch.reasoning.String(); rc != "" {
-			msg.ReasoningContent = &rc
+			switch r.g.reasoningField {
+			case "reasoning_content":
+				msg.ReasoningContent = &rc
+			case "reasoning":
+				msg.Reasoning = &rc
+			case "both":
+				msg.ReasoningContent, msg.Reasoning = &rc, &rc
+			}
 		}
 		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: jsonNull, FinishReason: ch.finishReason()})
 	}
@@ -326,10 +336,23 @@ func (r *run) textChunk(index int, text string, finish *string) *Completion {
 // encoding/json form).
 func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
 	for _, d := range deltas {
-		if d.Text == "" {
+		var err error
+		switch {
+		case d.Kind == harmony.Function:
+			// Rarer than text: the reflective encoder is fine here.
+			tc := ToolCallDelta{Index: d.Call, Function: FunctionDelta{Arguments: d.Text}}
+			if d.Name != "" && d.Call < len(ch.calls) {
+				tc.ID, tc.Type, tc.Function.Name = ch.calls[d.Call].id, "function", d.Name
+			}
+			err = r.sse.send(r.chatChunk(ch.index, ChatDelta{ToolCalls: []ToolCallDelta{tc}}, nil))
+		case d.Text == "":
 			continue
+		case d.Kind == harmony.Reasoning && r.g.reasoningField == "none":
+			continue
+		default:
+			err = r.sse.write(r.enc.delta(ch.index, d.Kind, d.Text))
 		}
-		if err := r.sse.write(r.enc.delta(ch.index, d.Kind, d.Text)); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -402,6 +425,9 @@ func (r *run) record() {
 	for _, ch := range r.choices {
 		rec.ITL = append(rec.ITL, ch.itl...)
 		rec.StreamDelay = append(rec.StreamDelay, ch.streamDelay...)
+		if ch.parser != nil {
+			rec.ParseWarnings += ch.parser.Malformed()
+		}
 		if ch.final != nil {
 			rec.CompletionTokens += ch.final.CompletionTokens
 		} else {

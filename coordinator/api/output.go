@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -31,6 +33,13 @@ type choice struct {
 	streamDelay        []time.Duration // delivery to write, per streamed token
 	deltas             []harmony.Delta
 	recvBuf            []sched.Token
+	calls              []toolCall // function calls, in order
+}
+
+// toolCall accumulates one function call of a choice.
+type toolCall struct {
+	id, name string
+	args     strings.Builder
 }
 
 func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokenizer) *choice {
@@ -60,7 +69,7 @@ func (c *choice) feed(toks []sched.Token) []harmony.Delta {
 		} else if !isStop(t.ID) {
 			s, err := c.dec.Add(t.ID)
 			if err == nil && s != "" {
-				c.deltas = harmony.AppendDelta(c.deltas, harmony.Content, s)
+				c.deltas = harmony.AppendDelta(c.deltas, harmony.Delta{Kind: harmony.Content, Text: s})
 			}
 		}
 	}
@@ -90,35 +99,47 @@ func (c *choice) finish(f *sched.Final) []harmony.Delta {
 		if c.parser != nil {
 			c.deltas = c.parser.Finish(c.deltas)
 		} else {
-			c.deltas = harmony.AppendDelta(c.deltas, harmony.Content, c.dec.Flush())
+			c.deltas = harmony.AppendDelta(c.deltas, harmony.Delta{Kind: harmony.Content, Text: c.dec.Flush()})
 		}
 	}
 	out := c.filterStops()
 	if !c.stopHit {
 		if rest := c.stop.flush(); rest != "" {
-			out = harmony.AppendDelta(out, harmony.Content, rest)
+			out = harmony.AppendDelta(out, harmony.Delta{Kind: harmony.Content, Text: rest})
 			c.content.WriteString(rest)
 		}
 	}
 	return out
 }
 
-// filterStops runs content deltas through the stop matcher and accumulates.
+// filterStops runs content deltas through the stop matcher and accumulates
+// everything for the non-streamed response. Stop strings apply to the
+// answer text only, never to reasoning or tool arguments.
 func (c *choice) filterStops() []harmony.Delta {
 	out := c.deltas[:0]
 	for _, d := range c.deltas {
 		if c.stopHit {
 			break
 		}
-		if d.Kind == harmony.Reasoning {
+		switch d.Kind {
+		case harmony.Reasoning:
 			c.reasoning.WriteString(d.Text)
-			out = harmony.AppendDelta(out, d.Kind, d.Text)
+			out = harmony.AppendDelta(out, d)
+			continue
+		case harmony.Function:
+			if d.Name != "" {
+				c.calls = append(c.calls, toolCall{id: newCallID(), name: d.Name})
+			}
+			if d.Call < len(c.calls) {
+				c.calls[d.Call].args.WriteString(d.Text)
+			}
+			out = harmony.AppendDelta(out, d)
 			continue
 		}
 		emit, hit := c.stop.push(d.Text)
 		if emit != "" {
 			c.content.WriteString(emit)
-			out = harmony.AppendDelta(out, harmony.Content, emit)
+			out = harmony.AppendDelta(out, harmony.Delta{Kind: harmony.Content, Text: emit})
 		}
 		if hit {
 			c.stopHit = true
@@ -137,6 +158,9 @@ func (c *choice) finishReason() string {
 	if c.final == nil {
 		return "abort"
 	}
+	if c.final.Reason == sched.FinishStop && c.parser != nil && c.parser.EndedWithCall() {
+		return "tool_calls"
+	}
 	switch c.final.Reason {
 	case sched.FinishStop, sched.FinishLength, sched.FinishAbort:
 		return string(c.final.Reason)
@@ -145,6 +169,26 @@ func (c *choice) finishReason() string {
 	default:
 		return "error"
 	}
+}
+
+// toolCalls is the choice's calls in the response shape.
+func (c *choice) toolCalls() []ToolCall {
+	if len(c.calls) == 0 {
+		return nil
+	}
+	out := make([]ToolCall, len(c.calls))
+	for i := range c.calls {
+		out[i] = ToolCall{ID: c.calls[i].id, Type: "function",
+			Function: FunctionCall{Name: c.calls[i].name, Arguments: c.calls[i].args.String()}}
+	}
+	return out
+}
+
+// newCallID makes a tool call id in OpenAI's style.
+func newCallID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "call_" + hex.EncodeToString(b[:])
 }
 
 func isStop(id int) bool {

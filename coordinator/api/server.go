@@ -54,6 +54,9 @@ type Options struct {
 	// APIKeys, when non-empty, are required on /v1 routes.
 	APIKeys         []string
 	EnableStreaming bool
+	// ReasoningField is where chat reasoning goes by default:
+	// "reasoning_content" (default), "reasoning" or "both".
+	ReasoningField string
 	// MaxBodyBytes caps request bodies (413 above).
 	MaxBodyBytes int64
 	Limits       Limits
@@ -96,6 +99,13 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Limits == (Limits{}) {
 		opts.Limits = DefaultLimits
+	}
+	switch opts.ReasoningField {
+	case "":
+		opts.ReasoningField = "reasoning_content"
+	case "reasoning_content", "reasoning", "both":
+	default:
+		return nil, fmt.Errorf("api: reasoning field %q: want reasoning_content, reasoning or both", opts.ReasoningField)
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 8 << 20

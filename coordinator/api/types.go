@@ -31,7 +31,12 @@ type ChatRequest struct {
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 	ResponseFormat      *ResponseFormat `json:"response_format"`
 	ReasoningEffort     *string         `json:"reasoning_effort"`
-	User                *string         `json:"user"`
+	// ReasoningField picks where reasoning goes in the response:
+	// "reasoning_content" (default), "reasoning" (vLLM and Ollama's name)
+	// or "both". IncludeReasoning false (vLLM's field) leaves it out.
+	ReasoningField   *string `json:"reasoning_field"`
+	IncludeReasoning *bool   `json:"include_reasoning"`
+	User             *string `json:"user"`
 	// Profile is this server's extension: which serving profile to use.
 	Profile *string `json:"profile"`
 }
@@ -156,6 +161,7 @@ type ResponseMessage struct {
 	Role             string     `json:"role"`
 	Content          *string    `json:"content"`
 	ReasoningContent *string    `json:"reasoning_content,omitempty"`
+	Reasoning        *string    `json:"reasoning,omitempty"`
 	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
 	Refusal          *string    `json:"refusal"`
 }
@@ -183,9 +189,26 @@ type ChatChunkChoice struct {
 
 // ChatDelta is the incremental message.
 type ChatDelta struct {
-	Role             string  `json:"role,omitempty"`
-	Content          *string `json:"content,omitempty"`
-	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	Role             string          `json:"role,omitempty"`
+	Content          *string         `json:"content,omitempty"`
+	ReasoningContent *string         `json:"reasoning_content,omitempty"`
+	Reasoning        *string         `json:"reasoning,omitempty"`
+	ToolCalls        []ToolCallDelta `json:"tool_calls,omitempty"`
+}
+
+// ToolCallDelta is a piece of a streamed tool call: the first one of a
+// call carries its id, type and name; the following ones argument text.
+type ToolCallDelta struct {
+	Index    int           `json:"index"`
+	ID       string        `json:"id,omitempty"`
+	Type     string        `json:"type,omitempty"`
+	Function FunctionDelta `json:"function"`
+}
+
+// FunctionDelta is the function part of a ToolCallDelta.
+type FunctionDelta struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // Completion is a /v1/completions response or stream chunk.

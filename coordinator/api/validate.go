@@ -44,6 +44,9 @@ type genParams struct {
 	n            int
 	stream       bool
 	includeUsage bool
+	// reasoningField is where chat reasoning goes: reasoning_content,
+	// reasoning, both, or none (left out).
+	reasoningField string
 }
 
 // decodeJSON reads the body into v. Syntax errors and type mismatches are
@@ -302,7 +305,11 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 		}
 		g.sampling.TopLogprobs = *v
 	}
-	if err := s.checkTools(req); err != nil {
+	tools, err := s.resolveTools(req)
+	if err != nil {
+		return nil, err
+	}
+	if g.reasoningField, err = s.resolveReasoningField(req); err != nil {
 		return nil, err
 	}
 	if rf := req.ResponseFormat; rf != nil {
@@ -331,7 +338,7 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 		return nil, err
 	}
 	g.prompt = harmony.Render(s.opts.Tokenizer, harmony.Conversation{
-		Messages: msgs, ReasoningEffort: effort, Date: time.Now().UTC().Format(time.DateOnly),
+		Messages: msgs, ReasoningEffort: effort, Date: time.Now().UTC().Format(time.DateOnly), Tools: tools,
 	})
 	param := "max_tokens"
 	mt := req.MaxTokens
@@ -344,40 +351,94 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 	return g, nil
 }
 
-// checkTools validates tools and tool_choice. Function calling needs the
-// full Harmony tool rendering and call parsing, which this server does not
-// have yet, so a request that offers tools is refused rather than answered
-// as if the tools were not there.
-func (s *Server) checkTools(req *ChatRequest) error {
+// resolveTools validates tools and tool_choice and returns the functions
+// to render into the prompt. tool_choice "none" keeps the model from
+// calling by not offering the tools; "auto" (the default with tools)
+// offers them. "required" and a named function cannot be enforced without
+// constrained decoding, so they are refused rather than silently treated
+// as "auto".
+func (s *Server) resolveTools(req *ChatRequest) ([]harmony.Tool, error) {
 	if len(req.Tools) > s.opts.Limits.MaxTools {
-		return invalid("tools", "invalid_value", "Invalid 'tools': at most %d tools are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Tools))
+		return nil, invalid("tools", "invalid_value", "Invalid 'tools': at most %d tools are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Tools))
 	}
+	tools := make([]harmony.Tool, 0, len(req.Tools))
+	seen := map[string]bool{}
 	for i, t := range req.Tools {
-		if t.Type != "function" || t.Function == nil || t.Function.Name == "" {
-			return invalid(fmt.Sprintf("tools[%d]", i), "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
+		param := fmt.Sprintf("tools[%d]", i)
+		if t.Type != "function" || t.Function == nil {
+			return nil, invalid(param, "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
 		}
+		f := t.Function
+		if !validFunctionName(f.Name) {
+			return nil, invalid(param+".function.name", "invalid_value", "Invalid function name %q: it must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -.", clipString(f.Name, 80))
+		}
+		if seen[f.Name] {
+			return nil, invalid(param+".function.name", "invalid_value", "Duplicate function name %q.", f.Name)
+		}
+		seen[f.Name] = true
+		params := bytes.TrimSpace(f.Parameters)
+		if bytes.Equal(params, jsonNull) {
+			params = nil
+		}
+		if len(params) > 0 && params[0] != '{' {
+			return nil, invalid(param+".function.parameters", "invalid_value", "Invalid 'parameters' of function %q: expected a JSON Schema object.", f.Name)
+		}
+		tools = append(tools, harmony.Tool{Name: f.Name, Description: f.Description, Parameters: params})
 	}
 	choice := bytes.TrimSpace(req.ToolChoice)
-	if len(choice) > 0 && !bytes.Equal(choice, jsonNull) {
-		var sv string
-		if err := json.Unmarshal(choice, &sv); err == nil {
-			switch sv {
-			case "none", "auto":
-			case "required":
-				if len(req.Tools) == 0 {
-					return invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
-				}
-			default:
-				return invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or a function object.")
-			}
-		} else if len(req.Tools) == 0 {
-			return invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+	if len(choice) == 0 || bytes.Equal(choice, jsonNull) {
+		return tools, nil
+	}
+	var sv string
+	if err := json.Unmarshal(choice, &sv); err != nil {
+		if len(tools) == 0 {
+			return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+		}
+		return nil, unsupported("tool_choice", "tool_choice naming a function cannot be enforced by this server yet; use \"auto\".")
+	}
+	switch sv {
+	case "auto":
+		return tools, nil
+	case "none":
+		return nil, nil
+	case "required":
+		if len(tools) == 0 {
+			return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+		}
+		return nil, unsupported("tool_choice", "tool_choice \"required\" cannot be enforced by this server yet; use \"auto\".")
+	default:
+		return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or a function object.")
+	}
+}
+
+// validFunctionName applies OpenAI's rule for function names.
+func validFunctionName(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
+	}
+	for _, r := range n {
+		if !(r == '_' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')) {
+			return false
 		}
 	}
-	if len(req.Tools) > 0 {
-		return unsupported("tools", "Function calling is not supported by this server yet; send the request without 'tools'.")
+	return true
+}
+
+// resolveReasoningField picks where reasoning goes in a chat response.
+func (s *Server) resolveReasoningField(req *ChatRequest) (string, error) {
+	f := s.opts.ReasoningField
+	if req.ReasoningField != nil {
+		switch *req.ReasoningField {
+		case "reasoning_content", "reasoning", "both":
+			f = *req.ReasoningField
+		default:
+			return "", invalid("reasoning_field", "invalid_value", "Invalid reasoning_field %q: expected reasoning_content, reasoning or both.", clipString(*req.ReasoningField, 50))
+		}
 	}
-	return nil
+	if req.IncludeReasoning != nil && !*req.IncludeReasoning {
+		f = "none"
+	}
+	return f, nil
 }
 
 // convertMessages validates the conversation and turns it into Harmony

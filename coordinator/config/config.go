@@ -35,6 +35,7 @@ type Settings struct {
 	APIKeys              []string
 	AllowUnauthenticated bool
 	EnableStreaming      bool
+	ReasoningField       string
 	ProfilesFile         string
 	MaxBodyBytes         int64
 	ShutdownTimeout      time.Duration
@@ -59,7 +60,7 @@ type Settings struct {
 func Defaults() Settings {
 	return Settings{
 		Model: "20b", Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
-		EnableStreaming: true, MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
+		EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
 		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
@@ -176,6 +177,14 @@ var settings = []setting{
 		}, reset: func(s *Settings) { s.APIKeys = nil }},
 	{name: "allow-unauthenticated", usage: "allow listening on a non-loopback address without API keys", set: boolean(func(s *Settings) *bool { return &s.AllowUnauthenticated }), isBool: true},
 	{name: "enable-streaming", aliases: []string{"ENABLE_STREAMING"}, usage: "serve stream=true requests (false: they get a 400)", set: boolean(func(s *Settings) *bool { return &s.EnableStreaming }), isBool: true},
+	{name: "reasoning-field", usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", set: func(s *Settings, v string) error {
+		switch v = strings.TrimSpace(v); v {
+		case "reasoning_content", "reasoning", "both":
+			s.ReasoningField = v
+			return nil
+		}
+		return fmt.Errorf("want reasoning_content, reasoning or both, got %q", v)
+	}},
 	{name: "profiles-file", usage: "profiles YAML (default: the built-in configs/profiles.yaml)", set: str(func(s *Settings) *string { return &s.ProfilesFile })},
 	{name: "max-body-bytes", usage: "largest request body (413 above), e.g. 8MiB", set: bytesize(func(s *Settings) *int64 { return &s.MaxBodyBytes })},
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long running requests may finish before they are aborted", set: duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},

@@ -98,6 +98,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"--shutdown-timeout", "soon"}, nil, "duration"},
 		{[]string{"--max-body-bytes", "lots"}, nil, "byte size"},
 		{[]string{"--mock=maybe"}, nil, "auto, true or false"},
+		{[]string{"--reasoning-field", "thoughts"}, nil, "reasoning_content, reasoning or both"},
 		{[]string{"stray"}, nil, "unexpected argument"},
 		{nil, map[string]string{"GPTOSS_MAX_N": "zero"}, "GPTOSS_MAX_N"},
 		{nil, map[string]string{"ENABLE_STREAMING": "nope"}, "ENABLE_STREAMING"},

@@ -85,9 +85,10 @@ func collect(p *Parser, ids []int) (reasoning, content string) {
 	}
 	out = p.Finish(out)
 	for _, d := range out {
-		if d.Kind == Reasoning {
+		switch d.Kind {
+		case Reasoning:
 			reasoning += d.Text
-		} else {
+		case Content:
 			content += d.Text
 		}
 	}
@@ -120,11 +121,93 @@ func TestParseAnalysisThenFinal(t *testing.T) {
 	}
 }
 
-func TestParseRecipientAfterChannel(t *testing.T) {
-	ids := seq(tokenizer.Channel, "commentary to=functions.f ", tokenizer.Constrain, "json", tokenizer.Message, `{"a":1}`, tokenizer.Call)
+// calls collects the tool calls a parser reports, in order.
+func calls(t *testing.T, ds []Delta) (names, args []string) {
+	t.Helper()
+	for _, d := range ds {
+		if d.Kind != Function {
+			continue
+		}
+		if d.Name != "" {
+			if d.Call != len(names) {
+				t.Fatalf("call %d started out of order", d.Call)
+			}
+			names = append(names, d.Name)
+			args = append(args, "")
+		}
+		args[d.Call] += d.Text
+	}
+	return
+}
+
+func pushAll(p *Parser, ids []int) []Delta {
+	var all []Delta
+	for _, id := range ids {
+		for _, d := range p.Push(id, nil) {
+			all = AppendDelta(all, d)
+		}
+	}
+	for _, d := range p.Finish(nil) {
+		all = AppendDelta(all, d)
+	}
+	return all
+}
+
+func TestParseToolCallBothRecipientPositions(t *testing.T) {
+	tok := tokenizer.Default()
+	for name, ids := range map[string][]int{
+		"after channel": seq(tokenizer.Channel, "commentary to=functions.get_weather ", tokenizer.Constrain, "json", tokenizer.Message, `{"city":"Paris"}`, tokenizer.Call),
+		"after role": seq(tokenizer.Channel, "analysis", tokenizer.Message, "Need weather.", tokenizer.End,
+			tokenizer.Start, "assistant to=functions.get_weather", tokenizer.Channel, "commentary ", tokenizer.Constrain, "json", tokenizer.Message, `{"city":"Paris"}`, tokenizer.Call),
+	} {
+		p := NewParser(tok)
+		ds := pushAll(p, ids)
+		names, args := calls(t, ds)
+		if len(names) != 1 || names[0] != "get_weather" || args[0] != `{"city":"Paris"}` || !p.EndedWithCall() || p.Malformed() != 0 {
+			t.Fatalf("%s: names %v args %v ended-with-call %v malformed %d", name, names, args, p.EndedWithCall(), p.Malformed())
+		}
+		for _, d := range ds {
+			if d.Kind == Content {
+				t.Fatalf("%s: arguments leaked into content: %q", name, d.Text)
+			}
+		}
+	}
+}
+
+func TestParsePreambleThenTwoCalls(t *testing.T) {
+	ids := seq(tokenizer.Channel, "commentary", tokenizer.Message, "Checking both.", tokenizer.End,
+		tokenizer.Start, "assistant to=functions.a", tokenizer.Channel, "commentary ", tokenizer.Constrain, "json", tokenizer.Message, `{"x":1}`, tokenizer.Call,
+		tokenizer.Start, "assistant to=functions.b", tokenizer.Channel, "commentary ", tokenizer.Constrain, "json", tokenizer.Message, `{}`, tokenizer.Call)
 	p := NewParser(tokenizer.Default())
-	if r, c := collect(p, ids); r != "" || c != `{"a":1}` || p.Malformed() != 0 {
-		t.Fatalf("r %q c %q m %d", r, c, p.Malformed())
+	ds := pushAll(p, ids)
+	names, args := calls(t, ds)
+	if strings.Join(names, ",") != "a,b" || args[0] != `{"x":1}` || args[1] != `{}` || p.Calls() != 2 {
+		t.Fatalf("names %v args %v", names, args)
+	}
+	if ds[0].Kind != Content || ds[0].Text != "Checking both." {
+		t.Fatalf("preamble %+v", ds[0])
+	}
+}
+
+func TestParseMessagesFields(t *testing.T) {
+	ids := seq(tokenizer.Channel, "analysis", tokenizer.Message, "think", tokenizer.End,
+		tokenizer.Start, "assistant to=functions.f", tokenizer.Channel, "commentary ", tokenizer.Constrain, "json", tokenizer.Message, `{}`, tokenizer.Call)
+	msgs, bad := ParseMessages(tokenizer.Default(), ids)
+	want := []ParsedMessage{
+		{Role: "assistant", Channel: "analysis", Content: "think"},
+		{Role: "assistant", Channel: "commentary", Recipient: "functions.f", ContentType: "<|constrain|>json", Content: "{}"},
+	}
+	if bad != 0 || len(msgs) != 2 || msgs[0] != want[0] || msgs[1] != want[1] {
+		t.Fatalf("messages %+v malformed %d", msgs, bad)
+	}
+}
+
+func TestParseBuiltinToolDegradesToContent(t *testing.T) {
+	ids := seq(tokenizer.Channel, "analysis to=browser.search ", tokenizer.Constrain, "json", tokenizer.Message, `{"q":"x"}`, tokenizer.Call)
+	p := NewParser(tokenizer.Default())
+	_, c := collect(p, ids)
+	if c != `{"q":"x"}` || p.Malformed() == 0 || p.EndedWithCall() {
+		t.Fatalf("content %q malformed %d", c, p.Malformed())
 	}
 }
 
@@ -168,9 +251,70 @@ func FuzzParser(f *testing.F) {
 		}
 		out = p.Finish(out)
 		for _, d := range out {
-			if strings.Contains(d.Text, "<|") {
-				t.Fatalf("markup in output: %q", d.Text)
+			if strings.Contains(d.Text, "<|") || strings.Contains(d.Name, "<|") {
+				t.Fatalf("markup in output: %+v", d)
 			}
 		}
+		if len(p.header) > maxHeaderTokens {
+			t.Fatalf("header buffer grew to %d tokens", len(p.header))
+		}
 	})
+}
+
+// TestParseGolden parses every completion of testdata/parse_golden.json
+// (made by openai-harmony's parse_messages_from_completion_tokens), token
+// by token, into the same messages, and checks that the streamed deltas
+// route each message's text where the chat API needs it.
+func TestParseGolden(t *testing.T) {
+	var cases []parseCase
+	loadJSON(t, "testdata/parse_golden.json", &cases)
+	tok := tokenizer.Default()
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			msgs, malformed := ParseMessages(tok, c.Tokens)
+			if len(msgs) != len(c.Messages) {
+				t.Fatalf("%d messages, want %d:\n got %+v\nwant %+v", len(msgs), len(c.Messages), msgs, c.Messages)
+			}
+			for i := range msgs {
+				if msgs[i] != c.Messages[i] {
+					t.Fatalf("message %d:\n got %+v\nwant %+v", i, msgs[i], c.Messages[i])
+				}
+			}
+			// Built-in tool calls (python, browser) are valid Harmony that
+			// this server does not serve; they are the only warnings.
+			builtin := 0
+			var reasoning, content, args strings.Builder
+			for _, m := range c.Messages {
+				switch {
+				case strings.HasPrefix(m.Recipient, "functions."):
+					args.WriteString(m.Content)
+				case m.Recipient != "":
+					builtin++
+					content.WriteString(m.Content)
+				case m.Channel == "analysis":
+					reasoning.WriteString(m.Content)
+				default:
+					content.WriteString(m.Content)
+				}
+			}
+			if malformed != builtin {
+				t.Fatalf("%d parse warnings, want %d", malformed, builtin)
+			}
+			p := NewParser(tok)
+			r, ct, a := "", "", ""
+			for _, d := range pushAll(p, c.Tokens) {
+				switch d.Kind {
+				case Reasoning:
+					r += d.Text
+				case Content:
+					ct += d.Text
+				case Function:
+					a += d.Text
+				}
+			}
+			if r != reasoning.String() || ct != content.String() || a != args.String() {
+				t.Fatalf("streamed routing: reasoning %q content %q args %q", r, ct, a)
+			}
+		})
+	}
 }

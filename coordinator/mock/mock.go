@@ -13,6 +13,7 @@ package mock
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -112,7 +113,7 @@ func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
 		switch {
 		case s.pos < len(s.script):
 			id = s.script[s.pos]
-		case int64(s.pos) < e.minReply.Load():
+		case s.stop != tokenizer.Call && int64(s.pos) < e.minReply.Load():
 			id = e.filler[(s.pos-len(s.script))%len(e.filler)]
 		}
 		s.pos++
@@ -171,18 +172,128 @@ func (e *Executor) script(prompt []int, sp *sched.Sampling) ([]int, int) {
 	if !e.isChatPrompt(prompt) {
 		return e.tok.Encode(answer), tokenizer.EndOfText
 	}
+	text, _ := e.tok.Decode(prompt)
 	var ids []int
-	ids = append(ids, tokenizer.Channel)
-	ids = append(ids, e.tok.Encode("analysis")...)
-	ids = append(ids, tokenizer.Message)
+	if result, ok := lastToolResult(text); ok {
+		// After a tool result: answer with it.
+		ids = e.header(ids, "", "analysis", false)
+		ids = append(ids, e.tok.Encode("The tool answered; summarise it.")...)
+		ids = append(ids, tokenizer.End, tokenizer.Start)
+		ids = e.header(ids, "assistant", "final", false)
+		ids = append(ids, e.tok.Encode(fmt.Sprintf("Mock answer from %s using the tool result: %s", e.model, clip(result, 120)))...)
+		return ids, tokenizer.Return
+	}
+	if name, params, ok := firstTool(text); ok && lastIsUser(text) {
+		// Tools offered for a user turn: call the first one, as gpt-oss
+		// does: reasoning, then a commentary message to functions.NAME
+		// ended by <|call|>.
+		ids = e.header(ids, "", "analysis", false)
+		ids = append(ids, e.tok.Encode("Need to call "+name+".")...)
+		ids = append(ids, tokenizer.End, tokenizer.Start)
+		ids = e.header(ids, "assistant to=functions."+name, "commentary ", true)
+		ids = append(ids, e.tok.Encode(mockArguments(params, question))...)
+		return ids, tokenizer.Call
+	}
+	ids = e.header(ids, "", "analysis", false)
 	ids = append(ids, e.tok.Encode(e.analysis(question))...)
 	ids = append(ids, tokenizer.End, tokenizer.Start)
-	ids = append(ids, e.tok.Encode("assistant")...)
-	ids = append(ids, tokenizer.Channel)
-	ids = append(ids, e.tok.Encode("final")...)
-	ids = append(ids, tokenizer.Message)
+	ids = e.header(ids, "assistant", "final", false)
 	ids = append(ids, e.tok.Encode(answer)...)
 	return ids, tokenizer.Return
+}
+
+// header appends a Harmony message header up to <|message|>: the role (and
+// recipient) text, the channel, and <|constrain|>json for tool calls.
+func (e *Executor) header(ids []int, role, channel string, json bool) []int {
+	if role != "" {
+		ids = append(ids, e.tok.Encode(role)...)
+	}
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, e.tok.Encode(channel)...)
+	if json {
+		ids = append(ids, tokenizer.Constrain)
+		ids = append(ids, e.tok.Encode("json")...)
+	}
+	return append(ids, tokenizer.Message)
+}
+
+// lastMessage returns the header and body of the last message of a decoded
+// Harmony prompt, before the closing <|start|>assistant.
+func lastMessage(text string) (header, body string) {
+	text = strings.TrimSuffix(text, "<|start|>assistant")
+	i := strings.LastIndex(text, "<|start|>")
+	if i < 0 {
+		return "", ""
+	}
+	msg := text[i+len("<|start|>"):]
+	header, body, _ = strings.Cut(msg, "<|message|>")
+	body = strings.TrimSuffix(strings.TrimSuffix(body, "<|end|>"), "<|call|>")
+	return header, body
+}
+
+func lastIsUser(text string) bool {
+	h, _ := lastMessage(text)
+	return h == "user"
+}
+
+// lastToolResult reports the body of the last message when it is a tool
+// result (author functions.NAME).
+func lastToolResult(text string) (string, bool) {
+	h, body := lastMessage(text)
+	return body, strings.HasPrefix(h, "functions.")
+}
+
+// firstTool finds the first function of the developer message's
+// "namespace functions" and its top-level parameter names.
+func firstTool(text string) (name string, params []string, ok bool) {
+	_, ns, found := strings.Cut(text, "namespace functions {")
+	if !found {
+		return "", nil, false
+	}
+	ns, _, _ = strings.Cut(ns, "} // namespace functions")
+	_, decl, found := strings.Cut(ns, "type ")
+	if !found {
+		return "", nil, false
+	}
+	name, rest, found := strings.Cut(decl, " = ")
+	if !found || name == "" {
+		return "", nil, false
+	}
+	if !strings.HasPrefix(rest, "(_: {") {
+		return name, nil, true
+	}
+	depth := 0
+	for _, line := range strings.Split(rest, "\n")[1:] {
+		line = strings.TrimSpace(line)
+		if depth == 0 {
+			if strings.HasPrefix(line, "}") {
+				break
+			}
+			if p, _, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "//") {
+				params = append(params, strings.TrimSuffix(p, "?"))
+			}
+		}
+		depth += strings.Count(line, "{") - strings.Count(line, "}")
+	}
+	return name, params, true
+}
+
+// mockArguments is a JSON object giving every parameter a string value.
+func mockArguments(params []string, question string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, p := range params {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(p)
+		v, _ := json.Marshal(clip(question, 40))
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // isChatPrompt reports whether the prompt ends with <|start|>assistant, the

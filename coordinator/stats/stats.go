@@ -87,6 +87,11 @@ type Record struct {
 	// scheduler's delivery to its event being written to the client: the
 	// latency the HTTP/SSE path itself adds. Empty for non-streamed requests.
 	StreamDelay []time.Duration
+	// ParseWarnings counts the structural problems the Harmony parser
+	// smoothed over in this request's output (malformed headers, stray
+	// control tokens, text outside any message): a model or prompt going
+	// wrong shows up here rather than as errors.
+	ParseWarnings int
 }
 
 // Load is the scheduler's current view of one profile. The recorder does not
@@ -156,6 +161,7 @@ type profile struct {
 
 	ttft, itl, e2e, queue, promptHist, genHist prometheus.Observer
 	streamDelay                                prometheus.Observer
+	parseWarnings                              prometheus.Counter
 	promptTotal, genTotal, cancelled           prometheus.Counter
 	running, waiting                           prometheus.Gauge
 
@@ -227,22 +233,23 @@ func (r *Recorder) profileLocked(name string) *profile {
 		}
 	}
 	p := &profile{
-		name:        name,
-		sec:         newSection(r.window),
-		ttft:        r.m.ttft.WithLabelValues(name),
-		itl:         r.m.itl.WithLabelValues(name),
-		streamDelay: r.m.streamDelay.WithLabelValues(name),
-		e2e:         r.m.e2e.WithLabelValues(name),
-		queue:       r.m.queue.WithLabelValues(name),
-		promptHist:  r.m.promptHist.WithLabelValues(name),
-		genHist:     r.m.genHist.WithLabelValues(name),
-		promptTotal: r.m.promptTotal.WithLabelValues(name),
-		genTotal:    r.m.genTotal.WithLabelValues(name),
-		cancelled:   r.m.cancelled.WithLabelValues(name),
-		running:     r.m.running.WithLabelValues(name),
-		waiting:     r.m.waiting.WithLabelValues(name),
-		requests:    make(map[requestKey]prometheus.Counter, 4),
-		finished:    make(map[string]prometheus.Counter, 4),
+		name:          name,
+		sec:           newSection(r.window),
+		ttft:          r.m.ttft.WithLabelValues(name),
+		itl:           r.m.itl.WithLabelValues(name),
+		streamDelay:   r.m.streamDelay.WithLabelValues(name),
+		parseWarnings: r.m.parseWarnings.WithLabelValues(name),
+		e2e:           r.m.e2e.WithLabelValues(name),
+		queue:         r.m.queue.WithLabelValues(name),
+		promptHist:    r.m.promptHist.WithLabelValues(name),
+		genHist:       r.m.genHist.WithLabelValues(name),
+		promptTotal:   r.m.promptTotal.WithLabelValues(name),
+		genTotal:      r.m.genTotal.WithLabelValues(name),
+		cancelled:     r.m.cancelled.WithLabelValues(name),
+		running:       r.m.running.WithLabelValues(name),
+		waiting:       r.m.waiting.WithLabelValues(name),
+		requests:      make(map[requestKey]prometheus.Counter, 4),
+		finished:      make(map[string]prometheus.Counter, 4),
 	}
 	r.profiles[name] = p
 	r.order = append(r.order, p)
@@ -320,6 +327,9 @@ func (r *Recorder) Observe(rec Record) {
 	}
 	for _, d := range rec.StreamDelay {
 		p.streamDelay.Observe(d.Seconds())
+	}
+	if rec.ParseWarnings > 0 {
+		p.parseWarnings.Add(float64(rec.ParseWarnings))
 	}
 	p.promptHist.Observe(float64(rec.PromptTokens))
 	p.genHist.Observe(float64(rec.CompletionTokens))

@@ -643,3 +643,15 @@ func TestStreamDelayQuantiles(t *testing.T) {
 		t.Fatalf("series %d", n)
 	}
 }
+
+func TestParseWarningsCounter(t *testing.T) {
+	r, err := New([]string{"p"}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop", ParseWarnings: 3})
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop"})
+	if got := testutil.ToFloat64(r.m.parseWarnings.WithLabelValues("p")); got != 3 {
+		t.Fatalf("parse warnings %v", got)
+	}
+}

@@ -1,6 +1,8 @@
 """End-to-end tests: the official openai Python SDK against a running
 coordinator (mock engine). They assert on what the SDK returns, so they
 fail if our wire format drifts from what OpenAI clients parse."""
+import json
+
 import openai
 import pytest
 
@@ -120,8 +122,9 @@ def test_errors(server):
     assert e.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
-                                  tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
-    assert e.value.code == "unsupported_parameter"
+                                  tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                                  tool_choice="required")
+    assert e.value.code == "unsupported_parameter" and e.value.param == "tool_choice"
     # The server is unharmed.
     assert c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
                                      max_tokens=5).choices[0].finish_reason == "length"
@@ -144,3 +147,62 @@ def test_streaming_disabled_by_env(make_server):
     assert e.value.code == "streaming_disabled"
     r = c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
+
+
+WEATHER = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"},
+                           "unit": {"type": "string", "enum": ["c", "f"]}},
+            "required": ["city"],
+        },
+    },
+}]
+
+
+def test_tool_call_round_trip(server):
+    c = client(server)
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = c.chat.completions.create(model="gpt-oss-20b", messages=messages, tools=WEATHER, max_tokens=200)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.model_extra["reasoning_content"]
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    args = json.loads(call.function.arguments)
+    assert "city" in args
+    # Send the result back as a client would; the model answers with it.
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})})
+    r2 = c.chat.completions.create(model="gpt-oss-20b", messages=messages, tools=WEATHER, max_tokens=200)
+    assert r2.choices[0].finish_reason == "stop"
+    assert "temp_c" in r2.choices[0].message.content
+    assert not r2.choices[0].message.tool_calls
+
+
+def test_tool_call_streaming(server):
+    chunks = list(client(server).chat.completions.create(
+        model="gpt-oss-20b", messages=[{"role": "user", "content": "Weather in Seoul?"}],
+        tools=WEATHER, max_tokens=200, stream=True))
+    reasoning = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                        for ch in chunks if ch.choices)
+    calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert reasoning
+    assert calls[0].id.startswith("call_") and calls[0].function.name == "get_weather"
+    assert all(tc.index == 0 for tc in calls)
+    assert all(tc.id is None for tc in calls[1:])
+    assert "city" in json.loads("".join(tc.function.arguments or "" for tc in calls))
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_reasoning_field_choice(server):
+    c = client(server)
+    r = c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
+                                  max_tokens=30, extra_body={"reasoning_field": "reasoning"})
+    extra = r.choices[0].message.model_extra
+    assert extra.get("reasoning") and "reasoning_content" not in extra
