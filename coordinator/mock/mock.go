@@ -5,8 +5,11 @@
 //
 // What it generates: for a chat prompt (ending in <|start|>assistant) a
 // well-formed Harmony reply, a short analysis message then a final answer
-// ending in <|return|>; for a raw completion prompt, plain text ending in
-// <|endoftext|>. The text is a function of the prompt, and of the seed when
+// ending in <|return|>; when the prompt offers function tools and the last
+// message is the user's, an analysis message then a call to the first tool
+// (arguments naming its top-level parameters) ending in <|call|>; after a
+// tool result, a final answer quoting it; for a raw completion prompt,
+// plain text ending in <|endoftext|>. The text is a function of the prompt, and of the seed when
 // temperature > 0 (random when no seed is given), so greedy requests repeat
 // exactly, as a real model's would.
 package mock

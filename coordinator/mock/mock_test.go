@@ -21,7 +21,7 @@ func run(t *testing.T, e *Executor, id uint64, prompt []int, sp *sched.Sampling,
 		}
 		tok := b.Seqs[0].Out.ID
 		out = append(out, tok)
-		if tok == tokenizer.Return || tok == tokenizer.EndOfText {
+		if tok == tokenizer.Return || tok == tokenizer.EndOfText || tok == tokenizer.Call {
 			break
 		}
 		b.Seqs[0].Pos += len(b.Seqs[0].Tokens)
@@ -117,4 +117,34 @@ func equal(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+func TestToolCallReply(t *testing.T) {
+	tok := tokenizer.Default()
+	e := New(tok, "m", Timing{})
+	e.SetMinReply(1000) // padding must never corrupt a call's arguments
+	conv := harmony.Conversation{
+		Tools: []harmony.Tool{{Name: "get_weather", Description: "Weather.",
+			Parameters: []byte(`{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string"}},"required":["city"]}`)}},
+		Messages: []harmony.Message{{Role: "user", Content: "Weather in Paris?"}},
+	}
+	out := run(t, e, 1, harmony.Render(tok, conv), &sched.Sampling{}, 1000)
+	if out[len(out)-1] != tokenizer.Call {
+		t.Fatal("a tool call must end with <|call|>")
+	}
+	msgs, bad := harmony.ParseMessages(tok, out)
+	if bad != 0 || len(msgs) != 2 || msgs[1].Recipient != "functions.get_weather" || msgs[1].Content != `{"city":"Weather in Paris?","unit":"Weather in Paris?"}` {
+		t.Fatalf("messages %+v malformed %d", msgs, bad)
+	}
+
+	// After the tool result the mock answers with it.
+	conv.Messages = append(conv.Messages,
+		harmony.Message{Role: "assistant", Reasoning: msgs[0].Content, ToolCalls: []harmony.ToolCall{{Name: "get_weather", Arguments: msgs[1].Content}}},
+		harmony.Message{Role: "tool", ToolName: "get_weather", Content: `{"temp_c":21}`})
+	e.SetMinReply(0)
+	out = run(t, e, 2, harmony.Render(tok, conv), &sched.Sampling{}, 1000)
+	msgs, _ = harmony.ParseMessages(tok, out)
+	if last := msgs[len(msgs)-1]; last.Channel != "final" || !strings.Contains(last.Content, `{"temp_c":21}`) {
+		t.Fatalf("after the tool result: %+v", msgs)
+	}
 }
