@@ -318,3 +318,19 @@ func TestParseGolden(t *testing.T) {
 		})
 	}
 }
+
+func TestCallEndedWithReturnStillACall(t *testing.T) {
+	ids := seq(tokenizer.Channel, "commentary to=functions.f ", tokenizer.Constrain, "json", tokenizer.Message, `{}`, tokenizer.Return)
+	p := NewParser(tokenizer.Default())
+	pushAll(p, ids)
+	if !p.EndedWithCall() {
+		t.Fatal("a call closed with <|return|> is still a call")
+	}
+	ids = seq(tokenizer.Channel, "commentary to=functions.f ", tokenizer.Constrain, "json", tokenizer.Message, `{}`, tokenizer.Call,
+		tokenizer.Start, "assistant", tokenizer.Channel, "final", tokenizer.Message, "done", tokenizer.Return)
+	p = NewParser(tokenizer.Default())
+	pushAll(p, ids)
+	if p.EndedWithCall() {
+		t.Fatal("a final answer after a call ends the turn with the answer")
+	}
+}

@@ -69,7 +69,8 @@ type Parser struct {
 	call      int // current tool call number; -1 before the first
 	header    []int
 	malformed int
-	stop      int // the terminating token of the last message
+	stop      int  // the terminating token of the last message
+	lastCall  bool // the last message was a function call
 
 	record   bool
 	messages []ParsedMessage
@@ -171,9 +172,11 @@ func (p *Parser) Finish(out []Delta) []Delta {
 	return out
 }
 
-// EndedWithCall reports whether the last message ended with <|call|>: the
+// EndedWithCall reports whether the sequence ended in a function call: the
 // model handed control to a tool, so the finish reason is "tool_calls".
-func (p *Parser) EndedWithCall() bool { return p.stop == tokenizer.Call && p.call >= 0 }
+// A call the model closed with <|return|> instead of <|call|> (a known
+// slip) still counts.
+func (p *Parser) EndedWithCall() bool { return p.lastCall && p.st != stContent }
 
 func (p *Parser) emit(out []Delta, id int) []Delta {
 	s, err := p.dec.Add(id)
@@ -230,6 +233,7 @@ func (p *Parser) salvageHeader(out []Delta) []Delta {
 
 func (p *Parser) startMessage(m ParsedMessage, route Kind) {
 	p.route, p.st = route, stContent
+	p.lastCall = route == Function
 	if p.record {
 		p.messages = append(p.messages, m)
 		p.cur = &p.messages[len(p.messages)-1]
