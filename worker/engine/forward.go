@@ -1,0 +1,274 @@
+// Package engine is the gpt-oss forward pass on the CPU: embedding,
+// RMSNorm, attention with learned sinks over a paged KV cache (sliding
+// window on the layers that slide, YaRN RoPE), the MXFP4 mixture of experts
+// with the clamped SwiGLU, the final norm and the unembedding. One Step
+// carries several sequences, each with a chunk of prompt or one decode
+// token. It computes in float32 and is the reference the CUDA backend is
+// tested against (shared/reference/gpt-oss.md §2).
+package engine
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Model runs steps over a weight set and a KV cache.
+type Model struct {
+	W     *Weights
+	Cache *KVCache
+	rope  *rope
+}
+
+// NewModel binds weights and a cache whose geometry must match them.
+func NewModel(w *Weights, cache *KVCache) (*Model, error) {
+	c := &w.Config
+	if len(cache.k) != c.Layers || cache.kvDim != c.KVHeads*c.HeadDim {
+		return nil, fmt.Errorf("engine: cache geometry (%d layers × %d) does not match the model (%d × %d)",
+			len(cache.k), cache.kvDim, c.Layers, c.KVHeads*c.HeadDim)
+	}
+	if c.HeadDim > 512 {
+		return nil, fmt.Errorf("engine: head_dim %d too large", c.HeadDim)
+	}
+	return &Model{W: w, Cache: cache, rope: newRope(c)}, nil
+}
+
+// Seq is one sequence's part of a step.
+type Seq struct {
+	// Tokens are the inputs: a prompt chunk, or the last sampled token.
+	Tokens []int
+	// Pos is the position of Tokens[0]; earlier positions are in the cache.
+	Pos int
+	// Blocks is the block table covering positions [0, Pos+len(Tokens)).
+	Blocks []int
+	// AllLogits asks for logits at every input position (tests, prompt
+	// logprobs); otherwise only the last position's are returned.
+	AllLogits bool
+}
+
+// tok is one token row of a step.
+type tok struct {
+	seq, pos int
+}
+
+// Step runs one forward pass and returns, per sequence, the logits rows
+// asked for.
+func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
+	c := &m.W.Config
+	var toks []tok
+	for i, s := range seqs {
+		if len(s.Tokens) == 0 {
+			return nil, fmt.Errorf("engine: sequence %d has no tokens", i)
+		}
+		for j, id := range s.Tokens {
+			if id < 0 || id >= c.Vocab {
+				return nil, fmt.Errorf("engine: token %d outside the vocabulary (%d)", id, c.Vocab)
+			}
+			if _, err := m.Cache.slot(s.Blocks, s.Pos+j); err != nil {
+				return nil, err
+			}
+			toks = append(toks, tok{seq: i, pos: s.Pos + j})
+		}
+	}
+	T := len(toks)
+	x := matrix(T, c.Hidden)
+	t := 0
+	for _, s := range seqs {
+		for _, id := range s.Tokens {
+			m.W.Embed.row(id, x[t])
+			t++
+		}
+	}
+	h := matrix(T, c.Hidden)
+	for l := range m.W.Layers {
+		m.attention(l, seqs, toks, x, h)
+		m.moe(l, x, h)
+	}
+	// Final norm and unembedding for the rows asked for.
+	var rows [][]float32
+	var owner []int
+	t = 0
+	for i, s := range seqs {
+		for j := range s.Tokens {
+			if s.AllLogits || j == len(s.Tokens)-1 {
+				rmsNorm(x[t], m.W.Norm, h[t], float32(c.RMSNormEps))
+				rows = append(rows, h[t])
+				owner = append(owner, i)
+			}
+			t++
+		}
+	}
+	logits := matrix(len(rows), c.Vocab)
+	linear(&m.W.Unembed, nil, rows, logits)
+	out := make([][][]float32, len(seqs))
+	for r, i := range owner {
+		out[i] = append(out[i], logits[r])
+	}
+	return out, nil
+}
+
+// attention runs layer l's attention block and adds it to the residual x.
+func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
+	c := &m.W.Config
+	L := &m.W.Layers[l]
+	eps := float32(c.RMSNormEps)
+	for t := range x {
+		rmsNorm(x[t], L.AttnNorm, h[t], eps)
+	}
+	T := len(x)
+	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	q, k, v := matrix(T, qd), matrix(T, kvd), matrix(T, kvd)
+	linear(&L.Q, L.QB, h, q)
+	linear(&L.K, L.KB, h, k)
+	linear(&L.V, L.VB, h, v)
+	for t, tk := range toks {
+		m.rope.apply(q[t], c.Heads, c.HeadDim, tk.pos)
+		m.rope.apply(k[t], c.KVHeads, c.HeadDim, tk.pos)
+		off, _ := m.Cache.slot(seqs[tk.seq].Blocks, tk.pos) // checked in Step
+		copy(m.Cache.key(l, off), k[t])
+		copy(m.Cache.value(l, off), v[t])
+	}
+	window := math.MaxInt
+	if c.Sliding(l) {
+		window = c.SlidingWindow
+	}
+	attn := matrix(T, qd)
+	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	group := c.Heads / c.KVHeads
+	parallel(T*c.Heads, func(lo, hi int) {
+		var scores []float32
+		for i := lo; i < hi; i++ {
+			t, head := i/c.Heads, i%c.Heads
+			tk := toks[t]
+			table := seqs[tk.seq].Blocks
+			first := max(0, tk.pos-window+1)
+			qv := q[t][head*c.HeadDim : (head+1)*c.HeadDim]
+			kvOff := (head / group) * c.HeadDim
+			scores = scores[:0]
+			// The learned sink joins the softmax as one more logit.
+			mx := L.Sinks[head]
+			for j := first; j <= tk.pos; j++ {
+				off, _ := m.Cache.slot(table, j)
+				s := dot(qv, m.Cache.key(l, off)[kvOff:kvOff+c.HeadDim]) * scale
+				scores = append(scores, s)
+				mx = max(mx, s)
+			}
+			sum := float32(math.Exp(float64(L.Sinks[head] - mx)))
+			for j, s := range scores {
+				e := float32(math.Exp(float64(s - mx)))
+				scores[j] = e
+				sum += e
+			}
+			out := attn[t][head*c.HeadDim : (head+1)*c.HeadDim]
+			for j, p := range scores {
+				off, _ := m.Cache.slot(table, first+j)
+				vv := m.Cache.value(l, off)[kvOff : kvOff+c.HeadDim]
+				w := p / sum
+				for d := range out {
+					out[d] += w * vv[d]
+				}
+			}
+		}
+	})
+	o := matrix(T, c.Hidden)
+	linear(&L.O, L.OB, attn, o)
+	for t := range x {
+		for i := range x[t] {
+			x[t][i] += o[t][i]
+		}
+	}
+}
+
+// moe runs layer l's mixture of experts and adds it to the residual x.
+func (m *Model) moe(l int, x, h [][]float32) {
+	c := &m.W.Config
+	L := &m.W.Layers[l]
+	eps := float32(c.RMSNormEps)
+	for t := range x {
+		rmsNorm(x[t], L.MLPNorm, h[t], eps)
+	}
+	T := len(x)
+	logits := matrix(T, c.Experts)
+	linear(&L.Router, L.RouterB, h, logits)
+	// Route: top-k raw logits, softmax over the chosen k.
+	type pick struct {
+		tok    int
+		weight float32
+	}
+	byExpert := make([][]pick, c.Experts)
+	idx := make([]int, c.Experts)
+	for t := range T {
+		for e := range idx {
+			idx[e] = e
+		}
+		lg := logits[t]
+		slices.SortStableFunc(idx, func(a, b int) int {
+			switch {
+			case lg[a] > lg[b]:
+				return -1
+			case lg[a] < lg[b]:
+				return 1
+			}
+			return 0
+		})
+		top := idx[:c.ExpertsPerToken]
+		mx := lg[top[0]]
+		var sum float32
+		ws := make([]float32, len(top))
+		for i, e := range top {
+			ws[i] = float32(math.Exp(float64(lg[e] - mx)))
+			sum += ws[i]
+		}
+		for i, e := range top {
+			byExpert[e] = append(byExpert[e], pick{tok: t, weight: ws[i] / sum})
+		}
+	}
+	limit := float32(c.SwigluLimit)
+	inter := c.Intermediate
+	out := matrix(T, c.Hidden)
+	for e, picks := range byExpert {
+		if len(picks) == 0 {
+			continue
+		}
+		in := make([][]float32, len(picks))
+		for i, p := range picks {
+			in[i] = h[p.tok]
+		}
+		// gate_up: rows interleaved gate (even) / up (odd).
+		gu := matrix(len(picks), 2*inter)
+		expertLinear(&L.GateUp, e, L.GateUpB[e*2*inter:(e+1)*2*inter], in, gu)
+		act := matrix(len(picks), inter)
+		for i := range picks {
+			for k := range inter {
+				g := min(gu[i][2*k], limit)
+				u := min(max(gu[i][2*k+1], -limit), limit)
+				act[i][k] = g * sigmoid(1.702*g) * (u + 1)
+			}
+		}
+		y := matrix(len(picks), c.Hidden)
+		expertLinear(&L.Down, e, L.DownB[e*c.Hidden:(e+1)*c.Hidden], act, y)
+		for i, p := range picks {
+			for d := range y[i] {
+				out[p.tok][d] += p.weight * y[i][d]
+			}
+		}
+	}
+	for t := range x {
+		for i := range x[t] {
+			x[t][i] += out[t][i]
+		}
+	}
+}
+
+// expertLinear is linear for one MXFP4 expert matrix.
+func expertLinear(w *MXFP4, e int, bias []float32, x, out [][]float32) {
+	parallel(w.Rows, func(lo, hi int) {
+		row := make([]float32, w.Cols)
+		for r := lo; r < hi; r++ {
+			w.row(e, r, row)
+			for t := range x {
+				out[t][r] = dot(row, x[t]) + bias[r]
+			}
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"math"
+	"runtime"
+	"sync"
+)
+
+// This file holds the CPU arithmetic: bf16 and MXFP4 decoding, matrix
+// products that read each weight row once for every token of a step, and
+// the small element-wise operations. Activations are float32 throughout.
+
+// bf16 converts a bfloat16 bit pattern to float32 (exact).
+func bf16(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// fp4 is the FP4 E2M1 value of each nibble code.
+var fp4 = [16]float32{0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6}
+
+// e8m0 is 2^(s-127) for each scale byte, as the reference's ldexp gives
+// (s = 0 is the subnormal 2^-127, s = 255 is 2^128 = +Inf in float32).
+var e8m0 [256]float32
+
+func init() {
+	for s := range e8m0 {
+		e8m0[s] = float32(math.Ldexp(1, s-127))
+	}
+}
+
+// Mat is a row-major weight matrix [Rows × Cols], stored as bf16 (usually a
+// view into the memory-mapped checkpoint) or float32.
+type Mat struct {
+	Rows, Cols int
+	BF16       []uint16
+	F32        []float32
+}
+
+// row decodes row r into dst (len Cols).
+func (m *Mat) row(r int, dst []float32) {
+	if m.F32 != nil {
+		copy(dst, m.F32[r*m.Cols:(r+1)*m.Cols])
+		return
+	}
+	src := m.BF16[r*m.Cols : (r+1)*m.Cols]
+	for i, b := range src {
+		dst[i] = bf16(b)
+	}
+}
+
+// MXFP4 holds a stack of expert matrices [Experts × Rows × Cols] in MXFP4:
+// per row, Cols/32 blocks of 16 bytes (low nibble = even element) and one
+// E8M0 scale byte per block.
+type MXFP4 struct {
+	Experts, Rows, Cols int
+	Blocks              []byte
+	Scales              []byte
+}
+
+// row decodes row r of expert e into dst (len Cols).
+func (m *MXFP4) row(e, r int, dst []float32) {
+	nb := m.Cols / 32
+	base := (e*m.Rows + r) * nb
+	blocks := m.Blocks[base*16 : (base+nb)*16]
+	scales := m.Scales[base : base+nb]
+	for b := 0; b < nb; b++ {
+		s := e8m0[scales[b]]
+		out := dst[b*32 : b*32+32]
+		blk := blocks[b*16 : b*16+16]
+		for j, v := range blk {
+			out[2*j] = fp4[v&0x0f] * s
+			out[2*j+1] = fp4[v>>4] * s
+		}
+	}
+}
+
+// dot is a float32 dot product with four independent accumulators.
+func dot(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < n; i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// parallel runs f over [0, n) split into contiguous chunks, one per CPU.
+func parallel(n int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 || n < 64 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// linear computes out[t] = W·x[t] + bias for every row t of x. Each weight
+// row is decoded once and used for all tokens, so a step reads the weights
+// once however many tokens it carries.
+func linear(w *Mat, bias []float32, x, out [][]float32) {
+	parallel(w.Rows, func(lo, hi int) {
+		row := make([]float32, w.Cols)
+		for r := lo; r < hi; r++ {
+			w.row(r, row)
+			var b float32
+			if bias != nil {
+				b = bias[r]
+			}
+			for t := range x {
+				out[t][r] = dot(row, x[t]) + b
+			}
+		}
+	})
+}
+
+// rmsNorm writes x / sqrt(mean(x²) + eps) · gain into out.
+func rmsNorm(x, gain, out []float32, eps float32) {
+	var ss float32
+	for _, v := range x {
+		ss += v * v
+	}
+	inv := float32(1 / math.Sqrt(float64(ss/float32(len(x))+eps)))
+	for i, v := range x {
+		out[i] = gain[i] * (v * inv)
+	}
+}
+
+// matrix allocates rows × cols float32s in one block.
+func matrix(rows, cols int) [][]float32 {
+	buf := make([]float32, rows*cols)
+	m := make([][]float32, rows)
+	for i := range m {
+		m[i] = buf[i*cols : (i+1)*cols]
+	}
+	return m
+}
+
+func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
