@@ -61,18 +61,24 @@ func (p Preset) Architecture() Config {
 	return c
 }
 
+// ropeScaling is HF's rope_scaling object; transformers 5 writes it as
+// rope_parameters with rope_theta inside.
+type ropeScaling struct {
+	RopeType  string   `json:"rope_type"`
+	Factor    float64  `json:"factor"`
+	BetaFast  *float64 `json:"beta_fast"`
+	BetaSlow  *float64 `json:"beta_slow"`
+	OrigMax   int      `json:"original_max_position_embeddings"`
+	Truncate  *bool    `json:"truncate"`
+	RopeTheta float64  `json:"rope_theta"`
+}
+
 type hfConfig struct {
 	Config
-	RopeScaling *struct {
-		RopeType string   `json:"rope_type"`
-		Factor   float64  `json:"factor"`
-		BetaFast *float64 `json:"beta_fast"`
-		BetaSlow *float64 `json:"beta_slow"`
-		OrigMax  int      `json:"original_max_position_embeddings"`
-		Truncate *bool    `json:"truncate"`
-	} `json:"rope_scaling"`
-	EOS          json.RawMessage `json:"eos_token_id"`
-	Quantization *struct {
+	RopeScaling    *ropeScaling    `json:"rope_scaling"`
+	RopeParameters *ropeScaling    `json:"rope_parameters"`
+	EOS            json.RawMessage `json:"eos_token_id"`
+	Quantization   *struct {
 		Method string `json:"quant_method"`
 	} `json:"quantization_config"`
 	// original/config.json names
@@ -127,7 +133,14 @@ func ParseConfig(b []byte) (Config, error) {
 			c.MaxPositions = h.InitialContext * int(h.RopeScalingFac)
 		}
 	}
-	if rs := h.RopeScaling; rs != nil {
+	rs := h.RopeScaling
+	if rs == nil {
+		rs = h.RopeParameters
+	}
+	if rs != nil && rs.RopeTheta != 0 && c.RopeTheta == 0 {
+		c.RopeTheta = rs.RopeTheta
+	}
+	if rs != nil {
 		if rs.RopeType != "" && rs.RopeType != "yarn" {
 			return Config{}, fmt.Errorf("rope_scaling type %q: only yarn is supported", rs.RopeType)
 		}

@@ -260,8 +260,18 @@ func (m *Model) moe(l int, x, h [][]float32) {
 	}
 }
 
-// expertLinear is linear for one MXFP4 expert matrix.
+// expertLinear is linear for one MXFP4 expert matrix. One token (batch-1
+// decode) decodes in registers; several tokens share a decoded row.
 func expertLinear(w *MXFP4, e int, bias []float32, x, out [][]float32) {
+	if len(x) == 1 {
+		x0, o := x[0], out[0]
+		parallel(w.Rows, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				o[r] = w.dot(e, r, x0) + bias[r]
+			}
+		})
+		return
+	}
 	parallel(w.Rows, func(lo, hi int) {
 		row := make([]float32, w.Cols)
 		for r := lo; r < hi; r++ {

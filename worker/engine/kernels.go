@@ -112,8 +112,23 @@ func parallel(n int, f func(lo, hi int)) {
 
 // linear computes out[t] = W·x[t] + bias for every row t of x. Each weight
 // row is decoded once and used for all tokens, so a step reads the weights
-// once however many tokens it carries.
+// once however many tokens it carries. A single bf16 token (batch-1
+// decode, bandwidth-bound) takes a fused path that converts and multiplies
+// in one pass without a row buffer.
 func linear(w *Mat, bias []float32, x, out [][]float32) {
+	if len(x) == 1 && w.BF16 != nil {
+		x0, o := x[0][:w.Cols], out[0]
+		parallel(w.Rows, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				v := dotBF16(w.BF16[r*w.Cols:(r+1)*w.Cols], x0)
+				if bias != nil {
+					v += bias[r]
+				}
+				o[r] = v
+			}
+		})
+		return
+	}
 	parallel(w.Rows, func(lo, hi int) {
 		row := make([]float32, w.Cols)
 		for r := lo; r < hi; r++ {
@@ -127,6 +142,56 @@ func linear(w *Mat, bias []float32, x, out [][]float32) {
 			}
 		}
 	})
+}
+
+// dotBF16 is the dot product of a bf16 row with x.
+func dotBF16(w []uint16, x []float32) float32 {
+	n := len(w)
+	x = x[:n]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		s0 += math.Float32frombits(uint32(w[i])<<16) * x[i]
+		s1 += math.Float32frombits(uint32(w[i+1])<<16) * x[i+1]
+		s2 += math.Float32frombits(uint32(w[i+2])<<16) * x[i+2]
+		s3 += math.Float32frombits(uint32(w[i+3])<<16) * x[i+3]
+	}
+	for ; i < n; i++ {
+		s0 += math.Float32frombits(uint32(w[i])<<16) * x[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// fp4Pair holds the two E2M1 values packed in each byte (low nibble first).
+var fp4Pair [256][2]float32
+
+func init() {
+	for v := range fp4Pair {
+		fp4Pair[v] = [2]float32{fp4[v&0x0f], fp4[v>>4]}
+	}
+}
+
+// dotMXFP4 is the dot product of MXFP4 row r of expert e with x, decoding
+// in registers: per 32-element block, the nibble sum times the block scale.
+func (m *MXFP4) dot(e, r int, x []float32) float32 {
+	nb := m.Cols / 32
+	base := (e*m.Rows + r) * nb
+	blocks := m.Blocks[base*16 : (base+nb)*16]
+	scales := m.Scales[base : base+nb]
+	x = x[:nb*32]
+	var acc float32
+	for b := 0; b < nb; b++ {
+		blk := blocks[b*16 : b*16+16]
+		xb := x[b*32 : b*32+32]
+		var s0, s1 float32
+		for j := 0; j < 16; j += 2 {
+			p0, p1 := &fp4Pair[blk[j]], &fp4Pair[blk[j+1]]
+			s0 += p0[0]*xb[2*j] + p0[1]*xb[2*j+1]
+			s1 += p1[0]*xb[2*j+2] + p1[1]*xb[2*j+3]
+		}
+		acc += (s0 + s1) * e8m0[scales[b]]
+	}
+	return acc
 }
 
 // rmsNorm writes x / sqrt(mean(x²) + eps) · gain into out.

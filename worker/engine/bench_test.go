@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/gptoss/server/shared/model"
+)
+
+// The decode benchmarks report weight bytes read per second (MB/s via
+// b.SetBytes) next to BenchmarkMemoryRead, this machine's plain read
+// bandwidth with the same number of threads, so the ratio is the kernel's
+// efficiency. Batch-1 decode is bandwidth-bound: every weight is read once
+// per token.
+
+var (
+	benchOnce  sync.Once
+	benchModel *Model
+)
+
+// fullLayer is gpt-oss-20b with one full-size layer (dummy weights).
+func fullLayer(b *testing.B) *Model {
+	benchOnce.Do(func() {
+		cfg := model.Presets["20b"].Architecture()
+		w := DummyWeights(cfg, 7, 1)
+		cache, err := NewKVCache(1, cfg.KVHeads, cfg.HeadDim, 64, 16)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if benchModel, err = NewModel(w, cache); err != nil {
+			b.Fatal(err)
+		}
+	})
+	return benchModel
+}
+
+// layerBytes is what one decode token reads in layer 0: the attention
+// matrices and the chosen experts (the router picks ExpertsPerToken).
+func layerBytes(w *Weights) int64 {
+	L := &w.Layers[0]
+	c := &w.Config
+	att := 2 * int64(L.Q.Rows*L.Q.Cols+L.K.Rows*L.K.Cols+L.V.Rows*L.V.Cols+L.O.Rows*L.O.Cols+L.Router.Rows*L.Router.Cols)
+	perExpert := int64(len(L.GateUp.Blocks)+len(L.GateUp.Scales)+len(L.Down.Blocks)+len(L.Down.Scales)) / int64(c.Experts)
+	return att + perExpert*int64(c.ExpertsPerToken)
+}
+
+// BenchmarkDecodeLayer20b times the attention and MoE blocks of one
+// full-size 20b layer for one decode token (no embedding, no unembedding).
+func BenchmarkDecodeLayer20b(b *testing.B) {
+	m := fullLayer(b)
+	c := &m.W.Config
+	table := []int{0}
+	x := matrix(1, c.Hidden)
+	h := matrix(1, c.Hidden)
+	m.W.Embed.row(123, x[0])
+	seqs := []Seq{{Tokens: []int{123}, Pos: 0, Blocks: table}}
+	toks := []tok{{seq: 0, pos: 0}}
+	b.SetBytes(layerBytes(m.W))
+	b.ResetTimer()
+	for b.Loop() {
+		m.attention(0, seqs, toks, x, h)
+		m.moe(0, x, h)
+		m.W.Embed.row(123, x[0])
+	}
+}
+
+// BenchmarkUnembed times the 201088 × 2880 bf16 unembedding for one token.
+func BenchmarkUnembed(b *testing.B) {
+	m := fullLayer(b)
+	c := &m.W.Config
+	x := matrix(1, c.Hidden)
+	m.W.Embed.row(5, x[0])
+	out := matrix(1, c.Vocab)
+	b.SetBytes(int64(2 * c.Vocab * c.Hidden))
+	b.ResetTimer()
+	for b.Loop() {
+		linear(&m.W.Unembed, nil, x, out)
+	}
+}
+
+// BenchmarkMemoryRead sums a 1 GiB buffer with every CPU: the machine's
+// read bandwidth for the same access pattern as the kernels.
+func BenchmarkMemoryRead(b *testing.B) {
+	buf := make([]uint64, 1<<27)
+	for i := range buf {
+		buf[i] = uint64(i)
+	}
+	b.SetBytes(int64(len(buf) * 8))
+	b.ResetTimer()
+	var sink uint64
+	for b.Loop() {
+		var mu sync.Mutex
+		parallel(len(buf), func(lo, hi int) {
+			var s0, s1, s2, s3 uint64
+			i := lo
+			for ; i+4 <= hi; i += 4 {
+				s0 += buf[i]
+				s1 += buf[i+1]
+				s2 += buf[i+2]
+				s3 += buf[i+3]
+			}
+			mu.Lock()
+			sink += s0 + s1 + s2 + s3
+			mu.Unlock()
+		})
+	}
+	_ = sink
+}
