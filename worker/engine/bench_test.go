@@ -23,7 +23,7 @@ func fullLayer(b *testing.B) *Model {
 	benchOnce.Do(func() {
 		cfg := model.Presets["20b"].Architecture()
 		w := DummyWeights(cfg, 7, 1)
-		cache, err := NewKVCache(1, cfg.KVHeads, cfg.HeadDim, 64, 16)
+		cache, err := NewKVCache(&w.Config, 64, 0, 16)
 		if err != nil {
 			b.Fatal(err)
 		}

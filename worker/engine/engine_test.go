@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/gptoss/server/shared/model"
@@ -16,7 +17,7 @@ func tinyConfig() model.Config {
 func newTestModel(t testing.TB, cfg model.Config, blocks, blockSize int) (*Model, *Allocator) {
 	t.Helper()
 	w := DummyWeights(cfg, 1, 0)
-	cache, err := NewKVCache(cfg.Layers, cfg.KVHeads, cfg.HeadDim, blocks, blockSize)
+	cache, err := NewKVCache(&cfg, blocks, 0, blockSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +159,62 @@ func TestMXFP4Decode(t *testing.T) {
 	m.row(0, 0, row)
 	if row[0] != 0 || row[1] != -1 || row[2] != 12 {
 		t.Fatalf("decoded %v", row[:3])
+	}
+}
+
+// Sliding-window layers in their own small pool, with blocks released as
+// they fall behind the window, give the same logits as keeping everything.
+func TestSlidingPoolTrimmed(t *testing.T) {
+	cfg := tinyConfig() // window 6
+	w := DummyWeights(cfg, 1, 0)
+	const bs = 4
+	full, _ := NewKVCache(&cfg, 64, 0, bs)
+	small, _ := NewKVCache(&cfg, 64, 3, bs) // the window needs at most 3 blocks of 4
+	mFull, _ := NewModel(w, full)
+	mSmall, _ := NewModel(w, small)
+	aFull, aBig, aSliding := NewAllocator(64), NewAllocator(64), NewAllocator(3)
+
+	prompt := []int{5, 17, 99, 3}
+	var tFull, tBig, tSliding []int
+	var err error
+	seq := append([]int(nil), prompt...)
+	step := func(tokens []int, pos int) ([]float32, []float32) {
+		n := pos + len(tokens)
+		tFull, _ = aFull.Grow(tFull, n, bs)
+		tBig, _ = aBig.Grow(tBig, n, bs)
+		if tSliding, err = aSliding.Grow(tSliding, n, bs); err != nil {
+			t.Fatalf("position %d: %v", pos, err)
+		}
+		a, err := mFull.Step([]Seq{{Tokens: tokens, Pos: pos, Blocks: tFull}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := mSmall.Step([]Seq{{Tokens: tokens, Pos: pos, Blocks: tBig, SlidingBlocks: tSliding}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aSliding.Trim(tSliding, n, cfg.SlidingWindow, bs)
+		return a[0][0], b[0][0]
+	}
+	a, b := step(prompt, 0)
+	for i := range 30 {
+		if d := maxDiff(a, b); d > 1e-5 {
+			t.Fatalf("step %d: trimmed sliding pool differs by %g", i, d)
+		}
+		next := argmax(a)
+		seq = append(seq, next)
+		a, b = step([]int{next}, len(seq)-1)
+	}
+	// A released block that the window still needs is an error, not a
+	// silent read of another sequence's memory.
+	tBig, _ = aBig.Grow(tBig, len(seq)+1, bs)
+	tSliding, _ = aSliding.Grow(tSliding, len(seq)+1, bs)
+	if _, err := mSmall.Step([]Seq{{Tokens: []int{1}, Pos: len(seq), Blocks: tBig, SlidingBlocks: tSliding}}); err != nil {
+		t.Fatalf("valid tables refused: %v", err)
+	}
+	tSliding[(len(seq)-2)/bs] = -1 // inside the window
+	_, err = mSmall.Step([]Seq{{Tokens: []int{1}, Pos: len(seq), Blocks: tBig, SlidingBlocks: tSliding}})
+	if err == nil || !strings.Contains(err.Error(), "sliding table") {
+		t.Fatalf("a missing block inside the window: %v", err)
 	}
 }

@@ -39,11 +39,27 @@ type Seq struct {
 	Tokens []int
 	// Pos is the position of Tokens[0]; earlier positions are in the cache.
 	Pos int
-	// Blocks is the block table covering positions [0, Pos+len(Tokens)).
+	// Blocks is the full-attention layers' block table, covering positions
+	// [0, Pos+len(Tokens)).
 	Blocks []int
+	// SlidingBlocks is the sliding-window layers' table, in their own pool;
+	// entries for blocks wholly before the window may be -1 (released).
+	// Nil means Blocks serves both (one pool size for all layers).
+	SlidingBlocks []int
 	// AllLogits asks for logits at every input position (tests, prompt
 	// logprobs); otherwise only the last position's are returned.
 	AllLogits bool
+}
+
+// table returns the block table and pool size for layer l.
+func (m *Model) table(s *Seq, l int) ([]int, int) {
+	if m.Cache.sliding[l] {
+		if s.SlidingBlocks != nil {
+			return s.SlidingBlocks, m.Cache.SlidingBlocks
+		}
+		return s.Blocks, m.Cache.SlidingBlocks
+	}
+	return s.Blocks, m.Cache.Blocks
 }
 
 // tok is one token row of a step.
@@ -64,10 +80,19 @@ func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 			if id < 0 || id >= c.Vocab {
 				return nil, fmt.Errorf("engine: token %d outside the vocabulary (%d)", id, c.Vocab)
 			}
-			if _, err := m.Cache.slot(s.Blocks, s.Pos+j); err != nil {
-				return nil, err
-			}
 			toks = append(toks, tok{seq: i, pos: s.Pos + j})
+		}
+		// Every block the step reads or writes must be in the tables: the
+		// whole history for full layers, the window for sliding ones.
+		end := s.Pos + len(s.Tokens) - 1
+		if err := m.Cache.check(s.Blocks, 0, end, m.Cache.Blocks); err != nil {
+			return nil, fmt.Errorf("engine: sequence %d: %w", i, err)
+		}
+		if s.SlidingBlocks != nil {
+			from := max(0, s.Pos-c.SlidingWindow+1)
+			if err := m.Cache.check(s.SlidingBlocks, from, end, m.Cache.SlidingBlocks); err != nil {
+				return nil, fmt.Errorf("engine: sequence %d: sliding table: %w", i, err)
+			}
 		}
 	}
 	T := len(toks)
@@ -124,7 +149,8 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 	for t, tk := range toks {
 		m.rope.apply(q[t], c.Heads, c.HeadDim, tk.pos)
 		m.rope.apply(k[t], c.KVHeads, c.HeadDim, tk.pos)
-		off, _ := m.Cache.slot(seqs[tk.seq].Blocks, tk.pos) // checked in Step
+		table, pool := m.table(&seqs[tk.seq], l)
+		off, _ := m.Cache.slot(table, tk.pos, pool) // checked in Step
 		copy(m.Cache.key(l, off), k[t])
 		copy(m.Cache.value(l, off), v[t])
 	}
@@ -140,7 +166,7 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 		for i := lo; i < hi; i++ {
 			t, head := i/c.Heads, i%c.Heads
 			tk := toks[t]
-			table := seqs[tk.seq].Blocks
+			table, pool := m.table(&seqs[tk.seq], l)
 			first := max(0, tk.pos-window+1)
 			qv := q[t][head*c.HeadDim : (head+1)*c.HeadDim]
 			kvOff := (head / group) * c.HeadDim
@@ -148,7 +174,7 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 			// The learned sink joins the softmax as one more logit.
 			mx := L.Sinks[head]
 			for j := first; j <= tk.pos; j++ {
-				off, _ := m.Cache.slot(table, j)
+				off, _ := m.Cache.slot(table, j, pool)
 				s := dot(qv, m.Cache.key(l, off)[kvOff:kvOff+c.HeadDim]) * scale
 				scores = append(scores, s)
 				mx = max(mx, s)
@@ -161,7 +187,7 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 			}
 			out := attn[t][head*c.HeadDim : (head+1)*c.HeadDim]
 			for j, p := range scores {
-				off, _ := m.Cache.slot(table, first+j)
+				off, _ := m.Cache.slot(table, first+j, pool)
 				vv := m.Cache.value(l, off)[kvOff : kvOff+c.HeadDim]
 				w := p / sum
 				for d := range out {

@@ -64,7 +64,7 @@ func loadGoldens(t *testing.T) []goldenModel {
 		if err := json.Unmarshal(b, &g); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		cache, err := NewKVCache(cfg.Layers, cfg.KVHeads, cfg.HeadDim, 256, 16)
+		cache, err := NewKVCache(&cfg, 256, 0, 16)
 		if err != nil {
 			t.Fatal(err)
 		}
