@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # The flags of the original test plan; mock mode until the workers land.
 RUN_ARGS ?= --model 20b --profile latency_first --port 8000
 
-.PHONY: help run build test test-go test-e2e vet fmt bench golden clean
+.PHONY: help run build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,15 @@ test-e2e: build $(VENV)/.ok ## end-to-end tests with the official openai Python 
 
 bench: build ## streaming overhead in mock mode at 1, 64 and 512 concurrent streams
 	scripts/bench-stream.sh
+
+bench-cpu: ## CPU forward-pass benchmarks: one full-size 20b layer, the unembedding, memory bandwidth
+	$(GO) test -run XXX -bench 'MemoryRead|Unembed|DecodeLayer' -benchtime 5x ./worker/engine
+
+tiny: ## write the deterministic tiny gpt-oss checkpoint to models/tiny
+	$(GO) run ./scripts/tinymodel -out models/tiny
+
+golden: ## regenerate golden data (needs Python venvs: see each script's docstring)
+	@echo "tokenizer: scripts/golden_tokenizer.py; Harmony: scripts/golden_harmony.py; model: scripts/golden_model.py"
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')

@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
 
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/worker/safetensors"
 )
 
 func tinyConfig() model.Config {
@@ -217,4 +219,59 @@ func TestSlidingPoolTrimmed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "sliding table") {
 		t.Fatalf("a missing block inside the window: %v", err)
 	}
+}
+
+// A written checkpoint loads back into exactly the same model.
+func TestCheckpointRoundTrip(t *testing.T) {
+	cfg := tinyConfig()
+	w := DummyWeights(cfg, 3, 0)
+	dir := t.TempDir()
+	if err := WriteCheckpoint(dir, w); err != nil {
+		t.Fatal(err)
+	}
+	back, err := model.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	w2, err := LoadWeights(back, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(w *Weights) []float32 {
+		cache, _ := NewKVCache(&w.Config, 8, 0, 16)
+		m, err := NewModel(w, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := m.Step([]Seq{{Tokens: []int{1, 2, 3, 4, 5}, Blocks: []int{0}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0][0]
+	}
+	if d := maxDiff(run(w), run(w2)); d != 0 {
+		t.Fatalf("reloaded checkpoint differs by %g", d)
+	}
+	// A checkpoint missing a tensor is a clear error.
+	if _, err := LoadWeights(back, missing{set, "model.layers.1.mlp.experts.down_proj_scales"}); err == nil ||
+		!strings.Contains(err.Error(), "down_proj_scales") {
+		t.Fatalf("missing tensor: %v", err)
+	}
+}
+
+type missing struct {
+	*safetensors.Set
+	name string
+}
+
+func (m missing) Tensor(name string) (safetensors.Tensor, error) {
+	if name == m.name {
+		return safetensors.Tensor{}, fmt.Errorf("tensor %q not found", name)
+	}
+	return m.Set.Tensor(name)
 }
