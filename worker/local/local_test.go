@@ -1,0 +1,208 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gptoss/server/coordinator/api"
+	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/stats"
+	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/worker/engine"
+)
+
+func newModel(t testing.TB, cfg model.Config, w *engine.Weights, blocks, sliding int) *engine.Model {
+	t.Helper()
+	cache, err := engine.NewKVCache(&cfg, blocks, sliding, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.NewModel(w, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// greedy generates n tokens directly on the engine, one sequence alone.
+func greedy(t *testing.T, m *engine.Model, prompt []int, n int) []int {
+	alloc := engine.NewAllocator(m.Cache.Blocks)
+	table, _ := alloc.Grow(nil, len(prompt)+n, m.Cache.BlockSize)
+	out, err := m.Step([]engine.Seq{{Tokens: prompt, Blocks: table}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []int
+	pos := len(prompt)
+	for range n {
+		best := 0
+		for i, v := range out[0][0] {
+			if v > out[0][0][best] {
+				best = i
+			}
+		}
+		toks = append(toks, best)
+		if out, err = m.Step([]engine.Seq{{Tokens: []int{best}, Pos: pos, Blocks: table}}); err != nil {
+			t.Fatal(err)
+		}
+		pos++
+	}
+	return toks
+}
+
+func testProfiles(t testing.TB) profiles.Set {
+	s, err := profiles.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Sequences batched by the real scheduler (with chunked prefill) generate
+// exactly what each generates alone on the engine, and leave no blocks
+// behind.
+func TestSchedulerOverEngine(t *testing.T) {
+	cfg := model.Presets["tiny"].Architecture()
+	cfg.Vocab, cfg.SlidingWindow = 400, 8
+	w := engine.DummyWeights(cfg, 11, 0)
+	ref := newModel(t, cfg, w, 64, 0)
+	exec := New(newModel(t, cfg, w, 256, 64))
+	profs := testProfiles(t)
+	p := profs["balanced"]
+	s := sched.New(exec, profs, sched.Options{MaxStepTokens: 24})
+	defer s.Close()
+	const n = 6
+	prompts := make([][]int, n)
+	for i := range prompts {
+		for j := range 5 + 7*i {
+			prompts[i] = append(prompts[i], (i*31+j*17)%cfg.Vocab)
+		}
+	}
+	var wg sync.WaitGroup
+	got := make([][]int, n)
+	for i := range n {
+		st, err := s.Submit(context.Background(), &sched.Request{Profile: p, Prompt: prompts[i], MaxTokens: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				toks, fin, err := st.Recv(context.Background(), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, tk := range toks {
+					got[i] = append(got[i], tk.ID)
+				}
+				if fin != nil {
+					if fin.Reason != sched.FinishLength {
+						t.Errorf("sequence %d: %+v", i, fin)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		want := greedy(t, ref, prompts[i], 20)
+		if len(got[i]) != 20 {
+			t.Fatalf("sequence %d: %d tokens", i, len(got[i]))
+		}
+		for j := range want {
+			if got[i][j] != want[j] {
+				t.Fatalf("sequence %d token %d: batched %d, alone %d", i, j, got[i][j], want[j])
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		full, sliding := exec.FreeBlocks()
+		if full == 256 && sliding == 64 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks leaked: %d/256 full, %d/64 sliding free", full, sliding)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The whole API over a real (tiny, random-weight) model: a streamed chat
+// completion is well-formed whatever the model emits.
+func TestChatAPIOverEngine(t *testing.T) {
+	cfg := model.Presets["tiny"].Architecture()
+	w := engine.DummyWeights(cfg, 5, 0)
+	exec := New(newModel(t, cfg, w, 256, 64))
+	profs := testProfiles(t)
+	reg := prometheus.NewRegistry()
+	rec, err := stats.New(profs.Names(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sched.New(exec, profs, sched.Options{})
+	defer s.Close()
+	srv, err := api.New(api.Options{Model: model.Presets["tiny"], Mode: "real", Profiles: profs, DefaultProfile: "balanced",
+		EnableStreaming: true, Tokenizer: tokenizer.Default(), Engine: s, Stats: rec, Gatherer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	resp, err := http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader(
+		`{"model":"gpt-oss-tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":24,"stream":true,"stream_options":{"include_usage":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var last string
+	var usage map[string]any
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			t.Fatalf("bad SSE line %q", line)
+		}
+		last = data
+		if data == "[DONE]" {
+			break
+		}
+		var ch map[string]any
+		if err := json.Unmarshal([]byte(data), &ch); err != nil {
+			t.Fatalf("chunk %q: %v", data, err)
+		}
+		if ch["error"] != nil {
+			t.Fatalf("error event %s", data)
+		}
+		if strings.Contains(data, `<|`) {
+			t.Fatalf("markup in a chunk: %s", data)
+		}
+		if u, ok := ch["usage"].(map[string]any); ok {
+			usage = u
+		}
+	}
+	if last != "[DONE]" || usage == nil || usage["completion_tokens"].(float64) < 1 {
+		t.Fatalf("last %q usage %v", last, usage)
+	}
+}
