@@ -48,6 +48,7 @@ func DummyWeights(cfg model.Config, seed uint64, layers int) *Weights {
 		for i := range m.Scales {
 			m.Scales[i] = byte(base + rng.IntN(3) - 1)
 		}
+		m.prepare()
 		return m
 	}
 	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -162,6 +163,17 @@ func TestMXFP4Decode(t *testing.T) {
 	if row[0] != 0 || row[1] != -1 || row[2] != 12 {
 		t.Fatalf("decoded %v", row[:3])
 	}
+	// Scale bytes outside 2..254 fall back to the portable kernel.
+	m.Scales[0] = 255
+	m.prepare()
+	if m.vector {
+		t.Fatal("scale 255 must not take the vector kernel")
+	}
+	x := make([]float32, 32)
+	x[2] = 1
+	if got := m.dot(0, 0, x); !math.IsInf(float64(got), 1) {
+		t.Fatalf("scale 255 (2^128 = +Inf in float32): %g", got)
+	}
 }
 
 // Sliding-window layers in their own small pool, with blocks released as
@@ -274,4 +286,56 @@ func (m missing) Tensor(name string) (safetensors.Tensor, error) {
 		return safetensors.Tensor{}, fmt.Errorf("tensor %q not found", name)
 	}
 	return m.Set.Tensor(name)
+}
+
+// The vector kernels agree with the portable ones (and so with the
+// decoded-row path) on random data, including every nibble and extreme
+// scales.
+func TestVectorKernels(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("no AVX2+FMA on this CPU: only the portable kernels run")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{16, 64, 2880, 4096} {
+		w := make([]uint16, n)
+		x := make([]float32, n)
+		for i := range w {
+			w[i] = toBF16(float32(rng.NormFloat64()))
+			x[i] = float32(rng.NormFloat64())
+		}
+		a, b := dotBF16(w, x), dotBF16Scalar(w, x)
+		if math.Abs(float64(a-b)) > 1e-4*math.Max(1, math.Abs(float64(b))) {
+			t.Fatalf("bf16 n=%d: vector %g, scalar %g", n, a, b)
+		}
+	}
+	for _, cols := range []int{32, 2880} {
+		m := MXFP4{Experts: 2, Rows: 3, Cols: cols, Blocks: make([]byte, 2*3*cols/2), Scales: make([]byte, 2*3*cols/32)}
+		for i := range m.Blocks {
+			m.Blocks[i] = byte(rng.IntN(256))
+		}
+		for i := range m.Scales {
+			m.Scales[i] = byte(100 + rng.IntN(40))
+		}
+		m.Scales[0], m.Scales[1] = 2, 140 // the smallest scale the vector path takes
+		m.prepare()
+		if !m.vector {
+			t.Fatal("vector kernel not selected")
+		}
+		x := make([]float32, cols)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		row := make([]float32, cols)
+		for e := range 2 {
+			for r := range 3 {
+				m.row(e, r, row)
+				want := dot(row, x)
+				for _, got := range []float32{m.dot(e, r, x), m.dotScalar(e, r, x)} {
+					if math.Abs(float64(got-want)) > 1e-4*math.Max(1, math.Abs(float64(want))) {
+						t.Fatalf("mxfp4 cols=%d e=%d r=%d: %g, decoded row gives %g", cols, e, r, got, want)
+					}
+				}
+			}
+		}
+	}
 }

@@ -286,14 +286,15 @@ func (m *Model) moe(l int, x, h [][]float32) {
 	}
 }
 
-// expertLinear is linear for one MXFP4 expert matrix. One token (batch-1
-// decode) decodes in registers; several tokens share a decoded row.
+// expertLinear is linear for one MXFP4 expert matrix. Few tokens (decode)
+// decode in registers; many tokens share a row decoded once.
 func expertLinear(w *MXFP4, e int, bias []float32, x, out [][]float32) {
-	if len(x) == 1 {
-		x0, o := x[0], out[0]
+	if len(x) <= fusedTokens {
 		parallel(w.Rows, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
-				o[r] = w.dot(e, r, x0) + bias[r]
+				for t := range x {
+					out[t][r] = w.dot(e, r, x[t]) + bias[r]
+				}
 			}
 		})
 		return

@@ -53,7 +53,12 @@ type MXFP4 struct {
 	Experts, Rows, Cols int
 	Blocks              []byte
 	Scales              []byte
+	// vector is set by prepare when every scale suits the vector kernel.
+	vector bool
 }
+
+// prepare decides once per matrix whether the vector kernel applies.
+func (m *MXFP4) prepare() { m.vector = useAVX2 && m.Cols > 0 && normalScales(m.Scales) }
 
 // row decodes row r of expert e into dst (len Cols).
 func (m *MXFP4) row(e, r int, dst []float32) {
@@ -116,15 +121,19 @@ func parallel(n int, f func(lo, hi int)) {
 // decode, bandwidth-bound) takes a fused path that converts and multiplies
 // in one pass without a row buffer.
 func linear(w *Mat, bias []float32, x, out [][]float32) {
-	if len(x) == 1 && w.BF16 != nil {
-		x0, o := x[0][:w.Cols], out[0]
+	if len(x) <= fusedTokens && w.BF16 != nil {
+		// Few tokens (decode): convert in registers; the row stays in cache
+		// across the tokens.
 		parallel(w.Rows, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
-				v := dotBF16(w.BF16[r*w.Cols:(r+1)*w.Cols], x0)
+				row := w.BF16[r*w.Cols : (r+1)*w.Cols]
+				var b float32
 				if bias != nil {
-					v += bias[r]
+					b = bias[r]
 				}
-				o[r] = v
+				for t := range x {
+					out[t][r] = dotBF16(row, x[t]) + b
+				}
 			}
 		})
 		return
@@ -144,8 +153,23 @@ func linear(w *Mat, bias []float32, x, out [][]float32) {
 	})
 }
 
+// fusedTokens is the most tokens for which the kernels decode a weight row
+// per token in registers rather than once into a buffer.
+const fusedTokens = 8
+
 // dotBF16 is the dot product of a bf16 row with x.
 func dotBF16(w []uint16, x []float32) float32 {
+	n := len(w)
+	x = x[:n]
+	if useAVX2 && n > 0 && n%16 == 0 {
+		return dotBF16AVX2(&w[0], &x[0], n)
+	}
+	return dotBF16Scalar(w, x)
+}
+
+// dotBF16Scalar is the portable dotBF16, and the reference its vector
+// version is tested against.
+func dotBF16Scalar(w []uint16, x []float32) float32 {
 	n := len(w)
 	x = x[:n]
 	var s0, s1, s2, s3 float32
@@ -174,6 +198,31 @@ func init() {
 // dotMXFP4 is the dot product of MXFP4 row r of expert e with x, decoding
 // in registers: per 32-element block, the nibble sum times the block scale.
 func (m *MXFP4) dot(e, r int, x []float32) float32 {
+	nb := m.Cols / 32
+	base := (e*m.Rows + r) * nb
+	blocks := m.Blocks[base*16 : (base+nb)*16]
+	scales := m.Scales[base : base+nb]
+	x = x[:nb*32]
+	if m.vector {
+		return dotMXFP4AVX2(&blocks[0], &scales[0], &x[0], nb)
+	}
+	return m.dotScalar(e, r, x)
+}
+
+// normalScales reports whether every scale byte gives a normal float
+// after halving (2 ≤ s ≤ 254), which the vector kernel builds by bit
+// placement; real checkpoints stay far inside (about 118–124).
+func normalScales(s []byte) bool {
+	lo, hi := byte(255), byte(0)
+	for _, v := range s {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo >= 2 && hi <= 254
+}
+
+// dotScalar is the portable MXFP4 row dot product, and the reference the
+// vector version is tested against.
+func (m *MXFP4) dotScalar(e, r int, x []float32) float32 {
 	nb := m.Cols / 32
 	base := (e*m.Rows + r) * nb
 	blocks := m.Blocks[base*16 : (base+nb)*16]

@@ -141,7 +141,9 @@ func (l *loader) mxfp4(prefix string, experts, rows, cols int) MXFP4 {
 	if l.err != nil {
 		return MXFP4{}
 	}
-	return MXFP4{Experts: experts, Rows: rows, Cols: cols, Blocks: blocks.Data, Scales: scales.Data}
+	m := MXFP4{Experts: experts, Rows: rows, Cols: cols, Blocks: blocks.Data, Scales: scales.Data}
+	m.prepare()
+	return m
 }
 
 // view reinterprets little-endian tensor bytes as a slice of T without
