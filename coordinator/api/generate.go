@@ -201,16 +201,14 @@ func (r *run) collect(ctx context.Context) error {
 	r.status = http.StatusOK
 	usage := r.usage()
 	if !r.g.chat {
-		out := Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
-			SystemFingerprint: r.s.fingerprint, Usage: usage}
+		out := Completion{Envelope: r.envelope("text_completion"), Usage: usage}
 		for _, ch := range r.choices {
 			fr := ch.finishReason()
 			out.Choices = append(out.Choices, CompletionChoice{Text: ch.content.String(), Index: ch.index, Logprobs: jsonNull, FinishReason: &fr})
 		}
 		return r.c.JSON(http.StatusOK, out)
 	}
-	out := ChatCompletion{ID: r.id, Object: "chat.completion", Created: r.created, Model: r.s.opts.Model.ID,
-		SystemFingerprint: r.s.fingerprint, Usage: usage}
+	out := ChatCompletion{Envelope: r.envelope("chat.completion"), Usage: usage}
 	for _, ch := range r.choices {
 		content := ch.content.String()
 		msg := ResponseMessage{Role: "assistant", Content: &content, ToolCalls: ch.toolCalls()}
@@ -311,6 +309,10 @@ func (r *run) begin() error {
 	return nil
 }
 
+func (r *run) envelope(object string) Envelope {
+	return Envelope{ID: r.id, Object: object, Created: r.created, Model: r.s.opts.Model.ID, SystemFingerprint: r.s.fingerprint}
+}
+
 func (r *run) usageField() any {
 	if r.g.includeUsage {
 		return jsonNull
@@ -319,14 +321,12 @@ func (r *run) usageField() any {
 }
 
 func (r *run) chatChunk(index int, d ChatDelta, finish *string) *ChatChunk {
-	return &ChatChunk{ID: r.id, Object: "chat.completion.chunk", Created: r.created, Model: r.s.opts.Model.ID,
-		SystemFingerprint: r.s.fingerprint, Usage: r.usageField(),
+	return &ChatChunk{Envelope: r.envelope("chat.completion.chunk"), Usage: r.usageField(),
 		Choices: []ChatChunkChoice{{Index: index, Delta: d, Logprobs: jsonNull, FinishReason: finish}}}
 }
 
 func (r *run) textChunk(index int, text string, finish *string) *Completion {
-	return &Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
-		SystemFingerprint: r.s.fingerprint, Usage: r.usageField(),
+	return &Completion{Envelope: r.envelope("text_completion"), Usage: r.usageField(),
 		Choices: []CompletionChoice{{Text: text, Index: index, Logprobs: jsonNull, FinishReason: finish}}}
 }
 
@@ -369,11 +369,9 @@ func (r *run) sendFinish(ch *choice, fr string) error {
 func (r *run) sendUsage() error {
 	u := r.usage()
 	if r.g.chat {
-		return r.sse.send(&ChatChunk{ID: r.id, Object: "chat.completion.chunk", Created: r.created, Model: r.s.opts.Model.ID,
-			SystemFingerprint: r.s.fingerprint, Choices: []ChatChunkChoice{}, Usage: u})
+		return r.sse.send(&ChatChunk{Envelope: r.envelope("chat.completion.chunk"), Choices: []ChatChunkChoice{}, Usage: u})
 	}
-	return r.sse.send(&Completion{ID: r.id, Object: "text_completion", Created: r.created, Model: r.s.opts.Model.ID,
-		SystemFingerprint: r.s.fingerprint, Choices: []CompletionChoice{}, Usage: u})
+	return r.sse.send(&Completion{Envelope: r.envelope("text_completion"), Choices: []CompletionChoice{}, Usage: u})
 }
 
 func (r *run) usage() *Usage {

@@ -137,15 +137,20 @@ type CompletionTokensDetails struct {
 	ReasoningTokens int `json:"reasoning_tokens"`
 }
 
+// Envelope is the part every response object and stream chunk shares.
+type Envelope struct {
+	ID                string `json:"id"`
+	Object            string `json:"object"`
+	Created           int64  `json:"created"`
+	Model             string `json:"model"`
+	SystemFingerprint string `json:"system_fingerprint"`
+}
+
 // ChatCompletion is a non-streamed chat response.
 type ChatCompletion struct {
-	ID                string       `json:"id"`
-	Object            string       `json:"object"`
-	Created           int64        `json:"created"`
-	Model             string       `json:"model"`
-	SystemFingerprint string       `json:"system_fingerprint"`
-	Choices           []ChatChoice `json:"choices"`
-	Usage             *Usage       `json:"usage"`
+	Envelope
+	Choices []ChatChoice `json:"choices"`
+	Usage   *Usage       `json:"usage"`
 }
 
 // ChatChoice is one choice of a chat response.
@@ -168,12 +173,8 @@ type ResponseMessage struct {
 
 // ChatChunk is one streamed chat event.
 type ChatChunk struct {
-	ID                string            `json:"id"`
-	Object            string            `json:"object"`
-	Created           int64             `json:"created"`
-	Model             string            `json:"model"`
-	SystemFingerprint string            `json:"system_fingerprint"`
-	Choices           []ChatChunkChoice `json:"choices"`
+	Envelope
+	Choices []ChatChunkChoice `json:"choices"`
 	// Usage is JSON null on every chunk but the last when the client asked
 	// for usage, and absent otherwise.
 	Usage any `json:"usage,omitempty"`
@@ -213,13 +214,9 @@ type FunctionDelta struct {
 
 // Completion is a /v1/completions response or stream chunk.
 type Completion struct {
-	ID                string             `json:"id"`
-	Object            string             `json:"object"`
-	Created           int64              `json:"created"`
-	Model             string             `json:"model"`
-	SystemFingerprint string             `json:"system_fingerprint"`
-	Choices           []CompletionChoice `json:"choices"`
-	Usage             any                `json:"usage,omitempty"`
+	Envelope
+	Choices []CompletionChoice `json:"choices"`
+	Usage   any                `json:"usage,omitempty"`
 }
 
 // CompletionChoice is one choice of a completion.
