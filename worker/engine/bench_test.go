@@ -58,8 +58,8 @@ func BenchmarkDecodeLayer20b(b *testing.B) {
 	b.SetBytes(layerBytes(m.W))
 	b.ResetTimer()
 	for b.Loop() {
-		m.attention(0, seqs, toks, x, h)
-		m.moe(0, x, h)
+		_ = m.attention(0, seqs, toks, x, h)
+		_ = m.moe(0, x, h)
 		m.W.Embed.row(123, x[0])
 	}
 }

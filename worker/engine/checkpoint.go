@@ -15,6 +15,9 @@ import (
 // dummy-weight checkpoints are made; LoadWeights reads them back exactly.
 func WriteCheckpoint(dir string, w *Weights) error {
 	c := &w.Config
+	if w.Part.TP > 1 {
+		return fmt.Errorf("engine: checkpoint: a tensor-parallel shard (rank %d of %d) is not a whole model", w.Part.Rank, w.Part.TP)
+	}
 	cfgJSON, err := c.HFJSON()
 	if err != nil {
 		return fmt.Errorf("engine: checkpoint config: %w", err)

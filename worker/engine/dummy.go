@@ -66,6 +66,7 @@ func DummyWeights(cfg model.Config, seed uint64, layers int) *Weights {
 			Down: mx(c.Experts, c.Hidden, c.Intermediate), DownB: vec(c.Experts*c.Hidden, 0, 0.02),
 		})
 	}
+	w.Part = whole(w)
 	return w
 }
 

@@ -18,14 +18,16 @@ type Model struct {
 	W     *Weights
 	Cache *KVCache
 	rope  *rope
+	// Coll joins the ranks of a tensor-parallel model; nil when whole.
+	Coll Collective
 }
 
 // NewModel binds weights and a cache whose geometry must match them.
 func NewModel(w *Weights, cache *KVCache) (*Model, error) {
 	c := &w.Config
-	if len(cache.k) != c.Layers || cache.kvDim != c.KVHeads*c.HeadDim {
+	if len(cache.k) != c.Layers || cache.kvDim != w.Part.KVHeads*c.HeadDim {
 		return nil, fmt.Errorf("engine: cache geometry (%d layers × %d) does not match the model (%d × %d)",
-			len(cache.k), cache.kvDim, c.Layers, c.KVHeads*c.HeadDim)
+			len(cache.k), cache.kvDim, c.Layers, w.Part.KVHeads*c.HeadDim)
 	}
 	if c.HeadDim > 512 {
 		return nil, fmt.Errorf("engine: head_dim %d too large", c.HeadDim)
@@ -105,9 +107,16 @@ func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 		}
 	}
 	h := matrix(T, c.Hidden)
+	if m.W.Part.TP > 1 && m.Coll == nil {
+		return nil, fmt.Errorf("engine: rank %d of %d has no collective", m.W.Part.Rank, m.W.Part.TP)
+	}
 	for l := range m.W.Layers {
-		m.attention(l, seqs, toks, x, h)
-		m.moe(l, x, h)
+		if err := m.attention(l, seqs, toks, x, h); err != nil {
+			return nil, err
+		}
+		if err := m.moe(l, x, h); err != nil {
+			return nil, err
+		}
 	}
 	// Final norm and unembedding for the rows asked for.
 	var rows [][]float32
@@ -124,7 +133,23 @@ func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 		}
 	}
 	logits := matrix(len(rows), c.Vocab)
-	linear(&m.W.Unembed, nil, rows, logits)
+	if p := m.W.Part; p.TP > 1 {
+		// This rank's vocabulary slice, then every rank's, in order.
+		local := matrix(len(rows), p.VocabHi-p.VocabLo)
+		linear(&m.W.Unembed, nil, rows, local)
+		full := make([]float32, p.TP*len(rows)*(p.VocabHi-p.VocabLo))
+		if err := m.Coll.AllGather(local[0][:len(rows)*(p.VocabHi-p.VocabLo)], full); err != nil {
+			return nil, err
+		}
+		n := p.VocabHi - p.VocabLo
+		for rank := range p.TP {
+			for r := range rows {
+				copy(logits[r][rank*n:(rank+1)*n], full[(rank*len(rows)+r)*n:])
+			}
+		}
+	} else {
+		linear(&m.W.Unembed, nil, rows, logits)
+	}
 	out := make([][][]float32, len(seqs))
 	for r, i := range owner {
 		out[i] = append(out[i], logits[r])
@@ -133,22 +158,26 @@ func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 }
 
 // attention runs layer l's attention block and adds it to the residual x.
-func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
+// A tensor-parallel rank computes its own heads; the partial o_proj
+// outputs are summed across ranks and the bias added once.
+func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) error {
 	c := &m.W.Config
+	p := &m.W.Part
 	L := &m.W.Layers[l]
 	eps := float32(c.RMSNormEps)
 	for t := range x {
 		rmsNorm(x[t], L.AttnNorm, h[t], eps)
 	}
 	T := len(x)
-	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	heads, kvHeads := p.Heads, p.KVHeads
+	qd, kvd := heads*c.HeadDim, kvHeads*c.HeadDim
 	q, k, v := matrix(T, qd), matrix(T, kvd), matrix(T, kvd)
 	linear(&L.Q, L.QB, h, q)
 	linear(&L.K, L.KB, h, k)
 	linear(&L.V, L.VB, h, v)
 	for t, tk := range toks {
-		m.rope.apply(q[t], c.Heads, c.HeadDim, tk.pos)
-		m.rope.apply(k[t], c.KVHeads, c.HeadDim, tk.pos)
+		m.rope.apply(q[t], heads, c.HeadDim, tk.pos)
+		m.rope.apply(k[t], kvHeads, c.HeadDim, tk.pos)
 		table, pool := m.table(&seqs[tk.seq], l)
 		off, _ := m.Cache.slot(table, tk.pos, pool) // checked in Step
 		copy(m.Cache.key(l, off), k[t])
@@ -160,11 +189,11 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 	}
 	attn := matrix(T, qd)
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	group := c.Heads / c.KVHeads
-	parallel(T*c.Heads, func(lo, hi int) {
+	group := heads / kvHeads
+	parallel(T*heads, func(lo, hi int) {
 		var scores []float32
 		for i := lo; i < hi; i++ {
-			t, head := i/c.Heads, i%c.Heads
+			t, head := i/heads, i%heads
 			tk := toks[t]
 			table, pool := m.table(&seqs[tk.seq], l)
 			first := max(0, tk.pos-window+1)
@@ -197,17 +226,33 @@ func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) {
 		}
 	})
 	o := matrix(T, c.Hidden)
-	linear(&L.O, L.OB, attn, o)
+	if p.TP > 1 {
+		linear(&L.O, nil, attn, o)
+		if err := m.Coll.AllReduce(o[0][:T*c.Hidden]); err != nil {
+			return err
+		}
+		for t := range o {
+			for i, b := range L.OB {
+				o[t][i] += b
+			}
+		}
+	} else {
+		linear(&L.O, L.OB, attn, o)
+	}
 	for t := range x {
 		for i := range x[t] {
 			x[t][i] += o[t][i]
 		}
 	}
+	return nil
 }
 
-// moe runs layer l's mixture of experts and adds it to the residual x.
-func (m *Model) moe(l int, x, h [][]float32) {
+// moe runs layer l's mixture of experts and adds it to the residual x. The
+// router is replicated; a tensor-parallel rank runs only its own experts
+// and the weighted outputs are summed across ranks.
+func (m *Model) moe(l int, x, h [][]float32) error {
 	c := &m.W.Config
+	p := &m.W.Part
 	L := &m.W.Layers[l]
 	eps := float32(c.RMSNormEps)
 	for t := range x {
@@ -253,16 +298,17 @@ func (m *Model) moe(l int, x, h [][]float32) {
 	inter := c.Intermediate
 	out := matrix(T, c.Hidden)
 	for e, picks := range byExpert {
-		if len(picks) == 0 {
+		if len(picks) == 0 || e < p.ExpertLo || e >= p.ExpertHi {
 			continue
 		}
+		le := e - p.ExpertLo // index among this rank's experts
 		in := make([][]float32, len(picks))
 		for i, p := range picks {
 			in[i] = h[p.tok]
 		}
 		// gate_up: rows interleaved gate (even) / up (odd).
 		gu := matrix(len(picks), 2*inter)
-		expertLinear(&L.GateUp, e, L.GateUpB[e*2*inter:(e+1)*2*inter], in, gu)
+		expertLinear(&L.GateUp, le, L.GateUpB[le*2*inter:(le+1)*2*inter], in, gu)
 		act := matrix(len(picks), inter)
 		for i := range picks {
 			for k := range inter {
@@ -272,11 +318,16 @@ func (m *Model) moe(l int, x, h [][]float32) {
 			}
 		}
 		y := matrix(len(picks), c.Hidden)
-		expertLinear(&L.Down, e, L.DownB[e*c.Hidden:(e+1)*c.Hidden], act, y)
+		expertLinear(&L.Down, le, L.DownB[le*c.Hidden:(le+1)*c.Hidden], act, y)
 		for i, p := range picks {
 			for d := range y[i] {
 				out[p.tok][d] += p.weight * y[i][d]
 			}
+		}
+	}
+	if p.TP > 1 {
+		if err := m.Coll.AllReduce(out[0][:T*c.Hidden]); err != nil {
+			return err
 		}
 	}
 	for t := range x {
@@ -284,6 +335,7 @@ func (m *Model) moe(l int, x, h [][]float32) {
 			x[t][i] += out[t][i]
 		}
 	}
+	return nil
 }
 
 // expertLinear is linear for one MXFP4 expert matrix. Few tokens (decode)

@@ -27,21 +27,37 @@ func init() {
 }
 
 // Mat is a row-major weight matrix [Rows × Cols], stored as bf16 (usually a
-// view into the memory-mapped checkpoint) or float32.
+// view into the memory-mapped checkpoint) or float32. Stride, when set, is
+// the distance between rows, so a tensor-parallel shard can be a column
+// slice of the checkpoint's matrix without a copy.
 type Mat struct {
 	Rows, Cols int
+	Stride     int
 	BF16       []uint16
 	F32        []float32
 }
 
+func (m *Mat) stride() int {
+	if m.Stride > 0 {
+		return m.Stride
+	}
+	return m.Cols
+}
+
+// bf16Row is row r of a bf16 matrix.
+func (m *Mat) bf16Row(r int) []uint16 {
+	o := r * m.stride()
+	return m.BF16[o : o+m.Cols]
+}
+
 // row decodes row r into dst (len Cols).
 func (m *Mat) row(r int, dst []float32) {
+	o := r * m.stride()
 	if m.F32 != nil {
-		copy(dst, m.F32[r*m.Cols:(r+1)*m.Cols])
+		copy(dst, m.F32[o:o+m.Cols])
 		return
 	}
-	src := m.BF16[r*m.Cols : (r+1)*m.Cols]
-	for i, b := range src {
+	for i, b := range m.BF16[o : o+m.Cols] {
 		dst[i] = bf16(b)
 	}
 }
@@ -126,7 +142,7 @@ func linear(w *Mat, bias []float32, x, out [][]float32) {
 		// across the tokens.
 		parallel(w.Rows, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
-				row := w.BF16[r*w.Cols : (r+1)*w.Cols]
+				row := w.bf16Row(r)
 				var b float32
 				if bias != nil {
 					b = bias[r]

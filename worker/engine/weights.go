@@ -23,7 +23,9 @@ type Layer struct {
 // Weights is a whole gpt-oss model. Large matrices stay in the checkpoint's
 // memory map (bf16, MXFP4); small vectors are converted to float32.
 type Weights struct {
-	Config  model.Config
+	Config model.Config
+	// Part is the tensor-parallel slice these weights are (whole: TP 1).
+	Part    Part
 	Embed   Mat
 	Layers  []Layer
 	Norm    []float32
@@ -71,6 +73,7 @@ func LoadWeights(cfg model.Config, src tensorSource) (*Weights, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
+	w.Part = whole(w)
 	return w, nil
 }
 
