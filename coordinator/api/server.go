@@ -71,6 +71,8 @@ type Options struct {
 	Logger   *zap.Logger
 	// Version is reported by /health.
 	Version string
+	// Workers, when set, lists the worker processes for /health and /stats.
+	Workers func() any
 }
 
 // Server is the HTTP API.
@@ -381,14 +383,21 @@ func (s *Server) health(c echo.Context) error {
 		"context_length":  s.opts.Model.ContextLength,
 		"active_requests": active,
 		"queued_requests": queued,
-		// Workers arrive with the worker processes; the mock engine runs
-		// in-process and has none.
-		"workers": []any{},
+		"workers": s.workers(),
 	}
 	if !s.ready.Load() {
 		body["status"] = "draining"
 	}
 	return c.JSON(http.StatusOK, body)
+}
+
+// workers lists the worker processes; the mock engine runs in-process and
+// has none.
+func (s *Server) workers() any {
+	if s.opts.Workers == nil {
+		return []any{}
+	}
+	return s.opts.Workers()
 }
 
 func (s *Server) readyz(c echo.Context) error {
@@ -407,6 +416,7 @@ func (s *Server) stats(c echo.Context) error {
 		"mode":    s.opts.Mode,
 		"profile": s.opts.DefaultProfile,
 		"stats":   snap,
+		"workers": s.workers(),
 	})
 }
 
