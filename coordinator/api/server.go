@@ -383,7 +383,7 @@ func (s *Server) health(c echo.Context) error {
 		"context_length":  s.opts.Model.ContextLength,
 		"active_requests": active,
 		"queued_requests": queued,
-		"workers": s.workers(),
+		"workers":         s.workers(),
 	}
 	if !s.ready.Load() {
 		body["status"] = "draining"

@@ -50,6 +50,11 @@ type Settings struct {
 	MockPerSeq           time.Duration
 	MockPrefillPerToken  time.Duration
 	MockMinReplyTokens   int
+	WorkerBin            string
+	TP                   int
+	Deployment           string
+	StepTimeout          time.Duration
+	LoadTimeout          time.Duration
 	LogLevel             string
 	LogFormat            string
 	// ConfigFile is where the file layer came from ("" when none).
@@ -65,6 +70,7 @@ func Defaults() Settings {
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
+		TP: 1, Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
 	}
 }
 
@@ -199,6 +205,11 @@ var settings = []setting{
 	{name: "mock-per-seq", usage: "mock engine: extra step time per sequence in the batch", set: duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
 	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
 	{name: "mock-min-reply-tokens", usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", set: integer(func(s *Settings) *int { return &s.MockMinReplyTokens })},
+	{name: "worker-bin", usage: "worker executable for the real engine (default: \"worker\" next to this binary)", set: str(func(s *Settings) *string { return &s.WorkerBin })},
+	{name: "tp", usage: "tensor-parallel degree: worker processes to launch", set: integer(func(s *Settings) *int { return &s.TP })},
+	{name: "deployment", usage: "NATS subject namespace of this server and its workers", set: str(func(s *Settings) *string { return &s.Deployment })},
+	{name: "step-timeout", usage: "watchdog: a forward step with no answer within this fails its requests", set: duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
+	{name: "load-timeout", usage: "longest a worker may take to load the model", set: duration(func(s *Settings) *time.Duration { return &s.LoadTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: str(func(s *Settings) *string { return &s.LogLevel })},
 	{name: "log-format", usage: "json, console or auto (console on a terminal)", set: str(func(s *Settings) *string { return &s.LogFormat })},
 }
@@ -348,6 +359,8 @@ func (s Settings) Validate() error {
 		return errors.New("config: max_running and max_step_tokens must be positive")
 	case s.MaxMessages < 1 || s.MaxN < 1 || s.MaxStop < 0 || s.MaxTools < 0:
 		return errors.New("config: max_messages and max_n must be positive; max_stop and max_tools not negative")
+	case s.TP < 1 || s.StepTimeout <= 0 || s.LoadTimeout <= 0:
+		return errors.New("config: tp must be at least 1, step and load timeouts positive")
 	case s.MockStep < 0 || s.MockPerSeq < 0 || s.MockPrefillPerToken < 0 || s.MockMinReplyTokens < 0:
 		return errors.New("config: mock timings must not be negative")
 	}
