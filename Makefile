@@ -11,17 +11,21 @@ LDFLAGS := -X main.version=$(VERSION)
 # The flags of the original test plan; mock mode until the workers land.
 RUN_ARGS ?= --model 20b --profile latency_first --port 8000
 
-.PHONY: help run build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
+.PHONY: help run run-tiny build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build bin/coordinator and bin/bench
+build: ## build bin/coordinator, bin/worker and bin/bench
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/coordinator ./coordinator
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker
 	$(GO) build -o $(BIN)/bench ./scripts/bench
 
-run: build ## start the coordinator on :8000 (mock engine)
+run: build ## start the coordinator on :8000 (mock engine without the 20b weights)
 	$(BIN)/coordinator $(RUN_ARGS)
+
+run-tiny: build tiny ## start the coordinator with a worker process running the tiny model (real engine, CPU)
+	$(BIN)/coordinator --model models/tiny --profile latency_first --port 8000
 
 test: vet test-go test-e2e ## vet, Go tests (race detector) and the openai-SDK end-to-end tests
 
@@ -38,7 +42,7 @@ $(VENV)/.ok: scripts/requirements-e2e.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
 	touch $@
 
-test-e2e: build $(VENV)/.ok ## end-to-end tests with the official openai Python SDK
+test-e2e: build tiny $(VENV)/.ok ## end-to-end tests with the official openai Python SDK
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" COORDINATOR_BIN="$(CURDIR)/$(BIN)/coordinator" \
 	  $(VENV)/bin/python -m pytest -q scripts/e2e
 

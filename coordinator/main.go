@@ -62,9 +62,6 @@ func main() {
 	_ = log.Sync()
 }
 
-// realEngineMissing says why there is no real engine in this build.
-const realEngineMissing = "the real engine (worker processes with model weights) is not part of this build yet"
-
 func run(s config.Settings, log *zap.Logger) error {
 	preset, err := model.Resolve(s.Model)
 	if err != nil {
@@ -81,14 +78,28 @@ func run(s config.Settings, log *zap.Logger) error {
 		return fmt.Errorf("refusing to listen on %s without API keys: set --api-key (or GPTOSS_API_KEY), or --allow-unauthenticated", s.Host)
 	}
 
-	var mode, reason string
+	// The real engine needs the model's weights; without them --mock=auto
+	// serves the mock engine and says why, --mock=false refuses to start.
+	var mode, reason, dir string
 	switch s.Mock {
 	case "true":
 		mode, reason = "mock", "requested with --mock"
-	case "false":
-		return fmt.Errorf("%s; start with --mock", realEngineMissing)
 	default:
-		mode, reason = "mock", realEngineMissing+" (--mock=auto fell back to the mock engine)"
+		d, err := model.FindCheckpoint(s.Model, os.Getenv)
+		switch {
+		case err == nil:
+			mode, reason, dir = "real", fmt.Sprintf("%d CPU worker process(es) on %s", s.TP, d), d
+			// The checkpoint's own config sets the context length.
+			cfg, err := model.LoadConfig(d)
+			if err != nil {
+				return err
+			}
+			preset.ContextLength = cfg.MaxPositions
+		case s.Mock == "false":
+			return err
+		default:
+			mode, reason = "mock", err.Error()+" (--mock=auto fell back to the mock engine)"
+		}
 	}
 	log.Info("starting coordinator",
 		zap.String("version", version), zap.String("model", preset.ID), zap.String("profile", s.Profile),
@@ -108,8 +119,21 @@ func run(s config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	exec := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
-	exec.SetMinReply(s.MockMinReplyTokens)
+	var exec sched.Executor
+	var workers func() any
+	if mode == "real" {
+		real, err := startReal(s, dir, log)
+		if err != nil {
+			return err
+		}
+		defer real.stop()
+		exec = real.client
+		workers = func() any { return real.client.Workers() }
+	} else {
+		m := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
+		m.SetMinReply(s.MockMinReplyTokens)
+		exec = m
+	}
 	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens,
 		Logger: log.Named("sched"), OnStep: rec.ObserveStep})
 	srv, err := api.New(api.Options{
@@ -118,7 +142,7 @@ func run(s config.Settings, log *zap.Logger) error {
 		Limits: api.Limits{MaxMessages: s.MaxMessages, MaxN: s.MaxN, MaxStop: s.MaxStop, MaxStopBytes: 256,
 			MaxTools: s.MaxTools, MaxPromptStrings: 1},
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,
-		Logger: log.Named("api"), Version: version,
+		Logger: log.Named("api"), Version: version, Workers: workers,
 	})
 	if err != nil {
 		return err

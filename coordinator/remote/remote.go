@@ -1,0 +1,612 @@
+// Package remote is the coordinator's side of the worker processes: it
+// implements sched.Executor over NATS (protocol in shared/wire), tracks
+// worker registration and liveness for /health, sends the load command, and
+// publishes the coordinator's own heartbeat so that workers notice a dead
+// coordinator.
+//
+// A step is one NATS request on Subjects.Step: every rank is subscribed and
+// runs it (tensor parallelism), rank 0 samples and replies with the tokens.
+// Sampling parameters travel with a sequence's first step only; Release
+// buffers ids that ride on the next step's release list.
+//
+// Concurrency: Step and Release are called from the scheduler's loop
+// goroutine, Workers and WaitWorkers from any goroutine, the subscription
+// handlers from NATS's. All shared state is guarded by Client.mu, the only
+// lock; it is never held across a NATS request.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/wire"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultStepTimeout    = 60 * time.Second
+	DefaultLoadTimeout    = 10 * time.Minute
+	DefaultHeartbeatEvery = time.Second
+	DefaultWorkerTimeout  = 5 * time.Second
+)
+
+// stateRegistered is a worker's State between Register and its first
+// heartbeat.
+const stateRegistered = "registered"
+
+// workerState is a WorkerInfo plus what the Client needs to know of it.
+// Register and Heartbeat arrive on different subscriptions, so a worker's
+// first heartbeat may be handled before its Register: it then creates the
+// entry, which counts once the Register arrives.
+type workerState struct {
+	WorkerInfo
+	beating bool // a heartbeat arrived
+}
+
+// CoordinatorID is the worker_id of the coordinator's own heartbeats.
+const CoordinatorID = "coordinator"
+
+// Options configures a Client.
+type Options struct {
+	// Conn is the connection to NATS (embedded or external). The Client
+	// does not close it.
+	Conn *nats.Conn
+	// Subjects are the deployment's subjects.
+	Subjects wire.Subjects
+	// WorldSize is the number of ranks (tensor-parallel degree).
+	WorldSize int
+	// StepTimeout bounds one step: no reply in time fails the step
+	// (default 60s).
+	StepTimeout time.Duration
+	// LoadTimeout bounds each rank's load (default 10m).
+	LoadTimeout time.Duration
+	// HeartbeatEvery is the period of the coordinator's heartbeat
+	// (default 1s).
+	HeartbeatEvery time.Duration
+	// WorkerTimeout: a worker silent for this long is reported lost
+	// (default 5s).
+	WorkerTimeout time.Duration
+	Logger        *zap.Logger
+}
+
+// WorkerInfo is what the coordinator knows of one worker, for /health.
+type WorkerInfo struct {
+	ID          string
+	Rank        int
+	Device      string
+	MemoryTotal uint64 // bytes
+	MemoryUsed  uint64 // bytes
+	// State is the worker's last reported state ("starting", "loading",
+	// "ready", "draining", "failed"); "registered" before its first
+	// heartbeat.
+	State string
+	// Error is the worker's last reported error, if any.
+	Error string
+	// LastHeartbeat is when the coordinator last heard from it (register
+	// or heartbeat), in the coordinator's clock.
+	LastHeartbeat time.Time
+	Steps         uint64
+	PID           int
+	// Registered: its Register arrived (an entry can come from a
+	// heartbeat first).
+	Registered bool
+	// Lost: no heartbeat within WorkerTimeout.
+	Lost bool
+}
+
+// Client is the coordinator's handle on the workers. It implements
+// sched.Executor.
+type Client struct {
+	nc   *nats.Conn
+	subj wire.Subjects
+	opts Options
+	log  *zap.Logger
+	subs []*nats.Subscription
+
+	stop     chan struct{}
+	beatDone chan struct{}
+	shutOnce sync.Once
+
+	mu       sync.Mutex
+	workers  map[int]*workerState // by rank; guarded by mu
+	lostSeen map[int]bool         // ranks already logged as lost; guarded by mu
+	changed  chan struct{}        // closed and replaced on every worker change; guarded by mu
+	sent     map[uint64]struct{}  // sequences whose Sampling was sent; guarded by mu
+	release  []uint64             // released since the last step; guarded by mu
+	stepID   uint64               // last step id; guarded by mu
+	steps    uint64               // successful steps; guarded by mu
+	draining bool                 // guarded by mu
+}
+
+var _ sched.Executor = (*Client)(nil)
+
+// New subscribes to worker registrations and heartbeats and starts the
+// coordinator's heartbeat (the first one at once).
+func New(o Options) (*Client, error) {
+	if o.Conn == nil {
+		return nil, errors.New("remote: no NATS connection")
+	}
+	if o.WorldSize < 1 {
+		return nil, fmt.Errorf("remote: world size %d", o.WorldSize)
+	}
+	if o.Subjects == (wire.Subjects{}) {
+		return nil, errors.New("remote: no subjects (use wire.NewSubjects)")
+	}
+	if o.StepTimeout <= 0 {
+		o.StepTimeout = DefaultStepTimeout
+	}
+	if o.LoadTimeout <= 0 {
+		o.LoadTimeout = DefaultLoadTimeout
+	}
+	if o.HeartbeatEvery <= 0 {
+		o.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if o.WorkerTimeout <= 0 {
+		o.WorkerTimeout = DefaultWorkerTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	c := &Client{
+		nc: o.Conn, subj: o.Subjects, opts: o, log: o.Logger,
+		stop: make(chan struct{}), beatDone: make(chan struct{}),
+		workers: map[int]*workerState{}, lostSeen: map[int]bool{}, changed: make(chan struct{}),
+		sent: map[uint64]struct{}{},
+	}
+	for _, s := range []struct {
+		subject string
+		h       nats.MsgHandler
+	}{{o.Subjects.Register(), c.onRegister}, {o.Subjects.Heartbeat(), c.onHeartbeat}} {
+		sub, err := o.Conn.Subscribe(s.subject, s.h)
+		if err != nil {
+			c.unsubscribe()
+			return nil, fmt.Errorf("remote: subscribe %s: %w", s.subject, err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	// Make sure the server has the subscriptions before anyone is told
+	// to start workers.
+	if err := o.Conn.FlushTimeout(5 * time.Second); err != nil {
+		c.unsubscribe()
+		return nil, fmt.Errorf("remote: flush: %w", err)
+	}
+	go c.heartbeat()
+	return c, nil
+}
+
+// onRegister records a worker. A Register sent as a request is acknowledged
+// with an empty reply.
+func (c *Client) onRegister(m *nats.Msg) {
+	var r wire.Register
+	if err := wire.Unmarshal(m.Data, &r); err != nil {
+		c.log.Warn("bad register message", zap.Error(err))
+		return
+	}
+	rank := int(r.Rank)
+	if rank < 0 || rank >= c.opts.WorldSize || int(r.WorldSize) != c.opts.WorldSize {
+		c.log.Error("worker registered with a rank or world size that does not match this deployment; ignored",
+			zap.String("worker", r.WorkerId), zap.Int32("rank", r.Rank), zap.Int32("world_size", r.WorldSize),
+			zap.Int("want_world_size", c.opts.WorldSize))
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	w := c.workers[rank]
+	switch {
+	case w != nil && w.ID == r.WorkerId:
+		// Registering again (after a reconnect), or its heartbeat came
+		// first: keep what it reported.
+	case w != nil && w.Registered && now.Sub(w.LastHeartbeat) <= c.opts.WorkerTimeout:
+		c.log.Warn("rank re-registered by another worker while the previous one is alive",
+			zap.Int("rank", rank), zap.String("old", w.ID), zap.String("new", r.WorkerId))
+		fallthrough
+	default:
+		w = &workerState{WorkerInfo: WorkerInfo{ID: r.WorkerId, Rank: rank, State: stateRegistered}}
+		c.workers[rank] = w
+	}
+	w.Registered = true
+	w.Device, w.MemoryTotal, w.MemoryUsed, w.PID, w.LastHeartbeat = r.Device, r.MemoryTotal, r.MemoryUsed, int(r.Pid), now
+	delete(c.lostSeen, rank)
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.log.Info("worker registered", zap.String("worker", r.WorkerId), zap.Int("rank", rank),
+		zap.String("device", r.Device), zap.Uint64("memory_total", r.MemoryTotal),
+		zap.String("version", r.Version), zap.Int32("pid", r.Pid))
+	if m.Reply != "" {
+		if err := m.Respond(nil); err != nil {
+			c.log.Warn("register ack failed", zap.Error(err))
+		}
+	}
+}
+
+// onHeartbeat refreshes a worker. Heartbeats from a worker that is not the
+// one registered for its rank are ignored; one for a rank nobody has
+// registered creates an entry that counts once the worker registers.
+func (c *Client) onHeartbeat(m *nats.Msg) {
+	var h wire.Heartbeat
+	if err := wire.Unmarshal(m.Data, &h); err != nil {
+		c.log.Warn("bad heartbeat message", zap.Error(err))
+		return
+	}
+	rank := int(h.Rank)
+	if rank < 0 || rank >= c.opts.WorldSize {
+		c.log.Debug("heartbeat with a rank outside this deployment", zap.String("worker", h.WorkerId), zap.Int("rank", rank))
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.workers[rank]
+	switch {
+	case w == nil || (!w.Registered && w.ID != h.WorkerId):
+		w = &workerState{WorkerInfo: WorkerInfo{ID: h.WorkerId, Rank: rank}}
+		c.workers[rank] = w
+	case w.ID != h.WorkerId:
+		c.log.Debug("heartbeat from a worker that is not the one registered for its rank",
+			zap.String("worker", h.WorkerId), zap.Int("rank", rank), zap.String("registered", w.ID))
+		return
+	}
+	if c.lostSeen[rank] {
+		delete(c.lostSeen, rank)
+		c.log.Info("worker is back", zap.String("worker", w.ID), zap.Int("rank", rank))
+	}
+	if h.State != w.State || h.Error != w.Error {
+		lvl := zap.InfoLevel
+		if h.State == "failed" {
+			lvl = zap.ErrorLevel
+		}
+		c.log.Log(lvl, "worker state", zap.String("worker", w.ID), zap.Int("rank", rank),
+			zap.String("state", h.State), zap.String("error", h.Error))
+	}
+	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
+	c.notifyLocked()
+}
+
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// heartbeat publishes the coordinator's heartbeat every HeartbeatEvery and
+// logs workers that fall silent.
+func (c *Client) heartbeat() {
+	defer close(c.beatDone)
+	t := time.NewTicker(c.opts.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		c.beat()
+		c.checkLost()
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) beat() {
+	c.mu.Lock()
+	h := &wire.Heartbeat{WorkerId: CoordinatorID, Rank: -1, State: "ready", Steps: c.steps, UnixNanos: time.Now().UnixNano()}
+	if c.draining {
+		h.State = "draining"
+	}
+	c.mu.Unlock()
+	if err := c.publish(c.subj.CoordinatorHeartbeat(), h); err != nil {
+		c.log.Warn("coordinator heartbeat not sent", zap.Error(err))
+	}
+}
+
+func (c *Client) checkLost() {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for rank, w := range c.workers {
+		if now.Sub(w.LastHeartbeat) > c.opts.WorkerTimeout && !c.lostSeen[rank] {
+			c.lostSeen[rank] = true
+			c.log.Error("worker lost: no heartbeat", zap.String("worker", w.ID), zap.Int("rank", rank),
+				zap.Duration("silent", now.Sub(w.LastHeartbeat).Round(time.Millisecond)))
+		}
+	}
+}
+
+func (c *Client) publish(subject string, m proto.Message) error {
+	b, err := wire.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return c.nc.Publish(subject, b)
+}
+
+// WaitWorkers waits until ranks 0..n-1 have registered, have sent a
+// heartbeat since, and are alive (heard from within WorkerTimeout). It fails
+// at once when one of them reports the "failed" state.
+func (c *Client) WaitWorkers(ctx context.Context, n int) error {
+	if n < 1 || n > c.opts.WorldSize {
+		return fmt.Errorf("remote: wait for %d workers with world size %d", n, c.opts.WorldSize)
+	}
+	for {
+		c.mu.Lock()
+		now := time.Now()
+		var missing []int
+		var failed error
+		for rank := range n {
+			w := c.workers[rank]
+			switch {
+			case w == nil || !w.Registered || !w.beating || now.Sub(w.LastHeartbeat) > c.opts.WorkerTimeout:
+				missing = append(missing, rank)
+			case w.State == "failed" && failed == nil:
+				failed = fmt.Errorf("remote: worker %s (rank %d) failed: %s", w.ID, rank, w.Error)
+			}
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		// A live worker that goes silent is noticed at the next change;
+		// poll anyway so that the check does not depend on other traffic.
+		t := time.NewTimer(c.opts.WorkerTimeout)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("remote: waiting for workers (ranks %v missing): %w", missing, ctx.Err())
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Load asks every rank to load its shard, in parallel, each within
+// LoadTimeout, and waits for all of them. The error names every rank that
+// failed and its message.
+func (c *Client) Load(ctx context.Context, l *wire.Load) error {
+	data, err := wire.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("remote: load: %w", err)
+	}
+	errs := make([]error, c.opts.WorldSize)
+	var wg sync.WaitGroup
+	for rank := range c.opts.WorldSize {
+		wg.Go(func() { errs[rank] = c.loadRank(ctx, rank, data) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Client) loadRank(ctx context.Context, rank int, data []byte) error {
+	t0 := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, c.opts.LoadTimeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(lctx, c.subj.Load(rank), data)
+	if err != nil {
+		return fmt.Errorf("remote: load: rank %d: %w", rank, requestErr(ctx, lctx, err, c.opts.LoadTimeout, "load timeout"))
+	}
+	var r wire.LoadResult
+	if err := wire.Unmarshal(m.Data, &r); err != nil {
+		return fmt.Errorf("remote: load: rank %d: %w", rank, err)
+	}
+	if r.Error != "" {
+		return fmt.Errorf("remote: load: rank %d: %s", rank, r.Error)
+	}
+	if int(r.Rank) != rank {
+		return fmt.Errorf("remote: load: rank %d answered as rank %d", rank, r.Rank)
+	}
+	c.log.Info("worker loaded", zap.Int("rank", rank), zap.String("model", r.Model), zap.Int32("vocab", r.Vocab),
+		zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
+	return nil
+}
+
+// requestErr explains a failed request: the caller's context ended, the
+// watchdog (timeout) fired, or NATS failed (no workers subscribed, closed
+// connection).
+func requestErr(parent, ctx context.Context, err error, timeout time.Duration, what string) error {
+	switch {
+	case parent.Err() != nil:
+		return parent.Err()
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || ctx.Err() != nil:
+		return fmt.Errorf("no reply within %s (%s): %w", timeout, what, context.DeadlineExceeded)
+	case errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("no worker is subscribed: %w", err)
+	}
+	return err
+}
+
+// Step sends one forward pass to every rank and fills Out for the sampled
+// sequences from rank 0's reply.
+func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
+	msg := &wire.Step{Seqs: make([]*wire.SeqStep, len(b.Seqs))}
+	var newlySent []uint64
+	c.mu.Lock()
+	c.stepID++
+	msg.StepId = c.stepID
+	msg.Release, c.release = c.release, nil
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		ws := &wire.SeqStep{Id: st.ID, Tokens: make([]int32, len(st.Tokens)), Pos: int32(st.Pos), Sample: st.Sample}
+		for j, t := range st.Tokens {
+			ws.Tokens[j] = int32(t)
+		}
+		if _, ok := c.sent[st.ID]; !ok && st.Sampling != nil {
+			ws.Sampling = toWire(st.Sampling)
+			c.sent[st.ID] = struct{}{}
+			newlySent = append(newlySent, st.ID)
+		}
+		msg.Seqs[i] = ws
+	}
+	c.mu.Unlock()
+
+	res, err := c.request(ctx, msg)
+	if err != nil {
+		// Put the release list back: the workers may not have seen it. A
+		// repeated release of an id is a no-op for them (ids are never
+		// reused). The sequences of the batch are failed and released by
+		// the scheduler, so forgetting their Sampling does not matter,
+		// but keep the set exact anyway.
+		c.mu.Lock()
+		c.release = append(msg.Release, c.release...)
+		for _, id := range newlySent {
+			delete(c.sent, id)
+		}
+		c.mu.Unlock()
+		return err
+	}
+	if err := fill(b, res); err != nil {
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
+	}
+	c.mu.Lock()
+	c.steps++
+	c.mu.Unlock()
+	return nil
+}
+
+// request sends the step and decodes rank 0's reply.
+func (c *Client) request(ctx context.Context, msg *wire.Step) (*wire.StepResult, error) {
+	data, err := wire.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.opts.StepTimeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(sctx, c.subj.Step(), data)
+	if err != nil {
+		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, requestErr(ctx, sctx, err, c.opts.StepTimeout, "step timeout"))
+	}
+	var res wire.StepResult
+	if err := wire.Unmarshal(m.Data, &res); err != nil {
+		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, err)
+	}
+	if res.Error != "" {
+		return nil, fmt.Errorf("remote: step %d: rank %d: %s", msg.StepId, res.Rank, res.Error)
+	}
+	if res.StepId != msg.StepId {
+		return nil, fmt.Errorf("remote: step %d: reply is for step %d", msg.StepId, res.StepId)
+	}
+	return &res, nil
+}
+
+// fill copies the sampled tokens into the batch.
+func fill(b *sched.Batch, res *wire.StepResult) error {
+	byID := make(map[uint64]*wire.SampledToken, len(res.Tokens))
+	for _, t := range res.Tokens {
+		byID[t.SeqId] = t
+	}
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		if !st.Sample {
+			continue
+		}
+		t := byID[st.ID]
+		if t == nil {
+			return fmt.Errorf("no token for sequence %d in the reply", st.ID)
+		}
+		if len(t.TopIds) != len(t.TopLogprobs) {
+			return fmt.Errorf("sequence %d: %d top ids but %d top logprobs", st.ID, len(t.TopIds), len(t.TopLogprobs))
+		}
+		st.Out = sched.Token{ID: int(t.Token), Logprob: t.Logprob}
+		if len(t.TopIds) > 0 {
+			st.Out.TopLogprobs = make([]sched.TokenLogprob, len(t.TopIds))
+			for j, id := range t.TopIds {
+				st.Out.TopLogprobs[j] = sched.TokenLogprob{ID: int(id), Logprob: t.TopLogprobs[j]}
+			}
+		}
+	}
+	return nil
+}
+
+func toWire(s *sched.Sampling) *wire.Sampling {
+	return &wire.Sampling{
+		Temperature: s.Temperature, TopP: s.TopP, TopK: int32(s.TopK), MinP: s.MinP,
+		Seed: s.Seed, HasSeed: s.HasSeed, PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty,
+		Logprobs: s.Logprobs, TopLogprobs: int32(s.TopLogprobs),
+	}
+}
+
+// Release queues ids for the next step's release list and forgets that
+// their Sampling was sent.
+func (c *Client) Release(ids []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.release = append(c.release, ids...)
+	for _, id := range ids {
+		delete(c.sent, id)
+	}
+}
+
+// Capabilities: the workers compute logprobs and Step passes them on, but
+// the API does not write them into responses yet, so they are not offered.
+func (c *Client) Capabilities() sched.Capabilities { return sched.Capabilities{} }
+
+// Workers reports every known worker, sorted by rank.
+func (c *Client) Workers() []WorkerInfo {
+	now := time.Now()
+	c.mu.Lock()
+	out := make([]WorkerInfo, 0, len(c.workers))
+	for _, w := range c.workers {
+		wi := w.WorkerInfo
+		wi.Lost = now.Sub(w.LastHeartbeat) > c.opts.WorkerTimeout
+		out = append(out, wi)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b WorkerInfo) int { return a.Rank - b.Rank })
+	return out
+}
+
+// Drain tells every worker to drain (finish what it has, accept no new
+// work) and marks the coordinator's heartbeat "draining".
+func (c *Client) Drain(ctx context.Context) error {
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	return c.control(ctx, "drain")
+}
+
+// Shutdown tells every worker to shut down, stops the coordinator's
+// heartbeat and unsubscribes. It does not close the connection. It may be
+// called more than once.
+func (c *Client) Shutdown() {
+	c.shutOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := c.control(ctx, "shutdown"); err != nil {
+			c.log.Warn("shutdown command not delivered", zap.Error(err))
+		}
+		close(c.stop)
+		<-c.beatDone
+		c.unsubscribe()
+	})
+}
+
+func (c *Client) control(ctx context.Context, op string) error {
+	if err := c.publish(c.subj.Control(), &wire.Control{Op: op}); err != nil {
+		return fmt.Errorf("remote: %s: %w", op, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("remote: %s: flush: %w", op, err)
+	}
+	return nil
+}
+
+func (c *Client) unsubscribe() {
+	for _, s := range c.subs {
+		if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			c.log.Debug("unsubscribe", zap.String("subject", s.Subject), zap.Error(err))
+		}
+	}
+}

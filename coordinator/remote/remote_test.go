@@ -1,0 +1,711 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gptoss/server/coordinator/natsd"
+	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/wire"
+)
+
+// env is one embedded NATS server and the deployment's subjects.
+type env struct {
+	srv  *natsd.Server
+	subj wire.Subjects
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv, err := natsd.Start(natsd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	subj, err := wire.NewSubjects("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{srv: srv, subj: subj}
+}
+
+func (e *env) connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(e.srv.ClientURL(), nats.Token(e.srv.Token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// client starts a Client; tweak adjusts its options.
+func (e *env) client(t *testing.T, world int, tweak func(*Options)) *Client {
+	t.Helper()
+	o := Options{Conn: e.connect(t), Subjects: e.subj, WorldSize: world,
+		StepTimeout: 2 * time.Second, LoadTimeout: 2 * time.Second,
+		HeartbeatEvery: 50 * time.Millisecond, WorkerTimeout: 300 * time.Millisecond, Logger: zap.NewNop()}
+	if tweak != nil {
+		tweak(&o)
+	}
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Shutdown)
+	return c
+}
+
+// fakeWorker answers the protocol from the test's process: Load succeeds
+// (or fails with loadErr), and rank 0 replies to each Step with token =
+// last input token + 1 for every sampled sequence. It records the steps and
+// control commands it received.
+type fakeWorker struct {
+	t     *testing.T
+	nc    *nats.Conn
+	subj  wire.Subjects
+	id    string
+	rank  int
+	world int
+
+	mu        sync.Mutex
+	loadErr   string
+	stepErr   string
+	noReply   bool
+	dropToken bool // omit the first sampled sequence from the reply
+	steps     []*wire.Step
+	controls  []string
+	loads     []*wire.Load
+	beating   bool
+	stopBeat  chan struct{}
+	beatDone  chan struct{}
+}
+
+func (e *env) worker(t *testing.T, rank, world int) *fakeWorker {
+	t.Helper()
+	w := &fakeWorker{t: t, nc: e.connect(t), subj: e.subj, id: fmt.Sprintf("w%d", rank), rank: rank, world: world}
+	must := func(_ *nats.Subscription, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(w.nc.Subscribe(e.subj.Load(rank), w.onLoad))
+	must(w.nc.Subscribe(e.subj.Step(), w.onStep))
+	must(w.nc.Subscribe(e.subj.Control(), w.onControl))
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *fakeWorker) send(subject string, m proto.Message) {
+	b, err := wire.Marshal(m)
+	if err != nil {
+		w.t.Error(err)
+		return
+	}
+	if err := w.nc.Publish(subject, b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		w.t.Error(err)
+	}
+}
+
+func (w *fakeWorker) register() {
+	w.send(w.subj.Register(), &wire.Register{WorkerId: w.id, Rank: int32(w.rank), WorldSize: int32(w.world),
+		Device: fmt.Sprintf("fake-gpu-%d", w.rank), MemoryTotal: 80 << 30, MemoryUsed: 1 << 30, Version: "test", Pid: 1000 + int32(w.rank)})
+}
+
+// startBeats heartbeats every 50ms until stopBeats.
+func (w *fakeWorker) startBeats() {
+	w.stopBeat, w.beatDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(w.beatDone)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			w.send(w.subj.Heartbeat(), &wire.Heartbeat{WorkerId: w.id, Rank: int32(w.rank), State: "ready", Steps: 7, UnixNanos: time.Now().UnixNano()})
+			select {
+			case <-w.stopBeat:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	w.t.Cleanup(w.stopBeats)
+}
+
+func (w *fakeWorker) stopBeats() {
+	select {
+	case <-w.stopBeat:
+	default:
+		close(w.stopBeat)
+	}
+	<-w.beatDone
+}
+
+// up registers and starts heartbeating.
+func (w *fakeWorker) up() *fakeWorker {
+	w.register()
+	w.startBeats()
+	return w
+}
+
+func (w *fakeWorker) onLoad(m *nats.Msg) {
+	var l wire.Load
+	if err := wire.Unmarshal(m.Data, &l); err != nil {
+		w.t.Error(err)
+		return
+	}
+	w.mu.Lock()
+	w.loads = append(w.loads, &l)
+	res := &wire.LoadResult{Rank: int32(w.rank), Error: w.loadErr, Model: "fake", Vocab: 1000}
+	noReply := w.noReply
+	w.mu.Unlock()
+	if noReply {
+		return
+	}
+	b, _ := wire.Marshal(res)
+	_ = m.Respond(b)
+}
+
+func (w *fakeWorker) onStep(m *nats.Msg) {
+	var s wire.Step
+	if err := wire.Unmarshal(m.Data, &s); err != nil {
+		w.t.Error(err)
+		return
+	}
+	w.mu.Lock()
+	w.steps = append(w.steps, &s)
+	noReply, stepErr, drop := w.noReply, w.stepErr, w.dropToken
+	w.mu.Unlock()
+	if w.rank != 0 || noReply {
+		return
+	}
+	res := &wire.StepResult{StepId: s.StepId, Rank: 0, Error: stepErr}
+	if stepErr == "" {
+		for _, q := range s.Seqs {
+			if !q.Sample {
+				continue
+			}
+			if drop {
+				drop = false
+				continue
+			}
+			last := q.Tokens[len(q.Tokens)-1]
+			res.Tokens = append(res.Tokens, &wire.SampledToken{SeqId: q.Id, Token: last + 1, Logprob: -0.5,
+				TopIds: []int32{last + 1, last + 2}, TopLogprobs: []float32{-0.5, -1.5}})
+		}
+	}
+	b, _ := wire.Marshal(res)
+	_ = m.Respond(b)
+}
+
+func (w *fakeWorker) onControl(m *nats.Msg) {
+	var c wire.Control
+	if err := wire.Unmarshal(m.Data, &c); err != nil {
+		w.t.Error(err)
+		return
+	}
+	w.mu.Lock()
+	w.controls = append(w.controls, c.Op)
+	w.mu.Unlock()
+}
+
+func (w *fakeWorker) set(f func(*fakeWorker)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f(w)
+}
+
+func (w *fakeWorker) received() []*wire.Step {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.steps)
+}
+
+// checkFor polls cond until it holds or d passes.
+func checkFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestWaitWorkers(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	done := make(chan error, 1)
+	go func() { done <- c.WaitWorkers(waitCtx(t), 2) }()
+	e.worker(t, 0, 2).up()
+	select {
+	case err := <-done:
+		t.Fatalf("returned with rank 1 missing: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	e.worker(t, 1, 2).up()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// A context that ends first names the missing ranks.
+	c3 := e.client(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := c3.WaitWorkers(ctx, 3)
+	if err == nil || !strings.Contains(err.Error(), "[0 1 2]") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestWaitWorkersFailedState(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1)
+	w.register()
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "failed", Error: "CUDA out of memory"})
+	err := c.WaitWorkers(waitCtx(t), 1)
+	if err == nil || !strings.Contains(err.Error(), "CUDA out of memory") || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	w0, w1 := e.worker(t, 0, 2).up(), e.worker(t, 1, 2).up()
+	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 2, KvBlocks: 64}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*fakeWorker{w0, w1} {
+		w.mu.Lock()
+		if len(w.loads) != 1 || w.loads[0].ModelDir != "/models/x" || w.loads[0].Tp != 2 {
+			t.Errorf("rank %d got %v", w.rank, w.loads)
+		}
+		w.mu.Unlock()
+	}
+
+	w1.set(func(w *fakeWorker) { w.loadErr = "shard 1: file missing" })
+	err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 2})
+	if err == nil || !strings.Contains(err.Error(), "rank 1") || !strings.Contains(err.Error(), "shard 1: file missing") {
+		t.Fatalf("got %v", err)
+	}
+	if strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("rank 0 blamed: %v", err)
+	}
+}
+
+func TestLoadTimeout(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 3, func(o *Options) { o.LoadTimeout = 200 * time.Millisecond })
+	e.worker(t, 0, 3).up()
+	e.worker(t, 1, 3).up().set(func(w *fakeWorker) { w.noReply = true })
+	// Rank 2 never came: nobody is subscribed to load.2.
+	t0 := time.Now()
+	err := c.Load(waitCtx(t), &wire.Load{})
+	if err == nil || !strings.Contains(err.Error(), "rank 1: no reply within 200ms (load timeout)") ||
+		!strings.Contains(err.Error(), "rank 2: no worker is subscribed") || strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("got %v", err)
+	}
+	if took := time.Since(t0); took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("took %s", took)
+	}
+}
+
+func seq(id uint64, pos int, sample bool, s *sched.Sampling, toks ...int) sched.SeqStep {
+	return sched.SeqStep{ID: id, Tokens: toks, Pos: pos, Sample: sample, Sampling: s}
+}
+
+func TestStep(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	w0, w1 := e.worker(t, 0, 2).up(), e.worker(t, 1, 2).up()
+	s1 := &sched.Sampling{Temperature: 0.7, TopP: 0.9, TopK: 40, Seed: 5, HasSeed: true, Logprobs: true, TopLogprobs: 2}
+	s2 := &sched.Sampling{Temperature: 0}
+	ctx := waitCtx(t)
+
+	// Step 1: seq 1 prefills a chunk (no sample); seq 2 prefills fully.
+	b := &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, false, s1, 10, 11, 12), seq(2, 0, true, s2, 20, 21)}}
+	if err := c.Step(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Seqs[0].Out.ID != 0 {
+		t.Fatalf("unsampled sequence got %+v", b.Seqs[0].Out)
+	}
+	want := sched.Token{ID: 22, Logprob: -0.5, TopLogprobs: []sched.TokenLogprob{{ID: 22, Logprob: -0.5}, {ID: 23, Logprob: -1.5}}}
+	if got := b.Seqs[1].Out; got.ID != want.ID || got.Logprob != want.Logprob || !slices.Equal(got.TopLogprobs, want.TopLogprobs) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+
+	// Step 2: both sample; sampling is not sent again. Then release 2.
+	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 3, true, s1, 13), seq(2, 2, true, s2, 22)}}
+	if err := c.Step(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Seqs[0].Out.ID != 14 || b.Seqs[1].Out.ID != 23 {
+		t.Fatalf("got %+v", b.Seqs)
+	}
+	c.Release([]uint64{2})
+	c.Release([]uint64{9})
+
+	// Step 3: the release list rides on it; seq 3 is new.
+	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 4, true, s1, 14), seq(3, 0, true, s2, 30)}}
+	if err := c.Step(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// Step 4: nothing released since.
+	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 5, true, s1, 15)}}
+	if err := c.Step(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every rank saw every step, identically.
+	checkFor(t, 2*time.Second, "rank 1 to see 4 steps", func() bool { return len(w1.received()) == 4 })
+	got0, got1 := w0.received(), w1.received()
+	for i := range got0 {
+		if !proto.Equal(got0[i], got1[i]) {
+			t.Fatalf("step %d differs between ranks", i)
+		}
+	}
+	steps := got0
+	for i, s := range steps {
+		if s.StepId != uint64(i+1) {
+			t.Fatalf("step %d has id %d", i, s.StepId)
+		}
+	}
+	hasSampling := func(s *wire.Step) []uint64 {
+		var ids []uint64
+		for _, q := range s.Seqs {
+			if q.Sampling != nil {
+				ids = append(ids, q.Id)
+			}
+		}
+		return ids
+	}
+	for i, want := range [][]uint64{{1, 2}, nil, {3}, nil} {
+		if got := hasSampling(steps[i]); !slices.Equal(got, want) {
+			t.Errorf("step %d: sampling sent for %v, want %v", i+1, got, want)
+		}
+	}
+	if sp := steps[0].Seqs[0].Sampling; sp.Temperature != 0.7 || sp.TopP != 0.9 || sp.TopK != 40 || sp.Seed != 5 || !sp.HasSeed || !sp.Logprobs || sp.TopLogprobs != 2 {
+		t.Errorf("sampling %v", sp)
+	}
+	if q := steps[0].Seqs[0]; !slices.Equal(q.Tokens, []int32{10, 11, 12}) || q.Pos != 0 || q.Sample {
+		t.Errorf("seq %v", q)
+	}
+	if q := steps[1].Seqs[0]; !slices.Equal(q.Tokens, []int32{13}) || q.Pos != 3 || !q.Sample {
+		t.Errorf("seq %v", q)
+	}
+	for i, want := range [][]uint64{nil, nil, {2, 9}, nil} {
+		if !slices.Equal(steps[i].Release, want) {
+			t.Errorf("step %d: release %v, want %v", i+1, steps[i].Release, want)
+		}
+	}
+
+	// A released id that comes back (ids are not reused by the
+	// scheduler, but the set must forget) gets its sampling again.
+	c.Release([]uint64{1})
+	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, s1, 1)}}
+	if err := c.Step(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	last := w0.received()[4]
+	if last.Seqs[0].Sampling == nil || !slices.Equal(last.Release, []uint64{1}) {
+		t.Fatalf("step 5: %v", last)
+	}
+}
+
+func TestStepTimeout(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, func(o *Options) { o.StepTimeout = 200 * time.Millisecond })
+	w := e.worker(t, 0, 1).up()
+	w.set(func(w *fakeWorker) { w.noReply = true })
+	c.Release([]uint64{42})
+	t0 := time.Now()
+	err := c.Step(waitCtx(t), &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, &sched.Sampling{}, 5)}})
+	took := time.Since(t0)
+	if err == nil || !strings.Contains(err.Error(), "step timeout") || !strings.Contains(err.Error(), "200ms") ||
+		!errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("failed after %s", took)
+	}
+	// The release list was not lost with the failed step, and the
+	// sampling of the failed sequence is sent again if it comes back.
+	w.set(func(w *fakeWorker) { w.noReply = false })
+	if err := c.Step(waitCtx(t), &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, &sched.Sampling{}, 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	got := w.received()
+	if len(got) != 2 || !slices.Equal(got[1].Release, []uint64{42}) || got[1].Seqs[0].Sampling == nil {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestStepCancelled(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1).up()
+	w.set(func(w *fakeWorker) { w.noReply = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := c.Step(ctx, &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, nil, 5)}})
+	if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "step timeout") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestStepErrors(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	batch := func() *sched.Batch {
+		return &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, nil, 5), seq(2, 0, true, nil, 6)}}
+	}
+
+	// No worker subscribed: fails at once.
+	t0 := time.Now()
+	err := c.Step(waitCtx(t), batch())
+	if err == nil || !strings.Contains(err.Error(), "no worker") || time.Since(t0) > time.Second {
+		t.Fatalf("got %v after %s", err, time.Since(t0))
+	}
+
+	w := e.worker(t, 0, 1).up()
+	w.set(func(w *fakeWorker) { w.stepErr = "CUDA error: illegal memory access" })
+	err = c.Step(waitCtx(t), batch())
+	if err == nil || !strings.Contains(err.Error(), "illegal memory access") || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("got %v", err)
+	}
+
+	w.set(func(w *fakeWorker) { w.stepErr, w.dropToken = "", true })
+	err = c.Step(waitCtx(t), batch())
+	if err == nil || !strings.Contains(err.Error(), "no token for sequence 1") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestWorkersAndLost(t *testing.T) {
+	e := newEnv(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	c := e.client(t, 2, func(o *Options) { o.Logger = zap.New(core) })
+	w1 := e.worker(t, 1, 2).up()
+	e.worker(t, 0, 2).up()
+	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 2*time.Second, "heartbeats", func() bool {
+		ws := c.Workers()
+		return len(ws) == 2 && ws[0].State == "ready" && ws[1].State == "ready"
+	})
+	ws := c.Workers()
+	for i, w := range ws {
+		if w.Rank != i || w.ID != fmt.Sprintf("w%d", i) || w.Device != fmt.Sprintf("fake-gpu-%d", i) ||
+			w.MemoryTotal != 80<<30 || w.MemoryUsed != 1<<30 || w.PID != 1000+i || w.Steps != 7 || w.Lost ||
+			time.Since(w.LastHeartbeat) > time.Second {
+			t.Errorf("worker %d: %+v", i, w)
+		}
+	}
+	w1.stopBeats()
+	checkFor(t, 2*time.Second, "rank 1 lost", func() bool { return c.Workers()[1].Lost })
+	if c.Workers()[0].Lost {
+		t.Fatal("rank 0 lost too")
+	}
+	checkFor(t, time.Second, "lost log", func() bool { return logs.FilterMessage("worker lost: no heartbeat").Len() == 1 })
+	// A lost worker no longer counts as present.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := c.WaitWorkers(ctx, 2); err == nil || !strings.Contains(err.Error(), "[1]") {
+		t.Fatalf("got %v", err)
+	}
+	// It comes back when it heartbeats again.
+	w1.startBeats()
+	checkFor(t, 2*time.Second, "rank 1 back", func() bool { return !c.Workers()[1].Lost })
+}
+
+func TestRegisterValidation(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	e.worker(t, 2, 2).up()      // rank out of range: register and heartbeats ignored
+	e.worker(t, 0, 4).up()      // wrong world size: register refused
+	w := e.worker(t, 1, 2).up() // fine
+	checkFor(t, 2*time.Second, "rank 1", func() bool {
+		ws := c.Workers()
+		return len(ws) > 0 && ws[len(ws)-1].Rank == 1 && ws[len(ws)-1].Registered && ws[len(ws)-1].State == "ready"
+	})
+	// Heartbeats from a worker that is not the one registered for its
+	// rank are ignored.
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "stranger", Rank: 1, State: "failed"})
+	checkFor(t, 2*time.Second, "rank 0's heartbeats", func() bool { return len(c.Workers()) == 2 })
+	time.Sleep(100 * time.Millisecond)
+	ws := c.Workers()
+	// Rank 0 heartbeats but its registration was refused: listed, not
+	// registered, and not counted.
+	if len(ws) != 2 || ws[0].Rank != 0 || ws[0].Registered || ws[0].Device != "" ||
+		ws[1].ID != "w1" || ws[1].State != "ready" || ws[1].Device != "fake-gpu-1" {
+		t.Fatalf("got %+v", ws)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := c.WaitWorkers(ctx, 2); err == nil || !strings.Contains(err.Error(), "[0]") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestHeartbeatBeforeRegister: register and heartbeat are handled on
+// different goroutines, so the first heartbeat may overtake the register;
+// the worker then counts as soon as the register arrives.
+func TestHeartbeatBeforeRegister(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1)
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "starting"})
+	checkFor(t, 2*time.Second, "heartbeat", func() bool { return len(c.Workers()) == 1 })
+	if ws := c.Workers(); ws[0].Registered || ws[0].State != "starting" {
+		t.Fatalf("got %+v", ws)
+	}
+	w.register()
+	if err := c.WaitWorkers(waitCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if ws := c.Workers(); !ws[0].Registered || ws[0].State != "starting" || ws[0].Device != "fake-gpu-0" {
+		t.Fatalf("got %+v", ws)
+	}
+}
+
+func TestCoordinatorHeartbeatDrainShutdown(t *testing.T) {
+	e := newEnv(t)
+	nc := e.connect(t)
+	beats := make(chan *wire.Heartbeat, 100)
+	if _, err := nc.Subscribe(e.subj.CoordinatorHeartbeat(), func(m *nats.Msg) {
+		var h wire.Heartbeat
+		if err := wire.Unmarshal(m.Data, &h); err != nil {
+			t.Error(err)
+			return
+		}
+		beats <- &h
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1).up()
+	next := func() *wire.Heartbeat {
+		select {
+		case h := <-beats:
+			return h
+		case <-time.After(2 * time.Second):
+			t.Fatal("no coordinator heartbeat")
+			return nil
+		}
+	}
+	h1, h2 := next(), next()
+	if h1.WorkerId != CoordinatorID || h1.State != "ready" || h2.UnixNanos <= h1.UnixNanos {
+		t.Fatalf("%v %v", h1, h2)
+	}
+
+	if err := c.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 2*time.Second, "draining heartbeat", func() bool { return next().State == "draining" })
+	c.Shutdown()
+	c.Shutdown()
+	checkFor(t, 2*time.Second, "control commands", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return slices.Equal(w.controls, []string{"drain", "shutdown"})
+	})
+	// Heartbeats stop.
+	for len(beats) > 0 {
+		<-beats
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(beats); n != 0 {
+		t.Fatalf("%d heartbeats after shutdown", n)
+	}
+}
+
+// TestScheduler runs the real scheduler over the client and a fake worker:
+// the fake's deterministic tokens come out of the stream.
+func TestScheduler(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	w0, _ := e.worker(t, 0, 2).up(), e.worker(t, 1, 2).up()
+	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	p := &profiles.Profile{Name: "p",
+		Generation: profiles.Generation{ReasoningEffort: "low", MaxTokens: 16, MaxTokensCap: 64, Temperature: 1, TopP: 1},
+		Scheduling: profiles.Scheduling{MaxBatch: 4, PrefillChunk: 2, QueueLimit: 10, QueueTimeout: 5 * time.Second}}
+	s := sched.New(c, profiles.Set{"p": p}, sched.Options{})
+	defer s.Close()
+
+	ctx := waitCtx(t)
+	st, err := s.Submit(ctx, &sched.Request{Profile: p, Prompt: []int{1, 2, 3, 4, 5}, MaxTokens: 4,
+		Sampling: sched.Sampling{Temperature: 0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []sched.Token
+	for {
+		got, fin, err := st.Recv(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, got...)
+		if fin != nil {
+			if fin.Reason != sched.FinishLength || fin.Err != nil {
+				t.Fatalf("final %+v", fin)
+			}
+			break
+		}
+	}
+	var ids []int
+	for _, tk := range toks {
+		ids = append(ids, tk.ID)
+	}
+	if !slices.Equal(ids, []int{6, 7, 8, 9}) {
+		t.Fatalf("tokens %v", ids)
+	}
+	// 3 prefill steps (chunks of 2), then 3 decode steps; the sampling
+	// went with the first, the release comes with the next step, if any.
+	steps := w0.received()
+	if len(steps) != 6 || steps[0].Seqs[0].Sampling.GetTemperature() != 0.5 || steps[1].Seqs[0].Sampling != nil {
+		t.Fatalf("steps %v", steps)
+	}
+	st2, err := s.Submit(ctx, &sched.Request{Profile: p, Prompt: []int{100}, MaxTokens: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := st2.Recv(ctx, nil); err != nil || len(got) != 1 || got[0].ID != 101 {
+		t.Fatalf("%v %v", got, err)
+	}
+	if rel := w0.received()[6].Release; len(rel) != 1 {
+		t.Fatalf("release %v", rel)
+	}
+}
