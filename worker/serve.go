@@ -25,6 +25,7 @@ import (
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/shared/wire"
+	"github.com/gptoss/server/worker/collective"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/local"
 	"github.com/gptoss/server/worker/safetensors"
@@ -46,8 +47,6 @@ const (
 	defaultBlockSize     = 16
 )
 
-// errTPNotBuilt is the Load error of a world size above 1.
-const errTPNotBuilt = "tensor parallelism across worker processes needs the inter-process collective, not built yet"
 
 // queueDepth bounds the jobs waiting for the model goroutine. The
 // coordinator waits for each step's reply before sending the next, so one
@@ -106,6 +105,7 @@ type worker struct {
 
 	// Owned by the model goroutine.
 	set      *safetensors.Set
+	coll     *collective.NATS // joins the ranks when the world size is above 1
 	exec     *local.Executor
 	modelID  string
 	sampling map[uint64]*sched.Sampling
@@ -667,6 +667,10 @@ func (w *worker) unload() {
 	}
 	w.exec, w.modelID = nil, ""
 	clear(w.sampling)
+	if w.coll != nil {
+		w.coll.Close()
+		w.coll = nil
+	}
 	if w.set != nil {
 		if err := w.set.Close(); err != nil {
 			w.log.Warn("closing the checkpoint", zap.Error(err))
@@ -678,8 +682,8 @@ func (w *worker) unload() {
 
 func (w *worker) load(l *wire.Load) (string, int, error) {
 	ws := w.cfg.WorldSize
-	if ws > 1 || l.Tp > 1 {
-		return "", 0, fmt.Errorf("world size %d (tp %d): %s", ws, l.Tp, errTPNotBuilt)
+	if int(max(l.Tp, 1)) != ws {
+		return "", 0, fmt.Errorf("load: tp %d does not match this worker's world size %d", l.Tp, ws)
 	}
 	if l.ModelDir == "" {
 		return "", 0, errors.New("load: empty model_dir")
@@ -713,6 +717,19 @@ func (w *worker) load(l *wire.Load) (string, int, error) {
 		set.Close()
 		return "", 0, err
 	}
+	var coll *collective.NATS
+	if ws > 1 {
+		// This rank's heads, experts and vocabulary, joined to the other
+		// ranks' through the collective of this load.
+		if weights, err = weights.Shard(w.cfg.Rank, ws); err != nil {
+			set.Close()
+			return "", 0, err
+		}
+		if coll, err = collective.New(w.nc, w.subj, l.Epoch, w.cfg.Rank, ws, w.cfg.StepTimeout); err != nil {
+			set.Close()
+			return "", 0, err
+		}
+	}
 	cc := weights.CacheConfig()
 	cache, err := engine.NewKVCache(&cc, kv, sliding, bs)
 	if err != nil {
@@ -722,9 +739,15 @@ func (w *worker) load(l *wire.Load) (string, int, error) {
 	m, err := engine.NewModel(weights, cache)
 	if err != nil {
 		set.Close()
+		if coll != nil {
+			coll.Close()
+		}
 		return "", 0, err
 	}
-	w.set, w.exec = set, local.New(m)
+	if coll != nil {
+		m.Coll = coll
+	}
+	w.set, w.exec, w.coll = set, local.New(m), coll
 	w.modelID = filepath.Base(filepath.Clean(l.ModelDir))
 	return w.modelID, cfg.Vocab, nil
 }

@@ -439,9 +439,10 @@ func TestWorkerServes(t *testing.T) {
 	if h.State != "starting" || !strings.Contains(h.Error, "missing") {
 		t.Fatalf("heartbeat after a failed load: %v", h)
 	}
-	// Tensor parallelism across processes is refused.
+	// A load for another tensor-parallel degree than the worker's world
+	// size is refused.
 	lr = c.load(t, 0, &wire.Load{ModelDir: ckptDir, Tp: 2})
-	wantError(t, "tp 2", lr.Error, errTPNotBuilt)
+	wantError(t, "tp 2", lr.Error, "does not match this worker's world size 1")
 
 	// 8 blocks of 8 tokens: room for the two sequences below and no more.
 	lr = c.load(t, 0, &wire.Load{ModelDir: ckptDir, KvBlocks: 8, SlidingBlocks: 8, BlockSize: 8})
@@ -544,7 +545,7 @@ func TestWorkerServes(t *testing.T) {
 
 // A rank of a world of 2 registers as such and refuses to load (the
 // collective is not built); SIGTERM ends it with status 0.
-func TestWorldSizeTwoAndSIGTERM(t *testing.T) {
+func TestShardLoadAndSIGTERM(t *testing.T) {
 	t.Parallel()
 	c := newCoord(t, "tp2", true)
 	p := startWorker(t, "tp2", "--world-size", "2", "--rank", "1")
@@ -552,11 +553,12 @@ func TestWorldSizeTwoAndSIGTERM(t *testing.T) {
 	if reg.Rank != 1 || reg.WorldSize != 2 || !strings.HasSuffix(reg.WorkerId, "-1") {
 		t.Fatalf("register %v", reg)
 	}
-	lr := c.load(t, 1, &wire.Load{ModelDir: ckptDir, Tp: 2})
-	if lr.Rank != 1 {
+	// Rank 1 of 2 loads its shard (half the heads, experts and
+	// vocabulary) and joins the collective of this load.
+	lr := c.load(t, 1, &wire.Load{ModelDir: ckptDir, Tp: 2, Epoch: 7})
+	if lr.Rank != 1 || lr.Error != "" {
 		t.Fatalf("load result %v", lr)
 	}
-	wantError(t, "world size 2", lr.Error, errTPNotBuilt)
 	c.waitHeartbeat(t, reg.WorkerId, "a heartbeat", func(*wire.Heartbeat, int) bool { return true })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -803,7 +805,7 @@ func TestNATSLateAndBack(t *testing.T) {
 			t.Fatalf("round %d: register %v", round, r)
 		}
 		// Subscribed: a load gets an answer.
-		if lr := c.load(t, 0, &wire.Load{ModelDir: ckptDir, Tp: 2}); !strings.Contains(lr.Error, errTPNotBuilt) {
+		if lr := c.load(t, 0, &wire.Load{ModelDir: ckptDir, Tp: 2}); !strings.Contains(lr.Error, "does not match") {
 			t.Fatalf("round %d: load result %v", round, lr)
 		}
 		g.set(false)

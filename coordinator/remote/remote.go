@@ -372,6 +372,11 @@ func (c *Client) WaitWorkers(ctx context.Context, n int) error {
 // LoadTimeout, and waits for all of them. The error names every rank that
 // failed and its message.
 func (c *Client) Load(ctx context.Context, l *wire.Load) error {
+	if l.Epoch == 0 {
+		// One epoch for every rank of this load: it names their
+		// collective's subjects.
+		l.Epoch = uint64(time.Now().UnixNano())
+	}
 	data, err := wire.Marshal(l)
 	if err != nil {
 		return fmt.Errorf("remote: load: %w", err)

@@ -69,3 +69,18 @@ def test_workers_exit_with_the_coordinator(make_server):
         time.sleep(0.1)
     alive = [w for w in workers if os.path.exists(f"/proc/{w}") and "zombie" not in open(f"/proc/{w}/status").read().lower()]
     assert not alive, f"workers outlived the coordinator: {alive}"
+
+
+def test_tensor_parallel_workers_agree(make_server):
+    """tp=2 and tp=4 (that many worker processes, joined by the NATS
+    collective) give the same greedy text as tp=1."""
+    texts = {}
+    for tp in (1, 2, 4):
+        srv = make_server("--model", TINY, "--tp", str(tp), "--step-timeout", "20s")
+        health = srv.get_json("/health")
+        assert len(health["workers"]) == tp, health["workers"]
+        r = client(srv).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Tell me a story"}],
+                                                max_tokens=16, temperature=0)
+        texts[tp] = (r.choices[0].message.content, r.usage.completion_tokens)
+        srv.stop()
+    assert texts[2] == texts[1] and texts[4] == texts[1], texts

@@ -50,6 +50,13 @@ func (s Subjects) Load(rank int) string { return s.prefix + ".load." + strconv.I
 // Step is the broadcast subject of forward steps.
 func (s Subjects) Step() string { return s.prefix + ".step" }
 
+// Collective is the subject of tensor-parallel collective traffic between
+// the ranks of one load (epoch); the payload is raw float32 data, not
+// protobuf, with a small header (see worker/collective).
+func (s Subjects) Collective(epoch uint64) string {
+	return s.prefix + ".coll." + strconv.FormatUint(epoch, 10)
+}
+
 // Control is the broadcast subject of drain and shutdown.
 func (s Subjects) Control() string { return s.prefix + ".control" }
 

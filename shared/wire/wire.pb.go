@@ -220,6 +220,9 @@ type Load struct {
 	KvBlocks      int32                  `protobuf:"varint,3,opt,name=kv_blocks,json=kvBlocks,proto3" json:"kv_blocks,omitempty"`
 	SlidingBlocks int32                  `protobuf:"varint,4,opt,name=sliding_blocks,json=slidingBlocks,proto3" json:"sliding_blocks,omitempty"`
 	BlockSize     int32                  `protobuf:"varint,5,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// epoch is the same for every rank of one load; it names the collective's
+	// subjects so messages of an earlier load are never mixed in.
+	Epoch         uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +288,13 @@ func (x *Load) GetSlidingBlocks() int32 {
 func (x *Load) GetBlockSize() int32 {
 	if x != nil {
 		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *Load) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -830,14 +840,15 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x05steps\x18\x04 \x01(\x04R\x05steps\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\x96\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xac\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +
 	"\tkv_blocks\x18\x03 \x01(\x05R\bkvBlocks\x12%\n" +
 	"\x0esliding_blocks\x18\x04 \x01(\x05R\rslidingBlocks\x12\x1d\n" +
 	"\n" +
-	"block_size\x18\x05 \x01(\x05R\tblockSize\"b\n" +
+	"block_size\x18\x05 \x01(\x05R\tblockSize\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"b\n" +
 	"\n" +
 	"LoadResult\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
