@@ -47,7 +47,6 @@ const (
 	defaultBlockSize     = 16
 )
 
-
 // queueDepth bounds the jobs waiting for the model goroutine. The
 // coordinator waits for each step's reply before sending the next, so one
 // is the usual depth; a full queue is answered "busy".
