@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,12 +39,20 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 		}
 	}()
 	var err error
-	if e.nats, err = natsd.Start(natsd.Options{Logger: log.Named("nats")}); err != nil {
-		return nil, err
+	url, token := s.NATSURL, s.NATSToken
+	if url == "" {
+		if e.nats, err = natsd.Start(natsd.Options{Logger: log.Named("nats")}); err != nil {
+			return nil, err
+		}
+		url, token = e.nats.ClientURL(), e.nats.Token()
 	}
-	if e.conn, err = nats.Connect(e.nats.ClientURL(), nats.Token(e.nats.Token()), nats.Name("gptoss-coordinator"),
-		nats.MaxReconnects(-1)); err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
+	connOpts := []nats.Option{nats.Name("gptoss-coordinator"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true)}
+	if token != "" {
+		connOpts = append(connOpts, nats.Token(token))
+	}
+	if e.conn, err = nats.Connect(url, connOpts...); err != nil {
+		return nil, fmt.Errorf("nats %s: %w", redact(url), err)
 	}
 	subjects, err := wire.NewSubjects(s.Deployment)
 	if err != nil {
@@ -53,26 +62,15 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 		StepTimeout: s.StepTimeout, LoadTimeout: s.LoadTimeout, Logger: log.Named("remote")}); err != nil {
 		return nil, err
 	}
-	bin := s.WorkerBin
-	if bin == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("locating the worker binary: %w", err)
-		}
-		bin = filepath.Join(filepath.Dir(self), "worker")
-	}
-	if e.workers, err = launch.Start(launch.Options{
-		Bin: bin, WorldSize: s.TP, Logger: log.Named("launch"),
-		Env: []string{"GPTOSS_NATS_TOKEN=" + e.nats.Token()},
-		Args: func(rank int) []string {
-			return []string{"--nats-url", e.nats.ClientURL(), "--deployment", s.Deployment,
-				"--rank", strconv.Itoa(rank), "--world-size", strconv.Itoa(s.TP), "--log-format", "json",
-				"--log-level", s.LogLevel, "--step-timeout", s.StepTimeout.String()}
-		},
-	}); err != nil {
+	wait := time.Minute
+	if s.Workers == "external" {
+		// Started by someone else (foreman, systemd): they may come late.
+		wait = s.LoadTimeout
+		log.Info("waiting for external workers to register", zap.Int("tp", s.TP), zap.String("nats", redact(url)))
+	} else if err := e.launch(s, url, token, log); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := e.client.WaitWorkers(ctx, s.TP); err != nil {
 		return nil, fmt.Errorf("waiting for %d workers to register: %w", s.TP, err)
@@ -85,6 +83,40 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 	}
 	ok = true
 	return e, nil
+}
+
+// launch starts the local worker processes.
+func (e *realEngine) launch(s config.Settings, url, token string, log *zap.Logger) error {
+	bin := s.WorkerBin
+	if bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locating the worker binary: %w", err)
+		}
+		bin = filepath.Join(filepath.Dir(self), "worker")
+	}
+	var err error
+	e.workers, err = launch.Start(launch.Options{
+		Bin: bin, WorldSize: s.TP, Logger: log.Named("launch"),
+		// The token travels in the environment, never on a command line.
+		Env: []string{"GPTOSS_NATS_TOKEN=" + token},
+		Args: func(rank int) []string {
+			return []string{"--nats-url", url, "--deployment", s.Deployment,
+				"--rank", strconv.Itoa(rank), "--world-size", strconv.Itoa(s.TP), "--log-format", "json",
+				"--log-level", s.LogLevel, "--step-timeout", s.StepTimeout.String()}
+		},
+	})
+	return err
+}
+
+// redact hides credentials in a NATS URL for logs.
+func redact(url string) string {
+	if at := strings.LastIndex(url, "@"); at >= 0 {
+		if i := strings.Index(url, "://"); i >= 0 && i < at {
+			return url[:i+3] + "<redacted>" + url[at:]
+		}
+	}
+	return url
 }
 
 // stop shuts the workers and NATS down (after the scheduler has closed).

@@ -415,7 +415,10 @@ func (w *worker) onCoordinatorHeartbeat(m *nats.Msg) {
 		return
 	}
 	if w.lastCoord.Swap(int64(time.Since(w.start))+1) == 0 {
+		// A coordinator that started after this worker (foreman, systemd)
+		// missed the first registration: announce again.
 		w.log.Info("coordinator seen")
+		w.publish(w.subj.Register(), w.registration())
 	}
 }
 

@@ -51,6 +51,9 @@ type Settings struct {
 	MockPrefillPerToken  time.Duration
 	MockMinReplyTokens   int
 	WorkerBin            string
+	Workers              string // "launch" (start them) or "external" (foreman, systemd)
+	NATSURL              string
+	NATSToken            string
 	TP                   int
 	Deployment           string
 	StepTimeout          time.Duration
@@ -70,7 +73,7 @@ func Defaults() Settings {
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
-		TP: 1, Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
+		TP: 1, Workers: "launch", Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
 	}
 }
 
@@ -206,6 +209,16 @@ var settings = []setting{
 	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
 	{name: "mock-min-reply-tokens", usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", set: integer(func(s *Settings) *int { return &s.MockMinReplyTokens })},
 	{name: "worker-bin", usage: "worker executable for the real engine (default: \"worker\" next to this binary)", set: str(func(s *Settings) *string { return &s.WorkerBin })},
+	{name: "workers", usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", set: func(s *Settings, v string) error {
+		switch v = strings.TrimSpace(v); v {
+		case "launch", "external":
+			s.Workers = v
+			return nil
+		}
+		return fmt.Errorf("want launch or external, got %q", v)
+	}},
+	{name: "nats-url", usage: "external NATS server or cluster (default: an embedded server on loopback)", set: str(func(s *Settings) *string { return &s.NATSURL })},
+	{name: "nats-token", aliases: []string{"GPTOSS_NATS_TOKEN"}, usage: "token for --nats-url", set: str(func(s *Settings) *string { return &s.NATSToken })},
 	{name: "tp", usage: "tensor-parallel degree: worker processes to launch", set: integer(func(s *Settings) *int { return &s.TP })},
 	{name: "deployment", usage: "NATS subject namespace of this server and its workers", set: str(func(s *Settings) *string { return &s.Deployment })},
 	{name: "step-timeout", usage: "watchdog: a forward step with no answer within this fails its requests", set: duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
@@ -359,6 +372,8 @@ func (s Settings) Validate() error {
 		return errors.New("config: max_running and max_step_tokens must be positive")
 	case s.MaxMessages < 1 || s.MaxN < 1 || s.MaxStop < 0 || s.MaxTools < 0:
 		return errors.New("config: max_messages and max_n must be positive; max_stop and max_tools not negative")
+	case s.Workers == "external" && s.NATSURL == "":
+		return errors.New("config: --workers external needs --nats-url (the workers cannot reach an embedded server they were not told about)")
 	case s.TP < 1 || s.StepTimeout <= 0 || s.LoadTimeout <= 0:
 		return errors.New("config: tp must be at least 1, step and load timeouts positive")
 	case s.MockStep < 0 || s.MockPerSeq < 0 || s.MockPrefillPerToken < 0 || s.MockMinReplyTokens < 0:
@@ -371,6 +386,9 @@ func (s Settings) Validate() error {
 // for the startup log.
 func (s Settings) Redacted() Settings {
 	r := s
+	if r.NATSToken != "" {
+		r.NATSToken = "<redacted>"
+	}
 	r.APIKeys = make([]string, len(s.APIKeys))
 	for i := range s.APIKeys {
 		r.APIKeys[i] = "<redacted>"
