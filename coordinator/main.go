@@ -128,7 +128,7 @@ func run(s config.Settings, log *zap.Logger) error {
 		}
 		defer real.stop()
 		exec = real.client
-		workers = func() any { return real.client.Workers() }
+		workers = real.status
 	} else {
 		m := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
 		m.SetMinReply(s.MockMinReplyTokens)

@@ -26,6 +26,14 @@ type realEngine struct {
 	conn    *nats.Conn
 	client  *remote.Client
 	workers *launch.Group
+	cancel  context.CancelFunc // stops the reload watcher
+	done    chan struct{}
+}
+
+// workerStatus is one worker as /health and /stats show it.
+type workerStatus struct {
+	remote.WorkerInfo
+	Restarts int
 }
 
 // startReal launches tp workers for the checkpoint in dir, waits for them
@@ -81,8 +89,82 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 	if err := e.client.Load(lctx, &wire.Load{ModelDir: dir, Tp: int32(s.TP)}); err != nil {
 		return nil, fmt.Errorf("loading %s: %w", dir, err)
 	}
+	wctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan struct{})
+	go e.watch(wctx, s, dir, log)
 	ok = true
 	return e, nil
+}
+
+// watch reloads the model on every rank when a worker comes back as a new
+// process (restarted by the launcher, systemd or by hand): its KV cache and
+// the collective are gone, so every rank starts over with a new epoch.
+// Requests that were running fail with the step error; new ones work once
+// the reload is done.
+func (e *realEngine) watch(ctx context.Context, s config.Settings, dir string, log *zap.Logger) {
+	defer close(e.done)
+	loaded := e.ids()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := e.ids()
+		if len(now) < s.TP || now == nil {
+			continue
+		}
+		changed := false
+		for rank, id := range now {
+			changed = changed || id != loaded[rank]
+		}
+		if !changed {
+			continue
+		}
+		log.Warn("a worker restarted: reloading the model on every rank", zap.Any("workers", now))
+		lctx, cancel := context.WithTimeout(ctx, s.LoadTimeout)
+		err := e.client.WaitWorkers(lctx, s.TP)
+		if err == nil {
+			err = e.client.Load(lctx, &wire.Load{ModelDir: dir, Tp: int32(s.TP)})
+		}
+		cancel()
+		if err != nil {
+			log.Error("reloading after a worker restart failed; will retry", zap.Error(err))
+			continue
+		}
+		loaded = now
+		log.Info("model reloaded after a worker restart")
+	}
+}
+
+// ids returns the current worker id of every registered, live rank.
+func (e *realEngine) ids() map[int]string {
+	out := map[int]string{}
+	for _, w := range e.client.Workers() {
+		if w.Registered && !w.Lost {
+			out[w.Rank] = w.ID
+		}
+	}
+	return out
+}
+
+// status lists the workers with their restart counts.
+func (e *realEngine) status() any {
+	var restarts []int
+	if e.workers != nil {
+		restarts = e.workers.Restarts()
+	}
+	var out []workerStatus
+	for _, w := range e.client.Workers() {
+		st := workerStatus{WorkerInfo: w}
+		if w.Rank >= 0 && w.Rank < len(restarts) {
+			st.Restarts = restarts[w.Rank]
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // launch starts the local worker processes.
@@ -121,6 +203,10 @@ func redact(url string) string {
 
 // stop shuts the workers and NATS down (after the scheduler has closed).
 func (e *realEngine) stop() {
+	if e.cancel != nil {
+		e.cancel()
+		<-e.done
+	}
 	if e.client != nil {
 		e.client.Shutdown()
 	}

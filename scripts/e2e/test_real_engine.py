@@ -56,6 +56,18 @@ def test_killed_worker_fails_the_request_not_the_server(make_server):
         list(c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=50, stream=True))
     assert time.time() - start < 10  # a clear error within seconds, not a hang
     assert srv.get_json("/health")["status"] == "ok"  # the coordinator itself is unharmed
+    # The worker is restarted, the model reloaded, and the next request works.
+    deadline = time.time() + 30
+    while True:
+        try:
+            r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+            break
+        except openai.APIError:
+            assert time.time() < deadline, srv.logs()[-3000:]
+            time.sleep(0.5)
+    assert r.usage.completion_tokens <= 4
+    (w,) = srv.get_json("/health")["workers"]
+    assert w["Restarts"] == 1 and w["PID"] != worker
 
 
 def test_workers_exit_with_the_coordinator(make_server):
