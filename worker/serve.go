@@ -415,10 +415,7 @@ func (w *worker) onCoordinatorHeartbeat(m *nats.Msg) {
 		return
 	}
 	if w.lastCoord.Swap(int64(time.Since(w.start))+1) == 0 {
-		// A coordinator that started after this worker (foreman, systemd)
-		// missed the first registration: announce again.
 		w.log.Info("coordinator seen")
-		w.publish(w.subj.Register(), w.registration())
 	}
 }
 
@@ -431,6 +428,10 @@ func (w *worker) onControl(m *nats.Msg) {
 	switch c.Op {
 	case "drain":
 		w.drain()
+	case "announce":
+		// A coordinator that started after this worker (foreman, systemd,
+		// a restart) missed the registration: register again.
+		w.publish(w.subj.Register(), w.registration())
 	case "shutdown":
 		w.log.Info("shutdown requested")
 		w.drain()

@@ -179,6 +179,12 @@ func New(o Options) (*Client, error) {
 		c.unsubscribe()
 		return nil, fmt.Errorf("remote: flush: %w", err)
 	}
+	// Workers that started before this coordinator (foreman, systemd, a
+	// coordinator restart) registered when nobody listened: ask them to
+	// announce themselves again.
+	if data, err := wire.Marshal(&wire.Control{Op: "announce"}); err == nil {
+		_ = o.Conn.Publish(o.Subjects.Control(), data)
+	}
 	go c.heartbeat()
 	return c, nil
 }

@@ -218,6 +218,9 @@ func (w *fakeWorker) onControl(m *nats.Msg) {
 		w.t.Error(err)
 		return
 	}
+	if c.Op == "announce" { // a coordinator (re)started: nothing to record
+		return
+	}
 	w.mu.Lock()
 	w.controls = append(w.controls, c.Op)
 	w.mu.Unlock()

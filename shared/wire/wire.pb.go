@@ -772,7 +772,7 @@ func (x *StepResult) GetTokens() []*SampledToken {
 }
 
 // Control is a command to every worker (<prefix>.control): "drain",
-// "shutdown".
+// "shutdown", or "announce" (register again: a coordinator has started).
 type Control struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Op            string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
