@@ -5,3 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="${GOBIN:-/tmp/gobin}:$PATH" protoc --go_out=. --go_opt=paths=source_relative shared/wire/wire.proto
+# The go-plugin gRPC contract (protoc-gen-go-grpc v1.3.0 matches the grpc
+# version go-plugin brings):
+#   GOBIN=/tmp/gobin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.3.0
+PATH="${GOBIN:-/tmp/gobin}:$PATH" protoc --go_out=. --go_opt=paths=source_relative \
+  --go-grpc_out=. --go-grpc_opt=paths=source_relative shared/plugin/plugin.proto

@@ -25,7 +25,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/gptoss/server/shared/logging"
+	"github.com/gptoss/server/shared/plugin"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -157,7 +160,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(2)
 	}
-	code := newWorker(c, log).run()
+	w := newWorker(c, log)
+	if plugin.IsPlugin() {
+		// Launched by the coordinator through go-plugin: the NATS worker
+		// runs beside the plugin's gRPC service, and the process ends when
+		// the worker does (the host's kill ends it too).
+		go func() {
+			code := w.run()
+			_ = log.Sync()
+			os.Exit(code)
+		}()
+		plugin.Serve(pluginService{w}, hclog.NewNullLogger())
+		_ = log.Sync()
+		os.Exit(0)
+	}
+	code := w.run()
 	_ = log.Sync()
 	os.Exit(code)
 }

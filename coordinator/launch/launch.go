@@ -1,20 +1,20 @@
-// Package launch starts and stops the local worker processes of the
-// one-command mode: one per rank, each killed if the coordinator dies
-// (parent-death signal, plus the parent pid the worker polls), with its
-// stderr relayed into the coordinator's log under its rank.
+// Package launch starts, supervises and stops the local worker processes
+// of the one-command mode: one per rank, each killed if the coordinator
+// dies (parent-death signal, plus the parent pid the worker polls), with
+// its stderr relayed into the coordinator's log under its rank.
 //
-// A worker that dies is started again after a backoff that doubles up to
-// a cap and resets once a process has lived a while; Restarts counts them.
-// (go-plugin's handshake and gRPC health are not used yet: the workers
-// speak NATS, which carries everything, and os/exec suffices to supervise.)
+// Workers are go-plugin plugins: the handshake on start, a small gRPC
+// service (describe, health, shutdown) for the host, while inference
+// travels over NATS. A worker that dies is started again after a backoff
+// that doubles up to a cap and resets once a process has lived a while;
+// Restarts counts them.
 package launch
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -23,7 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
 	"go.uber.org/zap"
+
+	"github.com/gptoss/server/shared/plugin"
 )
 
 // Options configures Start.
@@ -51,9 +55,10 @@ type Group struct {
 
 type proc struct {
 	rank    int
-	cmd     *exec.Cmd
+	client  *goplugin.Client
+	svc     plugin.Service
+	pid     int
 	done    chan struct{}
-	err     error
 	started time.Time
 }
 
@@ -136,7 +141,7 @@ func (g *Group) supervise(rank int, p *proc) {
 		if time.Since(p.started) > healthyAfter {
 			backoff = minBackoff
 		}
-		g.log.Warn("worker died; restarting", zap.Int("worker_rank", rank), zap.Duration("backoff", backoff), zap.Error(p.err))
+		g.log.Warn("worker died; restarting", zap.Int("worker_rank", rank), zap.Duration("backoff", backoff))
 		time.Sleep(backoff)
 		backoff = min(2*backoff, maxBackoff)
 		g.mu.Lock()
@@ -172,7 +177,7 @@ func (g *Group) PIDs() []int {
 	out := make([]int, len(g.procs))
 	for i, p := range g.procs {
 		if p != nil {
-			out[i] = p.cmd.Process.Pid
+			out[i] = p.pid
 		}
 	}
 	return out
@@ -182,54 +187,82 @@ func (g *Group) start(o Options, rank int) (*proc, error) {
 	cmd := exec.Command(o.Bin, o.Args(rank)...)
 	cmd.Env = append(append(os.Environ(), o.Env...), "GPTOSS_WORKER_PARENT_PID="+strconv.Itoa(os.Getpid()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	stderr, err := cmd.StderrPipe()
+	log := g.log.With(zap.Int("worker_rank", rank))
+	client := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  plugin.Handshake,
+		Plugins:          plugin.PluginMap,
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		Logger:           hclog.NewNullLogger(),
+		Stderr:           &lineLog{log: log},
+		// The handshake only; the model loads later, over NATS.
+		StartTimeout: time.Minute,
+	})
+	rpc, err := client.Client()
 	if err != nil {
+		client.Kill()
 		return nil, fmt.Errorf("launch: rank %d: %w", rank, err)
 	}
-	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
+	raw, err := rpc.Dispense(plugin.Name)
+	if err != nil {
+		client.Kill()
 		return nil, fmt.Errorf("launch: rank %d: %w", rank, err)
 	}
-	p := &proc{rank: rank, cmd: cmd, done: make(chan struct{}), started: time.Now()}
-	log := g.log.With(zap.Int("worker_rank", rank), zap.Int("pid", cmd.Process.Pid))
-	log.Info("worker started", zap.String("bin", o.Bin))
-	var relay sync.WaitGroup
-	relay.Add(1)
+	svc := raw.(plugin.Service)
+	p := &proc{rank: rank, client: client, svc: svc, pid: cmd.Process.Pid, done: make(chan struct{}), started: time.Now()}
+	log.Info("worker started", zap.String("bin", o.Bin), zap.Int("pid", p.pid))
 	go func() {
-		defer relay.Done()
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			log.Info("worker log", zap.String("line", sc.Text()))
+		// go-plugin owns the process's Wait; poll its view.
+		for !client.Exited() {
+			time.Sleep(100 * time.Millisecond)
 		}
-	}()
-	go func() {
-		relay.Wait()
-		p.err = cmd.Wait()
-		if p.err != nil {
-			log.Warn("worker exited", zap.Error(p.err))
-		} else {
-			log.Info("worker exited")
-		}
+		log.Warn("worker exited", zap.Int("pid", p.pid))
 		close(p.done)
 	}()
 	return p, nil
 }
 
-// Stop asks every worker to end (SIGTERM), waits up to timeout, then kills
-// what is left (with its process group). Nothing is restarted after it.
+// lineLog writes a worker's stderr into the coordinator's log, a line at a
+// time.
+type lineLog struct {
+	log *zap.Logger
+	buf []byte
+}
+
+func (l *lineLog) Write(b []byte) (int, error) {
+	l.buf = append(l.buf, b...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Info("worker log", zap.String("line", string(l.buf[:i])))
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 1<<20 { // a line without end: do not grow forever
+		l.log.Info("worker log", zap.String("line", string(l.buf)))
+		l.buf = l.buf[:0]
+	}
+	return len(b), nil
+}
+
+// Stop asks every worker to drain and end (the plugin's Shutdown), waits
+// up to timeout, then kills what is left (go-plugin's Kill, then the
+// process group). Nothing is restarted after it.
 func (g *Group) Stop(timeout time.Duration) {
 	g.mu.Lock()
 	g.stopping = true
 	procs := append([]*proc(nil), g.procs...)
 	g.mu.Unlock()
-	for _, p := range procs {
-		if p != nil {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	for _, p := range procs {
+		if p != nil {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			_ = p.svc.Shutdown(sctx)
+			scancel()
+		}
+	}
 	for _, p := range procs {
 		if p == nil {
 			continue
@@ -237,10 +270,32 @@ func (g *Group) Stop(timeout time.Duration) {
 		select {
 		case <-p.done:
 		case <-ctx.Done():
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			p.client.Kill()
+			if p.pid > 0 {
+				_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+			}
 			<-p.done
 		}
+		p.client.Kill() // closes the RPC connection; a no-op for an exited process
 	}
+}
+
+// Health asks every worker's plugin service for its state (the host-side
+// check; NATS heartbeats carry the same for remote workers).
+func (g *Group) Health(ctx context.Context) []*plugin.HealthReply {
+	g.mu.Lock()
+	procs := append([]*proc(nil), g.procs...)
+	g.mu.Unlock()
+	out := make([]*plugin.HealthReply, len(procs))
+	for i, p := range procs {
+		if p == nil {
+			continue
+		}
+		if h, err := p.svc.Health(ctx); err == nil {
+			out[i] = h
+		}
+	}
+	return out
 }
 
 // ErrNoWorkers is returned when the world size is not positive.

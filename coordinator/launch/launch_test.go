@@ -1,7 +1,9 @@
 package launch
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -10,14 +12,27 @@ import (
 	"time"
 )
 
-// A script that lives until killed stands in for the worker.
-func fakeWorker(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "worker")
-	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho started >&2\nexec sleep 60\n"), 0o755); err != nil {
-		t.Fatal(err)
+var workerBin string
+
+// TestMain builds the real worker: it speaks the go-plugin handshake. The
+// tests point it at a NATS address where nothing listens, so it only
+// serves the plugin side while it retries.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "launch-test")
+	if err != nil {
+		panic(err)
 	}
-	return bin
+	workerBin = filepath.Join(dir, "worker")
+	if out, err := exec.Command("go", "build", "-o", workerBin, "../../worker").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func workerArgs(rank int) []string {
+	return []string{"--nats-url", "nats://127.0.0.1:1", "--coordinator-timeout", "60s", "--rank", strconv.Itoa(rank), "--world-size", "2"}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -44,7 +59,7 @@ func alive(pid int) bool {
 }
 
 func TestRestartAndStop(t *testing.T) {
-	g, err := Start(Options{Bin: fakeWorker(t), WorldSize: 2, Args: func(int) []string { return nil }})
+	g, err := Start(Options{Bin: workerBin, WorldSize: 2, Args: workerArgs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +73,14 @@ func TestRestartAndStop(t *testing.T) {
 	waitFor(t, "rank 1 to restart", func() bool { return g.Restarts()[1] == 1 && g.PIDs()[1] != first[1] })
 	if g.Restarts()[0] != 0 || g.PIDs()[0] != first[0] {
 		t.Fatal("rank 0 was touched")
+	}
+	// The host's health check goes through the plugin's gRPC service.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for rank, h := range g.Health(ctx) {
+		if h == nil || h.State == "" {
+			t.Fatalf("rank %d health %v", rank, h)
+		}
 	}
 	now := g.PIDs()
 	g.Stop(2 * time.Second)
@@ -74,7 +97,7 @@ func TestMissingBinary(t *testing.T) {
 	if _, err := Start(Options{Bin: "/nonexistent/worker", WorldSize: 1, Args: func(int) []string { return nil }}); err == nil {
 		t.Fatal("no error")
 	}
-	if _, err := Start(Options{Bin: fakeWorker(t), WorldSize: 0}); err != ErrNoWorkers {
+	if _, err := Start(Options{Bin: workerBin, WorldSize: 0}); err != ErrNoWorkers {
 		t.Fatalf("world size 0: %v", err)
 	}
 }
