@@ -339,10 +339,10 @@ func (w *worker) publishOn(nc *nats.Conn, subject string, m proto.Message) {
 }
 
 func (w *worker) registration() *wire.Register {
-	total, used := memoryInfo()
+	dev, total, used := device()
 	return &wire.Register{
 		WorkerId: w.cfg.WorkerID, Rank: int32(w.cfg.Rank), WorldSize: int32(w.cfg.WorldSize),
-		Device: "cpu", MemoryTotal: total, MemoryUsed: used, Version: version, Pid: int32(os.Getpid()),
+		Device: dev, MemoryTotal: total, MemoryUsed: used, Version: version, Pid: int32(os.Getpid()),
 	}
 }
 
