@@ -11,10 +11,12 @@ LDFLAGS := -X main.version=$(VERSION)
 # the build output.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-# The flags of the original test plan; mock mode until the workers land.
-RUN_ARGS ?= --model 20b --profile latency_first --port 8000
+# make run: the tiny gpt-oss checkpoint on two CPU worker processes in
+# tensor parallelism. make run-mock: the original test plan's command (the
+# mock engine unless the 20b weights are in the Hugging Face cache).
+RUN_ARGS ?= --model models/tiny --tp 2 --profile latency_first --port 8000
 
-.PHONY: help run run-tiny build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
+.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,11 +26,11 @@ build: ## build bin/coordinator, bin/worker and bin/bench
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker
 	$(GO) build -o $(BIN)/bench ./scripts/bench
 
-run: build ## start the coordinator on :8000 (mock engine without the 20b weights)
+run: build tiny ## start the server on :8000: coordinator, embedded NATS, two CPU workers (tiny model, tp 2)
 	$(BIN)/coordinator $(RUN_ARGS)
 
-run-tiny: build tiny ## start the coordinator with a worker process running the tiny model (real engine, CPU)
-	$(BIN)/coordinator --model models/tiny --profile latency_first --port 8000
+run-mock: build ## the original test plan's command: gpt-oss-20b (mock engine without its weights)
+	$(BIN)/coordinator --model 20b --profile latency_first --port 8000
 
 test: vet test-go test-e2e ## vet, Go tests (race detector) and the openai-SDK end-to-end tests
 

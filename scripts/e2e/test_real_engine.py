@@ -96,3 +96,40 @@ def test_tensor_parallel_workers_agree(make_server):
         texts[tp] = (r.choices[0].message.content, r.usage.completion_tokens)
         srv.stop()
     assert texts[2] == texts[1] and texts[4] == texts[1], texts
+
+
+def test_external_nats_restart(make_server):
+    """The coordinator and its workers on an external nats-server survive
+    a restart of that server: both reconnect and serve again."""
+    import shutil
+    from conftest import free_port
+    if not shutil.which("nats-server"):
+        pytest.skip("needs nats-server (Debian nats-server)")
+    port = free_port()
+
+    def nats():
+        return subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "--auth", "restart-test"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = nats()
+    try:
+        srv = make_server("--model", TINY, "--nats-url", f"nats://127.0.0.1:{port}", "--step-timeout", "3s",
+                          env={"GPTOSS_NATS_TOKEN": "restart-test"})
+        c = client(srv)
+        assert c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3).usage
+        server.terminate()
+        server.wait(timeout=10)
+        time.sleep(1)
+        server = nats()
+        deadline = time.time() + 30
+        while True:
+            try:
+                r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+                break
+            except openai.APIError:
+                assert time.time() < deadline, srv.logs()[-3000:]
+                time.sleep(0.5)
+        assert r.usage.completion_tokens <= 3
+        assert srv.get_json("/health")["workers"][0]["Restarts"] == 0  # reconnected, not restarted
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
