@@ -26,6 +26,18 @@ def client(srv):
     return openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0)
 
 
+def serves_again(srv, max_tokens, within=30):
+    """Retries a small chat request until the server answers it."""
+    c = client(srv)
+    deadline = time.time() + within
+    while True:
+        try:
+            return c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=max_tokens)
+        except openai.APIError:
+            assert time.time() < deadline, srv.logs()[-3000:]
+            time.sleep(0.5)
+
+
 def test_chat_through_a_worker_process(make_server):
     srv = make_server("--model", TINY, "--step-timeout", "5s")
     health = srv.get_json("/health")
@@ -57,14 +69,7 @@ def test_killed_worker_fails_the_request_not_the_server(make_server):
     assert time.time() - start < 10  # a clear error within seconds, not a hang
     assert srv.get_json("/health")["status"] == "ok"  # the coordinator itself is unharmed
     # The worker is restarted, the model reloaded, and the next request works.
-    deadline = time.time() + 30
-    while True:
-        try:
-            r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
-            break
-        except openai.APIError:
-            assert time.time() < deadline, srv.logs()[-3000:]
-            time.sleep(0.5)
+    r = serves_again(srv, max_tokens=4)
     assert r.usage.completion_tokens <= 4
     (w,) = srv.get_json("/health")["workers"]
     assert w["Restarts"] == 1 and w["PID"] != worker
@@ -120,14 +125,7 @@ def test_external_nats_restart(make_server):
         server.wait(timeout=10)
         time.sleep(1)
         server = nats()
-        deadline = time.time() + 30
-        while True:
-            try:
-                r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
-                break
-            except openai.APIError:
-                assert time.time() < deadline, srv.logs()[-3000:]
-                time.sleep(0.5)
+        r = serves_again(srv, max_tokens=3)
         assert r.usage.completion_tokens <= 3
         assert srv.get_json("/health")["workers"][0]["Restarts"] == 0  # reconnected, not restarted
     finally:
