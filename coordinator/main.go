@@ -143,6 +143,7 @@ func run(s config.Settings, log *zap.Logger) error {
 			MaxTools: s.MaxTools, MaxPromptStrings: 1},
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,
 		Logger: log.Named("api"), Version: version, Workers: workers,
+		KeyLimits: api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
 	})
 	if err != nil {
 		return err

@@ -73,6 +73,8 @@ type Options struct {
 	Version string
 	// Workers, when set, lists the worker processes for /health and /stats.
 	Workers func() any
+	// KeyLimits bound each client's request rate and concurrency (429).
+	KeyLimits KeyLimits
 }
 
 // Server is the HTTP API.
@@ -81,6 +83,7 @@ type Server struct {
 	echo    *echo.Echo
 	log     *zap.Logger
 	keys    [][sha256.Size]byte
+	limits  *limiter
 	started time.Time
 	ready   atomic.Bool
 	// fingerprint identifies this server build and model for
@@ -115,7 +118,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Gatherer == nil {
 		opts.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, started: time.Now()}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), limits: newLimiter(opts.KeyLimits)}
 	for _, k := range opts.APIKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
@@ -137,8 +140,8 @@ func New(opts Options) (*Server, error) {
 
 	// Auth per route rather than on a /v1 group: a group with middleware
 	// catches every /v1/* path, which turns a wrong method (405) into 404.
-	e.POST("/v1/chat/completions", s.chatCompletions, s.authMiddleware)
-	e.POST("/v1/completions", s.completions, s.authMiddleware)
+	e.POST("/v1/chat/completions", s.chatCompletions, s.authMiddleware, s.limitMiddleware)
+	e.POST("/v1/completions", s.completions, s.authMiddleware, s.limitMiddleware)
 	e.GET("/v1/models", s.models, s.authMiddleware)
 	e.GET("/v1/models/:id", s.model, s.authMiddleware)
 	s.echo = e

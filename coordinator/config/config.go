@@ -46,6 +46,9 @@ type Settings struct {
 	MaxN                 int
 	MaxStop              int
 	MaxTools             int
+	KeyRate              float64
+	KeyBurst             int
+	KeyConcurrency       int
 	MockStep             time.Duration
 	MockPerSeq           time.Duration
 	MockPrefillPerToken  time.Duration
@@ -204,6 +207,16 @@ var settings = []setting{
 	{name: "max-n", usage: "largest n (choices per request)", set: integer(func(s *Settings) *int { return &s.MaxN })},
 	{name: "max-stop", usage: "most stop sequences per request", set: integer(func(s *Settings) *int { return &s.MaxStop })},
 	{name: "max-tools", usage: "most tools per request", set: integer(func(s *Settings) *int { return &s.MaxTools })},
+	{name: "key-rate", usage: "requests per second per API key (or client address without keys); 0 = no limit (429 above)", set: func(s *Settings, v string) error {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || f < 0 {
+			return fmt.Errorf("want a non-negative number, got %q", v)
+		}
+		s.KeyRate = f
+		return nil
+	}},
+	{name: "key-burst", usage: "requests a key may send at once above --key-rate", set: integer(func(s *Settings) *int { return &s.KeyBurst })},
+	{name: "key-concurrency", usage: "requests in flight per API key; 0 = no limit (429 above)", set: integer(func(s *Settings) *int { return &s.KeyConcurrency })},
 	{name: "mock-step", usage: "mock engine: fixed time per step", set: duration(func(s *Settings) *time.Duration { return &s.MockStep })},
 	{name: "mock-per-seq", usage: "mock engine: extra step time per sequence in the batch", set: duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
 	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
@@ -370,6 +383,8 @@ func (s Settings) Validate() error {
 		return errors.New("config: shutdown_timeout must not be negative")
 	case s.MaxRunning < 1 || s.MaxStepTokens < 1:
 		return errors.New("config: max_running and max_step_tokens must be positive")
+	case s.KeyBurst < 0 || s.KeyConcurrency < 0:
+		return errors.New("config: key_burst and key_concurrency must not be negative")
 	case s.MaxMessages < 1 || s.MaxN < 1 || s.MaxStop < 0 || s.MaxTools < 0:
 		return errors.New("config: max_messages and max_n must be positive; max_stop and max_tools not negative")
 	case s.Workers == "external" && s.NATSURL == "":
