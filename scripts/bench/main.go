@@ -86,6 +86,7 @@ func main() {
 	expected := flag.Duration("expected-itl", 0, "engine step time, for the added inter-token latency when the server does not export gptoss_step_duration_seconds")
 	out := flag.String("out", "", "write the results as JSON to this file")
 	apiKey := flag.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
+	stream := flag.Bool("stream", true, "stream the responses (false: plain requests; only end-to-end latency is measured, as in the original test plan's benchmark.sh)")
 	serverStats := flag.Bool("server-stats", true, "also read the server's inter-token latency from /stats after each level (its window holds the last 10000 gaps)")
 	endpoint := flag.String("endpoint", "chat", "chat (Harmony: header tokens produce no text, so some gaps span several tokens) or completions (every token is one event)")
 	flag.Parse()
@@ -102,7 +103,7 @@ func main() {
 			os.Exit(2)
 		}
 		sum0, n0, stepErr := fetchStepStats(client, *url)
-		lv := runLevel(client, target{*url, *endpoint, *model, *profile, *apiKey}, c, *perClient, *maxTokens, *expected)
+		lv := runLevel(client, target{*url, *endpoint, *model, *profile, *apiKey, *stream}, c, *perClient, *maxTokens, *expected)
 		base := *expected
 		if sum1, n1, err := fetchStepStats(client, *url); stepErr == nil && err == nil && n1 > n0 {
 			lv.EngineStepMs = (sum1 - sum0) / (n1 - n0) * 1e3
@@ -145,6 +146,7 @@ func main() {
 		if lv.FirstErrorText != "" {
 			fmt.Printf("       first error: %s\n", lv.FirstErrorText)
 		}
+		fmt.Printf("       success %d/%d in %.2f s, QPS %.2f\n", lv.Requests-lv.Errors, lv.Requests, lv.DurationS, lv.RequestsPerS)
 	}
 	if *out != "" {
 		b, _ := json.MarshalIndent(map[string]any{"url": *url, "endpoint": *endpoint, "model": *model, "max_tokens": *maxTokens,
@@ -165,6 +167,7 @@ func main() {
 // target is where and how requests go.
 type target struct {
 	url, endpoint, model, profile, key string
+	stream                             bool
 }
 
 func runLevel(client *http.Client, tg target, conc, per, maxTokens int, expected time.Duration) Level {
@@ -260,7 +263,7 @@ func fetchStepStats(client *http.Client, url string) (sum, count float64, err er
 
 // one sends a streaming request and times the text events.
 func one(client *http.Client, tg target, maxTokens int, prompt string) result {
-	body := map[string]any{"model": tg.model, "max_tokens": maxTokens, "stream": true, "temperature": 0}
+	body := map[string]any{"model": tg.model, "max_tokens": maxTokens, "stream": tg.stream, "temperature": 0}
 	path := "/v1/chat/completions"
 	if tg.endpoint == "completions" {
 		path = "/v1/completions"
@@ -288,6 +291,17 @@ func one(client *http.Client, tg target, maxTokens int, prompt string) result {
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return result{err: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, msg)}
+	}
+	if !tg.stream {
+		var out struct {
+			Usage struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return result{err: "bad response: " + err.Error()}
+		}
+		return result{ok: true, e2e: time.Since(start), tokens: out.Usage.CompletionTokens}
 	}
 	var r result
 	var last time.Time
