@@ -610,6 +610,11 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 	}
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
+		if st.Preempted {
+			res.Preempted = append(res.Preempted, st.ID)
+			delete(w.sampling, st.ID) // resent when the sequence is recomputed
+			continue
+		}
 		if !st.Sample {
 			continue
 		}
@@ -660,6 +665,7 @@ func (w *worker) doLoad(l *wire.Load) (res *wire.LoadResult) {
 		return res
 	}
 	res.Model, res.Vocab = id, int32(vocab)
+	res.KvTokens = int64(w.exec.Capabilities().KVTokens)
 	return res
 }
 

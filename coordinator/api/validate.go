@@ -255,6 +255,11 @@ func (s *Server) parseStop(raw json.RawMessage) ([]string, error) {
 // length. requested is nil when the client set no limit.
 func (s *Server) resolveMaxTokens(requested *int, param string, g *genParams) error {
 	ctxLen := s.opts.Model.ContextLength
+	// A sequence must also fit in the engine's KV cache at once, or it
+	// could never finish however much the scheduler preempts.
+	if kv := s.opts.Engine.Capabilities().KVTokens; kv > 0 && kv < ctxLen {
+		ctxLen = kv
+	}
 	prompt := len(g.prompt)
 	if prompt >= ctxLen {
 		return invalid("messages", "context_length_exceeded",

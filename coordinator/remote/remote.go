@@ -125,6 +125,7 @@ type Client struct {
 	stepID   uint64               // last step id; guarded by mu
 	steps    uint64               // successful steps; guarded by mu
 	draining bool                 // guarded by mu
+	kvTokens int64                // smallest KV capacity any rank reported at load; guarded by mu
 }
 
 var _ sched.Executor = (*Client)(nil)
@@ -415,7 +416,14 @@ func (c *Client) loadRank(ctx context.Context, rank int, data []byte) error {
 		return fmt.Errorf("remote: load: rank %d answered as rank %d", rank, r.Rank)
 	}
 	c.log.Info("worker loaded", zap.Int("rank", rank), zap.String("model", r.Model), zap.Int32("vocab", r.Vocab),
-		zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
+		zap.Int64("kv_tokens", r.KvTokens), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
+	if r.KvTokens > 0 {
+		c.mu.Lock()
+		if c.kvTokens == 0 || r.KvTokens < c.kvTokens {
+			c.kvTokens = r.KvTokens
+		}
+		c.mu.Unlock()
+	}
 	return nil
 }
 
@@ -507,14 +515,22 @@ func (c *Client) request(ctx context.Context, msg *wire.Step) (*wire.StepResult,
 	return &res, nil
 }
 
-// fill copies the sampled tokens into the batch.
+// fill copies the sampled tokens and the preemptions into the batch.
 func fill(b *sched.Batch, res *wire.StepResult) error {
 	byID := make(map[uint64]*wire.SampledToken, len(res.Tokens))
 	for _, t := range res.Tokens {
 		byID[t.SeqId] = t
 	}
+	preempted := make(map[uint64]bool, len(res.Preempted))
+	for _, id := range res.Preempted {
+		preempted[id] = true
+	}
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
+		if preempted[st.ID] {
+			st.Preempted = true
+			continue
+		}
 		if !st.Sample {
 			continue
 		}
@@ -557,7 +573,11 @@ func (c *Client) Release(ids []uint64) {
 
 // Capabilities: the workers compute logprobs and Step passes them on, but
 // the API does not write them into responses yet, so they are not offered.
-func (c *Client) Capabilities() sched.Capabilities { return sched.Capabilities{} }
+func (c *Client) Capabilities() sched.Capabilities {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sched.Capabilities{KVTokens: int(c.kvTokens)}
+}
 
 // Workers reports every known worker, sorted by rank.
 func (c *Client) Workers() []WorkerInfo {

@@ -118,6 +118,9 @@ type Final struct {
 // refuses what it cannot instead of silently ignoring it.
 type Capabilities struct {
 	Logprobs bool
+	// KVTokens is the most tokens one sequence can hold in the KV cache
+	// (0: unknown); a request that could never fit is refused at admission.
+	KVTokens int
 }
 
 // Executor runs forward passes. Step and Release are only ever called from
@@ -152,6 +155,10 @@ type SeqStep struct {
 	Sampling *Sampling
 	// Out is filled by the executor when Sample is set.
 	Out Token
+	// Preempted is set by the executor when it could not make room for
+	// this sequence (KV cache full): it ran nothing for it and dropped its
+	// state. The scheduler requeues it to be recomputed from its tokens.
+	Preempted bool
 }
 
 // Options configures a Scheduler.
@@ -166,6 +173,8 @@ type Options struct {
 	// OnStep, when set, is told about every successful step: sequences,
 	// tokens and the executor's time. Called on the loop goroutine.
 	OnStep func(seqs, tokens int, took time.Duration)
+	// OnPreempt, when set, is told about every preemption.
+	OnPreempt func(profile string)
 }
 
 // Load is a profile's current occupancy.
@@ -243,6 +252,7 @@ func (s *Scheduler) Submit(ctx context.Context, req *Request) (*Stream, error) {
 	seq := &sequence{
 		id:       s.nextID.Add(1),
 		req:      req,
+		tokens:   slices.Clip(req.Prompt),
 		ctx:      ctx,
 		notify:   make(chan struct{}, 1),
 		enqueued: time.Now(),
@@ -439,36 +449,33 @@ func (s *Scheduler) admit() {
 
 // build fills b with this step's work: one token for every decoding
 // sequence, then prompt chunks in admission order within the step budget.
+// A sequence feeds the part of its tokens not yet in the KV cache (all of
+// them after a preemption) and samples when the chunk reaches the end.
 func (s *Scheduler) build(b *Batch) {
 	b.Seqs = b.Seqs[:0]
 	budget := s.opts.MaxStepTokens
 	for _, q := range s.batch {
-		if q.prefilled == len(q.req.Prompt) {
+		if len(q.tokens)-q.prefilled == 1 {
 			budget--
 		}
 	}
 	for _, q := range s.batch {
 		q.stepIdx = -1
-		if q.prefilled < len(q.req.Prompt) {
+		left := len(q.tokens) - q.prefilled
+		n := 1
+		if left > 1 {
 			if budget <= 0 {
 				continue
 			}
-			n := min(len(q.req.Prompt)-q.prefilled, q.req.Profile.Scheduling.PrefillChunk, budget)
+			n = min(left, q.req.Profile.Scheduling.PrefillChunk, budget)
 			budget -= n
-			q.stepIdx = len(b.Seqs)
-			b.Seqs = append(b.Seqs, SeqStep{
-				ID: q.id, Tokens: q.req.Prompt[q.prefilled : q.prefilled+n], Pos: q.prefilled,
-				Sample: q.prefilled+n == len(q.req.Prompt), Sampling: &q.req.Sampling,
-			})
-			q.stepChunk = n
-			continue
 		}
 		q.stepIdx = len(b.Seqs)
+		q.stepChunk = n
 		b.Seqs = append(b.Seqs, SeqStep{
-			ID: q.id, Tokens: q.last[:], Pos: len(q.req.Prompt) + q.generated - 1,
-			Sample: true, Sampling: &q.req.Sampling,
+			ID: q.id, Tokens: q.tokens[q.prefilled : q.prefilled+n], Pos: q.prefilled,
+			Sample: q.prefilled+n == len(q.tokens), Sampling: &q.req.Sampling,
 		})
-		q.stepChunk = 0
 	}
 }
 
@@ -481,6 +488,10 @@ func (s *Scheduler) deliver(b *Batch) {
 			return false
 		}
 		st := &b.Seqs[q.stepIdx]
+		if st.Preempted {
+			s.preempt(q)
+			return true // leaves the batch; its (already dropped) state is released
+		}
 		q.prefilled += q.stepChunk
 		if !st.Sample {
 			return false
@@ -488,7 +499,7 @@ func (s *Scheduler) deliver(b *Batch) {
 		tok := st.Out
 		tok.At = now
 		q.generated++
-		q.last[0] = tok.ID
+		q.tokens = append(q.tokens, tok.ID)
 		q.push(tok)
 		switch {
 		case slices.Contains(q.req.StopTokens, tok.ID):
@@ -500,6 +511,27 @@ func (s *Scheduler) deliver(b *Batch) {
 		}
 		return true
 	})
+}
+
+// preempt puts a running sequence back at the front of its queue; it will
+// be recomputed from its prompt and the tokens it generated so far. A
+// sequence that had nothing cached yet (its first chunk found no room) is
+// only deferred, and not counted as a preemption.
+func (s *Scheduler) preempt(q *sequence) {
+	lost := q.prefilled > 0
+	q.prefilled, q.stepChunk = 0, 0
+	q.enqueued = time.Now() // its queue timeout starts again
+	name := q.req.Profile.Name
+	s.mu.Lock()
+	s.running[name]--
+	s.waiting[name] = append([]*sequence{q}, s.waiting[name]...)
+	s.mu.Unlock()
+	if lost {
+		s.log.Debug("preempted", zap.String("request_id", q.req.ID), zap.Int("tokens", len(q.tokens)))
+		if s.opts.OnPreempt != nil {
+			s.opts.OnPreempt(name)
+		}
+	}
 }
 
 // failBatch ends every sequence of a failed step.

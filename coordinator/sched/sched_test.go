@@ -22,6 +22,9 @@ type fakeExec struct {
 	delay    time.Duration
 	stopAt   int // emit stop token 7 at this generated index (0: never)
 	gen      map[uint64]int
+	// preemptAt preempts every sequence once, at this decode position.
+	preemptAt int
+	preempted map[uint64]bool
 }
 
 func newFake() *fakeExec { return &fakeExec{state: map[uint64]int{}, gen: map[uint64]int{}} }
@@ -40,6 +43,15 @@ func (f *fakeExec) Step(ctx context.Context, b *Batch) error {
 	f.maxBatch = max(f.maxBatch, len(b.Seqs))
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
+		if f.preemptAt > 0 && st.Pos == f.preemptAt && !f.preempted[st.ID] {
+			if f.preempted == nil {
+				f.preempted = map[uint64]bool{}
+			}
+			f.preempted[st.ID] = true
+			st.Preempted = true
+			delete(f.state, st.ID) // the KV state is gone
+			continue
+		}
 		if want := f.state[st.ID]; st.Pos != want {
 			return errors.New("fake: non-contiguous positions")
 		}
@@ -322,4 +334,29 @@ func TestLoad(t *testing.T) {
 		l := s.Load()
 		return l["a"].Active == 1 && l["a"].Queued == 2 && l["b"] == (Load{})
 	})
+}
+
+// A preempted sequence is recomputed from its prompt and generated tokens
+// and finishes with exactly the tokens it would have produced.
+func TestPreemptionRecomputes(t *testing.T) {
+	f := newFake()
+	f.preemptAt = 12
+	p := testProfile("p", 4, 64, 10)
+	preemptions := 0
+	s := New(f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions++ }})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(10), MaxTokens: 8})
+	toks, fin := collect(t, st)
+	if fin.Reason != FinishLength || len(toks) != 8 {
+		t.Fatalf("final %+v, %d tokens", fin, len(toks))
+	}
+	for i, tk := range toks {
+		if tk.ID != 1010+i {
+			t.Fatalf("token %d = %d, want %d", i, tk.ID, 1010+i)
+		}
+	}
+	if preemptions != 1 {
+		t.Fatalf("%d preemptions", preemptions)
+	}
+	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
 }

@@ -9,7 +9,8 @@ import (
 )
 
 // sequence is one request inside the scheduler. Fields above mu are fixed at
-// Submit; fields below belong to the loop goroutine.
+// Submit (enqueued is reset by a preemption, on the loop goroutine); fields
+// below belong to the loop goroutine.
 type sequence struct {
 	id       uint64
 	req      *Request
@@ -23,11 +24,11 @@ type sequence struct {
 	final   *Final  // guarded by mu
 
 	admitted  time.Time
-	prefilled int
+	tokens    []int // prompt, then every generated token
+	prefilled int   // leading tokens held in the executor's KV cache
 	generated int
 	stepChunk int
 	stepIdx   int // index in the current Batch, -1 when not in it
-	last      [1]int
 }
 
 // dead reports whether the sequence must be dropped and why.

@@ -38,6 +38,7 @@ type metrics struct {
 	requests, finished, rejected     *prometheus.CounterVec
 	promptTotal, genTotal, cancelled *prometheus.CounterVec
 	parseWarnings                    *prometheus.CounterVec
+	preemptions                      *prometheus.CounterVec
 	running, waiting                 *prometheus.GaugeVec
 
 	// Engine steps, over all profiles: a step serves every profile's
@@ -94,6 +95,8 @@ func newMetrics() *metrics {
 			"Tokens generated."),
 		cancelled: counter("gptoss_requests_cancelled_total",
 			"Requests whose client disconnected before the response ended."),
+		preemptions: counter("gptoss_preemptions_total",
+			"Sequences preempted for lack of KV cache room and recomputed later."),
 		parseWarnings: counter("gptoss_harmony_parse_warnings_total",
 			"Structural problems in model output that the Harmony parser smoothed over (malformed headers, stray control tokens, text outside a message)."),
 
@@ -117,7 +120,7 @@ func newMetrics() *metrics {
 func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		m.ttft, m.itl, m.streamDelay, m.e2e, m.queue, m.promptHist, m.genHist,
-		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.parseWarnings,
+		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.parseWarnings, m.preemptions,
 		m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}
 	for i, c := range cs {

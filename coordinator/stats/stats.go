@@ -162,6 +162,7 @@ type profile struct {
 	ttft, itl, e2e, queue, promptHist, genHist prometheus.Observer
 	streamDelay                                prometheus.Observer
 	parseWarnings                              prometheus.Counter
+	preemptions                                prometheus.Counter
 	promptTotal, genTotal, cancelled           prometheus.Counter
 	running, waiting                           prometheus.Gauge
 
@@ -208,6 +209,14 @@ func New(profiles []string, reg prometheus.Registerer, opts ...Option) (*Recorde
 	return r, nil
 }
 
+// ObservePreemption counts a sequence preempted for lack of KV cache room.
+func (r *Recorder) ObservePreemption(profile string) {
+	r.mu.Lock()
+	p := r.profileLocked(profile)
+	r.mu.Unlock()
+	p.preemptions.Inc()
+}
+
 // ObserveStep records one engine step: how long the executor took, how
 // many sequences and tokens it carried. Comparing step time with
 // inter-token latency tells the engine's share from the serving path's.
@@ -239,6 +248,7 @@ func (r *Recorder) profileLocked(name string) *profile {
 		itl:           r.m.itl.WithLabelValues(name),
 		streamDelay:   r.m.streamDelay.WithLabelValues(name),
 		parseWarnings: r.m.parseWarnings.WithLabelValues(name),
+		preemptions:   r.m.preemptions.WithLabelValues(name),
 		e2e:           r.m.e2e.WithLabelValues(name),
 		queue:         r.m.queue.WithLabelValues(name),
 		promptHist:    r.m.promptHist.WithLabelValues(name),

@@ -301,11 +301,13 @@ func (x *Load) GetEpoch() uint64 {
 
 // LoadResult answers Load.
 type LoadResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rank          int32                  `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Model         string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	Vocab         int32                  `protobuf:"varint,4,opt,name=vocab,proto3" json:"vocab,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rank  int32                  `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
+	Error string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Model string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Vocab int32                  `protobuf:"varint,4,opt,name=vocab,proto3" json:"vocab,omitempty"`
+	// kv_tokens is the most tokens one sequence can hold in this rank's cache.
+	KvTokens      int64 `protobuf:"varint,5,opt,name=kv_tokens,json=kvTokens,proto3" json:"kv_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +366,13 @@ func (x *LoadResult) GetModel() string {
 func (x *LoadResult) GetVocab() int32 {
 	if x != nil {
 		return x.Vocab
+	}
+	return 0
+}
+
+func (x *LoadResult) GetKvTokens() int64 {
+	if x != nil {
+		return x.KvTokens
 	}
 	return 0
 }
@@ -704,11 +713,14 @@ func (x *SampledToken) GetTopLogprobs() []float32 {
 
 // StepResult answers Step.
 type StepResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StepId        uint64                 `protobuf:"varint,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
-	Rank          int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	Tokens        []*SampledToken        `protobuf:"bytes,4,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	StepId uint64                 `protobuf:"varint,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	Rank   int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	Error  string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Tokens []*SampledToken        `protobuf:"bytes,4,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// preempted lists sequences the worker had no KV room for: it ran
+	// nothing for them and dropped their state; the scheduler recomputes them.
+	Preempted     []uint64 `protobuf:"varint,5,rep,packed,name=preempted,proto3" json:"preempted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -767,6 +779,13 @@ func (x *StepResult) GetError() string {
 func (x *StepResult) GetTokens() []*SampledToken {
 	if x != nil {
 		return x.Tokens
+	}
+	return nil
+}
+
+func (x *StepResult) GetPreempted() []uint64 {
+	if x != nil {
+		return x.Preempted
 	}
 	return nil
 }
@@ -848,13 +867,14 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x0esliding_blocks\x18\x04 \x01(\x05R\rslidingBlocks\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x05 \x01(\x05R\tblockSize\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"b\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"\x7f\n" +
 	"\n" +
 	"LoadResult\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12\x14\n" +
-	"\x05vocab\x18\x04 \x01(\x05R\x05vocab\"\xb1\x02\n" +
+	"\x05vocab\x18\x04 \x01(\x05R\x05vocab\x12\x1b\n" +
+	"\tkv_tokens\x18\x05 \x01(\x03R\bkvTokens\"\xb1\x02\n" +
 	"\bSampling\x12 \n" +
 	"\vtemperature\x18\x01 \x01(\x01R\vtemperature\x12\x13\n" +
 	"\x05top_p\x18\x02 \x01(\x01R\x04topP\x12\x13\n" +
@@ -882,13 +902,14 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\x05R\x05token\x12\x18\n" +
 	"\alogprob\x18\x03 \x01(\x02R\alogprob\x12\x17\n" +
 	"\atop_ids\x18\x04 \x03(\x05R\x06topIds\x12!\n" +
-	"\ftop_logprobs\x18\x05 \x03(\x02R\vtopLogprobs\"\x82\x01\n" +
+	"\ftop_logprobs\x18\x05 \x03(\x02R\vtopLogprobs\"\xa0\x01\n" +
 	"\n" +
 	"StepResult\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x121\n" +
-	"\x06tokens\x18\x04 \x03(\v2\x19.gptoss.wire.SampledTokenR\x06tokens\"\x19\n" +
+	"\x06tokens\x18\x04 \x03(\v2\x19.gptoss.wire.SampledTokenR\x06tokens\x12\x1c\n" +
+	"\tpreempted\x18\x05 \x03(\x04R\tpreempted\"\x19\n" +
 	"\aControl\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02opB&Z$github.com/gptoss/server/shared/wireb\x06proto3"
 

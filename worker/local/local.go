@@ -8,6 +8,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/gptoss/server/coordinator/sched"
@@ -40,7 +41,9 @@ func New(m *engine.Model) *Executor {
 // Capabilities: the sampler computes logprobs and they reach the scheduler's
 // tokens, but the API does not write them into responses yet, so they are
 // not offered (a logprobs request is refused rather than answered without).
-func (e *Executor) Capabilities() sched.Capabilities { return sched.Capabilities{} }
+func (e *Executor) Capabilities() sched.Capabilities {
+	return sched.Capabilities{KVTokens: e.m.Cache.Blocks * e.m.Cache.BlockSize}
+}
 
 // Step runs one engine step for the batch and samples where asked.
 func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
@@ -62,22 +65,39 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 		}
 		end := st.Pos + len(st.Tokens)
 		var err error
-		if s.blocks, err = e.full.Grow(s.blocks, end, bs); err != nil {
-			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
+		if s.blocks, err = e.full.Grow(s.blocks, end, bs); err == nil {
+			s.sliding, err = e.sliding.Grow(s.sliding, end, bs)
 		}
-		if s.sliding, err = e.sliding.Grow(s.sliding, end, bs); err != nil {
+		if errors.Is(err, engine.ErrNoBlocks) {
+			// The cache is full: drop this sequence (its blocks go back to
+			// the pool at once) and let the scheduler recompute it later.
+			st.Preempted = true
+			e.Release([]uint64{st.ID})
+			e.owners = append(e.owners, nil)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 		}
 		e.steps = append(e.steps, engine.Seq{Tokens: st.Tokens, Pos: st.Pos, Blocks: s.blocks, SlidingBlocks: s.sliding})
 		e.owners = append(e.owners, s)
 	}
+	if len(e.steps) == 0 {
+		return nil // everything was preempted
+	}
 	logits, err := e.m.Step(e.steps)
 	if err != nil {
 		return err
 	}
+	k := 0 // index among the sequences that ran
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		s := e.owners[i]
+		if s == nil {
+			continue // preempted
+		}
+		row := logits[k][0]
+		k++
 		s.next = st.Pos + len(st.Tokens)
 		e.sliding.Trim(s.sliding, s.next, window, bs)
 		if !st.Sample {
@@ -88,7 +108,7 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 				return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 			}
 		}
-		r, err := s.sampler.Sample(logits[i][0])
+		r, err := s.sampler.Sample(row)
 		if err != nil {
 			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 		}

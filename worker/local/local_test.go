@@ -163,6 +163,17 @@ func TestChatAPIOverEngine(t *testing.T) {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
+	// The cache holds 256 × 8 tokens per sequence: a request that could
+	// never fit is refused at admission rather than preempted forever.
+	big, err := http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader(
+		`{"model":"gpt-oss-tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":4000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Body.Close()
+	if big.StatusCode != 400 {
+		t.Fatalf("a request larger than the KV cache: %d", big.StatusCode)
+	}
 	resp, err := http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader(
 		`{"model":"gpt-oss-tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":24,"stream":true,"stream_options":{"include_usage":true}}`))
 	if err != nil {
@@ -205,4 +216,86 @@ func TestChatAPIOverEngine(t *testing.T) {
 	if last != "[DONE]" || usage == nil || usage["completion_tokens"].(float64) < 1 {
 		t.Fatalf("last %q usage %v", last, usage)
 	}
+}
+
+// With a KV cache too small for every sequence at once, the scheduler
+// preempts and recomputes, and every request still completes with the
+// tokens it generates alone; no block is left allocated.
+func TestKVExhaustionPreempts(t *testing.T) {
+	cfg := model.Presets["tiny"].Architecture()
+	cfg.Vocab, cfg.SlidingWindow = 400, 8
+	w := engine.DummyWeights(cfg, 11, 0)
+	ref := newModel(t, cfg, w, 64, 0)
+	// 12 blocks of 8 tokens: each sequence needs 4 (≤ 32 tokens), so at
+	// most three run at once out of eight.
+	exec := New(newModel(t, cfg, w, 12, 12))
+	profs := testProfiles(t)
+	p := profs["balanced"]
+	preemptions := 0
+	var mu sync.Mutex
+	s := sched.New(exec, profs, sched.Options{OnPreempt: func(string) { mu.Lock(); preemptions++; mu.Unlock() }})
+	defer s.Close()
+	const n = 8
+	prompts := make([][]int, n)
+	for i := range prompts {
+		for j := range 10 {
+			prompts[i] = append(prompts[i], (i*37+j*11)%cfg.Vocab)
+		}
+	}
+	got := make([][]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		st, err := s.Submit(context.Background(), &sched.Request{Profile: p, Prompt: prompts[i], MaxTokens: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				toks, fin, err := st.Recv(context.Background(), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, tk := range toks {
+					got[i] = append(got[i], tk.ID)
+				}
+				if fin != nil {
+					if fin.Reason != sched.FinishLength {
+						t.Errorf("sequence %d: %+v", i, fin)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	if preemptions == 0 {
+		t.Fatal("the cache never ran out: the test does not exercise preemption")
+	}
+	mu.Unlock()
+	for i := range n {
+		want := greedy(t, ref, prompts[i], 20)
+		if len(got[i]) != len(want) {
+			t.Fatalf("sequence %d: %d tokens", i, len(got[i]))
+		}
+		for j := range want {
+			if got[i][j] != want[j] {
+				t.Fatalf("sequence %d token %d: %d with preemption, %d alone", i, j, got[i][j], want[j])
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if full, sliding := exec.FreeBlocks(); full == 12 && sliding == 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("blocks leaked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%d preemptions", preemptions)
 }
