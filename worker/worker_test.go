@@ -509,9 +509,12 @@ func TestWorkerServes(t *testing.T) {
 	}
 	c.waitHeartbeat(t, id, "the step count", func(h *wire.Heartbeat, _ int) bool { return h.Steps >= decode+1 })
 
-	// The pool is full: a new sequence gets no block.
+	// The pool is full: a new sequence gets no block, so the worker
+	// preempts it (runs nothing for it, keeps no state) and says so.
 	r = c.step(t, &wire.Step{StepId: 100, Seqs: []*wire.SeqStep{{Id: 3, Tokens: []int32{1}, Sample: true}}})
-	wantError(t, "full pool", r.Error, "no free KV blocks")
+	if r.Error != "" || len(r.Preempted) != 1 || r.Preempted[0] != 3 || len(r.Tokens) != 0 {
+		t.Fatalf("full pool: %v", r)
+	}
 	// A sequence cannot restart without a release.
 	r = c.step(t, &wire.Step{StepId: 101, Seqs: []*wire.SeqStep{{Id: 1, Tokens: int32s(promptA), Sample: true}}})
 	wantError(t, "restart without release", r.Error, "position 0")
