@@ -338,25 +338,13 @@ func (m *Model) moe(l int, x, h [][]float32) error {
 	return nil
 }
 
-// expertLinear is linear for one MXFP4 expert matrix. Few tokens (decode)
-// decode in registers; many tokens share a row decoded once.
+// expertLinear is linear for one MXFP4 expert matrix, decoding in
+// registers per token (batch-invariant, like linear).
 func expertLinear(w *MXFP4, e int, bias []float32, x, out [][]float32) {
-	if len(x) <= fusedTokens {
-		parallel(w.Rows, func(lo, hi int) {
-			for r := lo; r < hi; r++ {
-				for t := range x {
-					out[t][r] = w.dot(e, r, x[t]) + bias[r]
-				}
-			}
-		})
-		return
-	}
 	parallel(w.Rows, func(lo, hi int) {
-		row := make([]float32, w.Cols)
 		for r := lo; r < hi; r++ {
-			w.row(e, r, row)
 			for t := range x {
-				out[t][r] = dot(row, x[t]) + bias[r]
+				out[t][r] = w.dot(e, r, x[t]) + bias[r]
 			}
 		}
 	})

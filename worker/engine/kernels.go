@@ -131,47 +131,33 @@ func parallel(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// linear computes out[t] = W·x[t] + bias for every row t of x. Each weight
-// row is decoded once and used for all tokens, so a step reads the weights
-// once however many tokens it carries. A single bf16 token (batch-1
-// decode, bandwidth-bound) takes a fused path that converts and multiplies
-// in one pass without a row buffer.
+// linear computes out[t] = W·x[t] + bias for every row t of x. Each
+// weight row is converted in registers and used for every token while it
+// is in cache. Every token goes through the same arithmetic whatever else
+// is in the step, so results do not depend on batching (a sequence gets
+// the same logits, and the same greedy tokens, alone or with 63 others).
 func linear(w *Mat, bias []float32, x, out [][]float32) {
-	if len(x) <= fusedTokens && w.BF16 != nil {
-		// Few tokens (decode): convert in registers; the row stays in cache
-		// across the tokens.
-		parallel(w.Rows, func(lo, hi int) {
-			for r := lo; r < hi; r++ {
-				row := w.bf16Row(r)
-				var b float32
-				if bias != nil {
-					b = bias[r]
-				}
-				for t := range x {
-					out[t][r] = dotBF16(row, x[t]) + b
-				}
-			}
-		})
-		return
-	}
 	parallel(w.Rows, func(lo, hi int) {
-		row := make([]float32, w.Cols)
 		for r := lo; r < hi; r++ {
-			w.row(r, row)
 			var b float32
 			if bias != nil {
 				b = bias[r]
 			}
+			if w.F32 != nil {
+				o := r * w.stride()
+				row := w.F32[o : o+w.Cols]
+				for t := range x {
+					out[t][r] = dot(row, x[t]) + b
+				}
+				continue
+			}
+			row := w.bf16Row(r)
 			for t := range x {
-				out[t][r] = dot(row, x[t]) + b
+				out[t][r] = dotBF16(row, x[t]) + b
 			}
 		}
 	})
 }
-
-// fusedTokens is the most tokens for which the kernels decode a weight row
-// per token in registers rather than once into a buffer.
-const fusedTokens = 8
 
 // dotBF16 is the dot product of a bf16 row with x.
 func dotBF16(w []uint16, x []float32) float32 {
