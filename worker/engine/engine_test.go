@@ -308,6 +308,21 @@ func TestVectorKernels(t *testing.T) {
 		if math.Abs(float64(a-b)) > 1e-4*math.Max(1, math.Abs(float64(b))) {
 			t.Fatalf("bf16 n=%d: vector %g, scalar %g", n, a, b)
 		}
+		// Four tokens at once give bit-identical results to one at a time.
+		xs := make([][]float32, 4)
+		for k := range xs {
+			xs[k] = make([]float32, n)
+			for i := range xs[k] {
+				xs[k][i] = float32(rng.NormFloat64())
+			}
+		}
+		var four [4]float32
+		dotBF16x4AVX2(&w[0], &xs[0][0], &xs[1][0], &xs[2][0], &xs[3][0], n, &four)
+		for k := range xs {
+			if one := dotBF16(w, xs[k]); four[k] != one {
+				t.Fatalf("bf16 n=%d token %d: four-at-once %g, alone %g", n, k, four[k], one)
+			}
+		}
 	}
 	for _, cols := range []int{32, 2880} {
 		m := MXFP4{Experts: 2, Rows: 3, Cols: cols, Blocks: make([]byte, 2*3*cols/2), Scales: make([]byte, 2*3*cols/32)}

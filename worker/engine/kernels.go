@@ -152,7 +152,17 @@ func linear(w *Mat, bias []float32, x, out [][]float32) {
 				continue
 			}
 			row := w.bf16Row(r)
-			for t := range x {
+			t := 0
+			if useAVX2 && w.Cols > 0 && w.Cols%16 == 0 {
+				// Four tokens per pass over the row: one conversion of
+				// the weights, four accumulations (same order as one).
+				var four [4]float32
+				for ; t+4 <= len(x); t += 4 {
+					dotBF16x4AVX2(&row[0], &x[t][0], &x[t+1][0], &x[t+2][0], &x[t+3][0], w.Cols, &four)
+					out[t][r], out[t+1][r], out[t+2][r], out[t+3][r] = four[0]+b, four[1]+b, four[2]+b, four[3]+b
+				}
+			}
+			for ; t < len(x); t++ {
 				out[t][r] = dotBF16(row, x[t]) + b
 			}
 		}
