@@ -61,6 +61,42 @@ func greedy(t *testing.T, m *engine.Model, prompt []int, n int) []int {
 	return toks
 }
 
+// generateAll submits every prompt at once and returns each sequence's
+// tokens, checking they all end by length.
+func generateAll(t *testing.T, s *sched.Scheduler, p *profiles.Profile, prompts [][]int, maxTokens int) [][]int {
+	t.Helper()
+	got := make([][]int, len(prompts))
+	var wg sync.WaitGroup
+	for i := range prompts {
+		st, err := s.Submit(context.Background(), &sched.Request{Profile: p, Prompt: prompts[i], MaxTokens: maxTokens})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				toks, fin, err := st.Recv(context.Background(), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, tk := range toks {
+					got[i] = append(got[i], tk.ID)
+				}
+				if fin != nil {
+					if fin.Reason != sched.FinishLength {
+						t.Errorf("sequence %d: %+v", i, fin)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return got
+}
+
 func testProfiles(t testing.TB) profiles.Set {
 	s, err := profiles.Default()
 	if err != nil {
@@ -89,35 +125,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 			prompts[i] = append(prompts[i], (i*31+j*17)%cfg.Vocab)
 		}
 	}
-	var wg sync.WaitGroup
-	got := make([][]int, n)
-	for i := range n {
-		st, err := s.Submit(context.Background(), &sched.Request{Profile: p, Prompt: prompts[i], MaxTokens: 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				toks, fin, err := st.Recv(context.Background(), nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				for _, tk := range toks {
-					got[i] = append(got[i], tk.ID)
-				}
-				if fin != nil {
-					if fin.Reason != sched.FinishLength {
-						t.Errorf("sequence %d: %+v", i, fin)
-					}
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	got := generateAll(t, s, p, prompts, 20)
 	for i := range n {
 		want := greedy(t, ref, prompts[i], 20)
 		if len(got[i]) != 20 {
@@ -242,35 +250,7 @@ func TestKVExhaustionPreempts(t *testing.T) {
 			prompts[i] = append(prompts[i], (i*37+j*11)%cfg.Vocab)
 		}
 	}
-	got := make([][]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		st, err := s.Submit(context.Background(), &sched.Request{Profile: p, Prompt: prompts[i], MaxTokens: 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				toks, fin, err := st.Recv(context.Background(), nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				for _, tk := range toks {
-					got[i] = append(got[i], tk.ID)
-				}
-				if fin != nil {
-					if fin.Reason != sched.FinishLength {
-						t.Errorf("sequence %d: %+v", i, fin)
-					}
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	got := generateAll(t, s, p, prompts, 20)
 	mu.Lock()
 	if preemptions == 0 {
 		t.Fatal("the cache never ran out: the test does not exercise preemption")
