@@ -97,6 +97,39 @@ func generateAll(t *testing.T, s *sched.Scheduler, p *profiles.Profile, prompts 
 	return got
 }
 
+// matchAlone checks every sequence's tokens against the engine generating
+// it alone.
+func matchAlone(t *testing.T, ref *engine.Model, prompts, got [][]int, n int) {
+	t.Helper()
+	for i := range prompts {
+		want := greedy(t, ref, prompts[i], n)
+		if len(got[i]) != len(want) {
+			t.Fatalf("sequence %d: %d tokens, want %d", i, len(got[i]), len(want))
+		}
+		for j := range want {
+			if got[i][j] != want[j] {
+				t.Fatalf("sequence %d token %d: %d, alone %d", i, j, got[i][j], want[j])
+			}
+		}
+	}
+}
+
+// waitAllFree waits until every KV block is back in the pools.
+func waitAllFree(t *testing.T, exec *Executor, full, sliding int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f, s := exec.FreeBlocks()
+		if f == full && s == sliding {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks leaked: %d/%d full, %d/%d sliding free", f, full, s, sliding)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func testProfiles(t testing.TB) profiles.Set {
 	s, err := profiles.Default()
 	if err != nil {
@@ -126,28 +159,8 @@ func TestSchedulerOverEngine(t *testing.T) {
 		}
 	}
 	got := generateAll(t, s, p, prompts, 20)
-	for i := range n {
-		want := greedy(t, ref, prompts[i], 20)
-		if len(got[i]) != 20 {
-			t.Fatalf("sequence %d: %d tokens", i, len(got[i]))
-		}
-		for j := range want {
-			if got[i][j] != want[j] {
-				t.Fatalf("sequence %d token %d: batched %d, alone %d", i, j, got[i][j], want[j])
-			}
-		}
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		full, sliding := exec.FreeBlocks()
-		if full == 256 && sliding == 64 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("blocks leaked: %d/256 full, %d/64 sliding free", full, sliding)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	matchAlone(t, ref, prompts, got, 20)
+	waitAllFree(t, exec, 256, 64)
 }
 
 // The whole API over a real (tiny, random-weight) model: a streamed chat
@@ -256,26 +269,7 @@ func TestKVExhaustionPreempts(t *testing.T) {
 		t.Fatal("the cache never ran out: the test does not exercise preemption")
 	}
 	mu.Unlock()
-	for i := range n {
-		want := greedy(t, ref, prompts[i], 20)
-		if len(got[i]) != len(want) {
-			t.Fatalf("sequence %d: %d tokens", i, len(got[i]))
-		}
-		for j := range want {
-			if got[i][j] != want[j] {
-				t.Fatalf("sequence %d token %d: %d with preemption, %d alone", i, j, got[i][j], want[j])
-			}
-		}
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if full, sliding := exec.FreeBlocks(); full == 12 && sliding == 12 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("blocks leaked")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	matchAlone(t, ref, prompts, got, 20)
+	waitAllFree(t, exec, 12, 12)
 	t.Logf("%d preemptions", preemptions)
 }
