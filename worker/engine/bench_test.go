@@ -45,22 +45,31 @@ func layerBytes(w *Weights) int64 {
 }
 
 // BenchmarkDecodeLayer20b times the attention and MoE blocks of one
-// full-size 20b layer for one decode token (no embedding, no unembedding).
+// full-size 20b layer for one decode token (no unembedding; the embedding
+// and the first norm are a few microseconds), through the backend.
 func BenchmarkDecodeLayer20b(b *testing.B) {
 	m := fullLayer(b)
-	c := &m.W.Config
-	table := []int{0}
-	x := matrix(1, c.Hidden)
-	h := matrix(1, c.Hidden)
-	m.W.Embed.row(123, x[0])
-	seqs := []Seq{{Tokens: []int{123}, Pos: 0, Blocks: table}}
-	toks := []tok{{seq: 0, pos: 0}}
+	lay := &StepLayout{IDs: []int{123}, Pos: []int{0}, Seq: []int{0}, Tables: [][]int{{0}}, Sliding: [][]int{{0}}}
 	b.SetBytes(layerBytes(m.W))
 	b.ResetTimer()
 	for b.Loop() {
-		_ = m.attention(0, seqs, toks, x, h)
-		_ = m.moe(0, x, h)
-		m.W.Embed.row(123, x[0])
+		if err := m.b.Begin(lay); err != nil {
+			b.Fatal(err)
+		}
+		st, err := m.tensors(1)
+		if err == nil {
+			err = m.b.Embed(st.x)
+		}
+		if err == nil {
+			err = m.b.RMSNorm(st.x, Param{Layer: 0, Name: ParamAttnNorm}, st.h)
+		}
+		if err == nil {
+			err = m.layer(0, st)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.b.EndStep()
 	}
 }
 

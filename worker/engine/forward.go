@@ -1,39 +1,71 @@
-// Package engine is the gpt-oss forward pass on the CPU: embedding,
-// RMSNorm, attention with learned sinks over a paged KV cache (sliding
-// window on the layers that slide, YaRN RoPE), the MXFP4 mixture of experts
-// with the clamped SwiGLU, the final norm and the unembedding. One Step
-// carries several sequences, each with a chunk of prompt or one decode
-// token. It computes in float32 and is the reference the CUDA backend is
-// tested against (shared/reference/gpt-oss.md §2).
+// Package engine is the gpt-oss forward pass: embedding, RMSNorm,
+// attention with learned sinks over a paged KV cache (sliding window on the
+// layers that slide, YaRN RoPE), the MXFP4 mixture of experts with the
+// clamped SwiGLU, the final norm and the unembedding. One Step carries
+// several sequences, each with a chunk of prompt or one decode token.
+//
+// The forward pass (this file) is written once against the op interface
+// Backend (backend.go), so the model's flow lives in one place whatever
+// runs it. The CPU backend (cpu.go, kernels.go, rope.go) computes in
+// float32 and is the reference the CUDA backend is tested against
+// (shared/reference/gpt-oss.md §2).
 package engine
 
 import (
 	"fmt"
-	"math"
-	"slices"
 )
 
-// Model runs steps over a weight set and a KV cache.
+// Model runs steps over a backend: its weights and its KV cache.
 type Model struct {
-	W     *Weights
+	W *Weights
+	// Cache is the CPU backend's KV cache; nil on other backends (use
+	// Geometry for the block size and pool sizes).
 	Cache *KVCache
-	rope  *rope
-	// Coll joins the ranks of a tensor-parallel model; nil when whole.
+	// Coll joins the ranks of a tensor-parallel model on the CPU backend
+	// and, when set, replaces the collective the backend was made with; it
+	// may be set after NewModel, before the first Step. Other backends
+	// bind their collective when they are made.
 	Coll Collective
+
+	b   Backend
+	cpu *CPU // b, when it is the CPU backend, to hand it Coll
+	// Per-step scratch kept across steps (a model runs one step at a time).
+	lay        StepLayout
+	rows, owns []int
 }
 
-// NewModel binds weights and a cache whose geometry must match them.
+// NewModel binds weights and a cache whose geometry must match them, on
+// the CPU backend.
 func NewModel(w *Weights, cache *KVCache) (*Model, error) {
-	c := &w.Config
-	if len(cache.k) != c.Layers || cache.kvDim != w.Part.KVHeads*c.HeadDim {
-		return nil, fmt.Errorf("engine: cache geometry (%d layers × %d) does not match the model (%d × %d)",
-			len(cache.k), cache.kvDim, c.Layers, w.Part.KVHeads*c.HeadDim)
-	}
-	if c.HeadDim > 512 {
-		return nil, fmt.Errorf("engine: head_dim %d too large", c.HeadDim)
-	}
-	return &Model{W: w, Cache: cache, rope: newRope(c)}, nil
+	return NewModelOn(newCPU(w, cache, nil))
 }
+
+// NewModelOn runs the model on backend b, with the weights it serves.
+func NewModelOn(b Backend) (*Model, error) {
+	w := b.Weights()
+	if w == nil {
+		return nil, fmt.Errorf("engine: %s backend has no weights", b.Name())
+	}
+	c := &w.Config
+	if len(w.Layers) != c.Layers {
+		return nil, fmt.Errorf("engine: %d layers of weights for a %d-layer model", len(w.Layers), c.Layers)
+	}
+	m := &Model{W: w, b: b}
+	if cpu, ok := b.(*CPU); ok {
+		if err := cpu.check(); err != nil {
+			return nil, err
+		}
+		m.cpu, m.Cache = cpu, cpu.cache
+	}
+	return m, nil
+}
+
+// Backend is the backend the model runs on.
+func (m *Model) Backend() Backend { return m.b }
+
+// Geometry is the KV cache's block size and pool sizes, whatever the
+// backend: what an owner of block tables needs to know.
+func (m *Model) Geometry() KVGeometry { return m.b.Geometry() }
 
 // Seq is one sequence's part of a step.
 type Seq struct {
@@ -53,299 +85,262 @@ type Seq struct {
 	AllLogits bool
 }
 
-// table returns the block table and pool size for layer l.
-func (m *Model) table(s *Seq, l int) ([]int, int) {
-	if m.Cache.sliding[l] {
-		if s.SlidingBlocks != nil {
-			return s.SlidingBlocks, m.Cache.SlidingBlocks
-		}
-		return s.Blocks, m.Cache.SlidingBlocks
-	}
-	return s.Blocks, m.Cache.Blocks
-}
-
-// tok is one token row of a step.
-type tok struct {
-	seq, pos int
-}
-
 // Step runs one forward pass and returns, per sequence, the logits rows
-// asked for.
+// asked for, in memory the caller keeps. A model runs one step at a time.
 func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 	c := &m.W.Config
-	var toks []tok
+	geo := m.b.Geometry()
+	slides := false
+	for l := range c.Layers {
+		slides = slides || c.Sliding(l)
+	}
+	lay := &m.lay
+	lay.IDs, lay.Pos, lay.Seq = lay.IDs[:0], lay.Pos[:0], lay.Seq[:0]
+	lay.Tables, lay.Sliding, lay.MaxPos = lay.Tables[:0], lay.Sliding[:0], 0
+	// The layout refers to the callers' tables: let them go after the step.
+	defer func() { clear(lay.Tables); clear(lay.Sliding) }()
 	for i, s := range seqs {
 		if len(s.Tokens) == 0 {
 			return nil, fmt.Errorf("engine: sequence %d has no tokens", i)
+		}
+		if s.Pos < 0 {
+			return nil, fmt.Errorf("engine: sequence %d at position %d", i, s.Pos)
 		}
 		for j, id := range s.Tokens {
 			if id < 0 || id >= c.Vocab {
 				return nil, fmt.Errorf("engine: token %d outside the vocabulary (%d)", id, c.Vocab)
 			}
-			toks = append(toks, tok{seq: i, pos: s.Pos + j})
+			lay.IDs = append(lay.IDs, id)
+			lay.Pos = append(lay.Pos, s.Pos+j)
+			lay.Seq = append(lay.Seq, i)
 		}
 		// Every block the step reads or writes must be in the tables: the
 		// whole history for full layers, the window for sliding ones.
 		end := s.Pos + len(s.Tokens) - 1
-		if err := m.Cache.check(s.Blocks, 0, end, m.Cache.Blocks); err != nil {
+		lay.MaxPos = max(lay.MaxPos, end)
+		if err := geo.check(s.Blocks, 0, end, geo.Blocks); err != nil {
 			return nil, fmt.Errorf("engine: sequence %d: %w", i, err)
 		}
-		if s.SlidingBlocks != nil {
-			from := max(0, s.Pos-c.SlidingWindow+1)
-			if err := m.Cache.check(s.SlidingBlocks, from, end, m.Cache.SlidingBlocks); err != nil {
+		from := max(0, s.Pos-c.SlidingWindow+1)
+		sliding := s.SlidingBlocks
+		if sliding != nil {
+			if err := geo.check(sliding, from, end, geo.SlidingBlocks); err != nil {
 				return nil, fmt.Errorf("engine: sequence %d: sliding table: %w", i, err)
 			}
+		} else {
+			sliding = s.Blocks
+			// One table for both: its window must fit the sliding pool too.
+			if slides && geo.SlidingBlocks != geo.Blocks {
+				if err := geo.check(sliding, from, end, geo.SlidingBlocks); err != nil {
+					return nil, fmt.Errorf("engine: sequence %d: sliding layers: %w", i, err)
+				}
+			}
 		}
+		lay.Tables = append(lay.Tables, s.Blocks)
+		lay.Sliding = append(lay.Sliding, sliding)
 	}
-	T := len(toks)
-	x := matrix(T, c.Hidden)
-	t := 0
-	for _, s := range seqs {
-		for _, id := range s.Tokens {
-			m.W.Embed.row(id, x[t])
-			t++
-		}
+	if m.cpu != nil && m.Coll != nil {
+		m.cpu.coll = m.Coll
 	}
-	h := matrix(T, c.Hidden)
-	if m.W.Part.TP > 1 && m.Coll == nil {
-		return nil, fmt.Errorf("engine: rank %d of %d has no collective", m.W.Part.Rank, m.W.Part.TP)
+	if err := m.b.Begin(lay); err != nil {
+		return nil, err
+	}
+	defer m.b.EndStep()
+	st, err := m.tensors(len(lay.IDs))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.b.Embed(st.x); err != nil {
+		return nil, err
+	}
+	// Each layer ends with the next one's input norm (the final norm
+	// after the last), fused with the residual add.
+	first := Param{Layer: -1, Name: ParamNorm}
+	if len(m.W.Layers) > 0 {
+		first = Param{Layer: 0, Name: ParamAttnNorm}
+	}
+	if err := m.b.RMSNorm(st.x, first, st.h); err != nil {
+		return nil, err
 	}
 	for l := range m.W.Layers {
-		if err := m.attention(l, seqs, toks, x, h); err != nil {
-			return nil, err
-		}
-		if err := m.moe(l, x, h); err != nil {
-			return nil, err
+		if err := m.layer(l, st); err != nil {
+			return nil, fmt.Errorf("engine: layer %d: %w", l, err)
 		}
 	}
-	// Final norm and unembedding for the rows asked for.
-	var rows [][]float32
-	var owner []int
-	t = 0
+
+	// Unembedding for the rows asked for.
+	m.rows, m.owns = m.rows[:0], m.owns[:0]
+	t := 0
 	for i, s := range seqs {
 		for j := range s.Tokens {
 			if s.AllLogits || j == len(s.Tokens)-1 {
-				rmsNorm(x[t], m.W.Norm, h[t], float32(c.RMSNormEps))
-				rows = append(rows, h[t])
-				owner = append(owner, i)
+				m.rows = append(m.rows, t)
+				m.owns = append(m.owns, i)
 			}
 			t++
 		}
 	}
-	logits := matrix(len(rows), c.Vocab)
-	if p := m.W.Part; p.TP > 1 {
-		// This rank's vocabulary slice, then every rank's, in order.
-		local := matrix(len(rows), p.VocabHi-p.VocabLo)
-		linear(&m.W.Unembed, nil, rows, local)
-		full := make([]float32, p.TP*len(rows)*(p.VocabHi-p.VocabLo))
-		if err := m.Coll.AllGather(local[0][:len(rows)*(p.VocabHi-p.VocabLo)], full); err != nil {
-			return nil, err
-		}
-		n := p.VocabHi - p.VocabLo
-		for rank := range p.TP {
-			for r := range rows {
-				copy(logits[r][rank*n:(rank+1)*n], full[(rank*len(rows)+r)*n:])
-			}
-		}
-	} else {
-		linear(&m.W.Unembed, nil, rows, logits)
+	logits, err := m.unembed(st.h, m.rows)
+	if err != nil {
+		return nil, err
 	}
 	out := make([][][]float32, len(seqs))
-	for r, i := range owner {
+	for r, i := range m.owns {
 		out[i] = append(out[i], logits[r])
 	}
 	return out, nil
 }
 
-// attention runs layer l's attention block and adds it to the residual x.
-// A tensor-parallel rank computes its own heads; the partial o_proj
-// outputs are summed across ranks and the bias added once.
-func (m *Model) attention(l int, seqs []Seq, toks []tok, x, h [][]float32) error {
-	c := &m.W.Config
-	p := &m.W.Part
-	L := &m.W.Layers[l]
-	eps := float32(c.RMSNormEps)
-	for t := range x {
-		rmsNorm(x[t], L.AttnNorm, h[t], eps)
-	}
-	T := len(x)
-	heads, kvHeads := p.Heads, p.KVHeads
-	qd, kvd := heads*c.HeadDim, kvHeads*c.HeadDim
-	q, k, v := matrix(T, qd), matrix(T, kvd), matrix(T, kvd)
-	linear(&L.Q, L.QB, h, q)
-	linear(&L.K, L.KB, h, k)
-	linear(&L.V, L.VB, h, v)
-	for t, tk := range toks {
-		m.rope.apply(q[t], heads, c.HeadDim, tk.pos)
-		m.rope.apply(k[t], kvHeads, c.HeadDim, tk.pos)
-		table, pool := m.table(&seqs[tk.seq], l)
-		off, _ := m.Cache.slot(table, tk.pos, pool) // checked in Step
-		copy(m.Cache.key(l, off), k[t])
-		copy(m.Cache.value(l, off), v[t])
-	}
-	window := math.MaxInt
-	if c.Sliding(l) {
-		window = c.SlidingWindow
-	}
-	attn := matrix(T, qd)
-	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	group := heads / kvHeads
-	parallel(T*heads, func(lo, hi int) {
-		var scores []float32
-		for i := lo; i < hi; i++ {
-			t, head := i/heads, i%heads
-			tk := toks[t]
-			table, pool := m.table(&seqs[tk.seq], l)
-			first := max(0, tk.pos-window+1)
-			qv := q[t][head*c.HeadDim : (head+1)*c.HeadDim]
-			kvOff := (head / group) * c.HeadDim
-			scores = scores[:0]
-			// The learned sink joins the softmax as one more logit.
-			mx := L.Sinks[head]
-			for j := first; j <= tk.pos; j++ {
-				off, _ := m.Cache.slot(table, j, pool)
-				s := dot(qv, m.Cache.key(l, off)[kvOff:kvOff+c.HeadDim]) * scale
-				scores = append(scores, s)
-				mx = max(mx, s)
-			}
-			sum := float32(math.Exp(float64(L.Sinks[head] - mx)))
-			for j, s := range scores {
-				e := float32(math.Exp(float64(s - mx)))
-				scores[j] = e
-				sum += e
-			}
-			out := attn[t][head*c.HeadDim : (head+1)*c.HeadDim]
-			for j, p := range scores {
-				off, _ := m.Cache.slot(table, first+j, pool)
-				vv := m.Cache.value(l, off)[kvOff : kvOff+c.HeadDim]
-				w := p / sum
-				for d := range out {
-					out[d] += w * vv[d]
-				}
-			}
-		}
-	})
-	o := matrix(T, c.Hidden)
-	if p.TP > 1 {
-		linear(&L.O, nil, attn, o)
-		if err := m.Coll.AllReduce(o[0][:T*c.Hidden]); err != nil {
-			return err
-		}
-		for t := range o {
-			for i, b := range L.OB {
-				o[t][i] += b
-			}
-		}
-	} else {
-		linear(&L.O, L.OB, attn, o)
-	}
-	for t := range x {
-		for i := range x[t] {
-			x[t][i] += o[t][i]
-		}
-	}
-	return nil
+// stepTensors are the activations of one step, reused by every layer.
+type stepTensors struct {
+	x      Tensor // residual stream [T × Hidden]
+	h      Tensor // normed input of the next block [T × Hidden]
+	q      Tensor // [T × heads·D]
+	k, v   Tensor // [T × kvHeads·D]
+	attn   Tensor // attention output [T × heads·D]
+	delta  Tensor // o_proj, then MoE output, before the residual add [T × Hidden]
+	router Tensor // router logits [T × Experts]
 }
 
-// moe runs layer l's mixture of experts and adds it to the residual x. The
-// router is replicated; a tensor-parallel rank runs only its own experts
-// and the weighted outputs are summed across ranks.
-func (m *Model) moe(l int, x, h [][]float32) error {
+// tensors makes a step's activations for T tokens.
+func (m *Model) tensors(T int) (*stepTensors, error) {
 	c := &m.W.Config
 	p := &m.W.Part
-	L := &m.W.Layers[l]
-	eps := float32(c.RMSNormEps)
-	for t := range x {
-		rmsNorm(x[t], L.MLPNorm, h[t], eps)
-	}
-	T := len(x)
-	logits := matrix(T, c.Experts)
-	linear(&L.Router, L.RouterB, h, logits)
-	// Route: top-k raw logits, softmax over the chosen k.
-	type pick struct {
-		tok    int
-		weight float32
-	}
-	byExpert := make([][]pick, c.Experts)
-	idx := make([]int, c.Experts)
-	for t := range T {
-		for e := range idx {
-			idx[e] = e
-		}
-		lg := logits[t]
-		slices.SortStableFunc(idx, func(a, b int) int {
-			switch {
-			case lg[a] > lg[b]:
-				return -1
-			case lg[a] < lg[b]:
-				return 1
-			}
-			return 0
-		})
-		top := idx[:c.ExpertsPerToken]
-		mx := lg[top[0]]
-		var sum float32
-		ws := make([]float32, len(top))
-		for i, e := range top {
-			ws[i] = float32(math.Exp(float64(lg[e] - mx)))
-			sum += ws[i]
-		}
-		for i, e := range top {
-			byExpert[e] = append(byExpert[e], pick{tok: t, weight: ws[i] / sum})
+	qd, kvd := p.Heads*c.HeadDim, p.KVHeads*c.HeadDim
+	st := &stepTensors{}
+	for _, a := range []struct {
+		t    *Tensor
+		cols int
+	}{{&st.x, c.Hidden}, {&st.h, c.Hidden}, {&st.q, qd}, {&st.k, kvd}, {&st.v, kvd},
+		{&st.attn, qd}, {&st.delta, c.Hidden}, {&st.router, c.Experts}} {
+		var err error
+		if *a.t, err = m.b.Tensor(T, a.cols); err != nil {
+			return nil, err
 		}
 	}
-	limit := float32(c.SwigluLimit)
-	inter := c.Intermediate
-	out := matrix(T, c.Hidden)
-	for e, picks := range byExpert {
-		if len(picks) == 0 || e < p.ExpertLo || e >= p.ExpertHi {
-			continue
-		}
-		le := e - p.ExpertLo // index among this rank's experts
-		in := make([][]float32, len(picks))
-		for i, p := range picks {
-			in[i] = h[p.tok]
-		}
-		// gate_up: rows interleaved gate (even) / up (odd).
-		gu := matrix(len(picks), 2*inter)
-		expertLinear(&L.GateUp, le, L.GateUpB[le*2*inter:(le+1)*2*inter], in, gu)
-		act := matrix(len(picks), inter)
-		for i := range picks {
-			for k := range inter {
-				g := min(gu[i][2*k], limit)
-				u := min(max(gu[i][2*k+1], -limit), limit)
-				act[i][k] = g * sigmoid(1.702*g) * (u + 1)
-			}
-		}
-		y := matrix(len(picks), c.Hidden)
-		expertLinear(&L.Down, le, L.DownB[le*c.Hidden:(le+1)*c.Hidden], act, y)
-		for i, p := range picks {
-			for d := range y[i] {
-				out[p.tok][d] += p.weight * y[i][d]
-			}
-		}
+	return st, nil
+}
+
+// layer runs transformer block l: st.h holds its normed input, and it
+// leaves the next block's (or the final norm's) in st.h. A tensor-parallel
+// rank computes its own heads and experts; the partial o_proj and MoE
+// outputs are summed across ranks, and the o_proj bias added once, after
+// the sum.
+func (m *Model) layer(l int, st *stepTensors) error {
+	b := m.b
+	at := func(n ParamName) Param { return Param{Layer: l, Name: n} }
+	tp := m.W.Part.TP > 1
+	if err := b.Linear(at(ParamQ), st.h, true, st.q); err != nil {
+		return err
 	}
-	if p.TP > 1 {
-		if err := m.Coll.AllReduce(out[0][:T*c.Hidden]); err != nil {
+	if err := b.Linear(at(ParamK), st.h, true, st.k); err != nil {
+		return err
+	}
+	if err := b.Linear(at(ParamV), st.h, true, st.v); err != nil {
+		return err
+	}
+	if err := b.Rope(st.q, st.k); err != nil {
+		return err
+	}
+	if err := b.WriteKV(l, st.k, st.v); err != nil {
+		return err
+	}
+	if err := b.Attention(l, st.q, st.attn); err != nil {
+		return err
+	}
+	if err := b.Linear(at(ParamO), st.attn, !tp, st.delta); err != nil {
+		return err
+	}
+	bias := NoBias()
+	if tp {
+		if err := b.AllReduce(st.delta); err != nil {
+			return err
+		}
+		bias = at(ParamO)
+	}
+	if err := b.AddRMSNorm(st.x, st.delta, bias, at(ParamMLPNorm), st.h); err != nil {
+		return err
+	}
+	// Mixture of experts: the router is replicated, the experts split.
+	if err := b.Linear(at(ParamRouter), st.h, true, st.router); err != nil {
+		return err
+	}
+	if err := b.MoE(l, st.h, st.router, st.delta); err != nil {
+		return err
+	}
+	if tp {
+		if err := b.AllReduce(st.delta); err != nil {
 			return err
 		}
 	}
-	for t := range x {
-		for i := range x[t] {
-			x[t][i] += out[t][i]
-		}
+	next := Param{Layer: -1, Name: ParamNorm}
+	if l+1 < len(m.W.Layers) {
+		next = Param{Layer: l + 1, Name: ParamAttnNorm}
 	}
-	return nil
+	return b.AddRMSNorm(st.x, st.delta, NoBias(), next, st.h)
 }
 
-// expertLinear is linear for one MXFP4 expert matrix, decoding in
-// registers per token (batch-invariant, like linear).
-func expertLinear(w *MXFP4, e int, bias []float32, x, out [][]float32) {
-	parallel(w.Rows, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			for t := range x {
-				out[t][r] = w.dot(e, r, x[t]) + bias[r]
-			}
+// unembed returns the logits [len(rows) × Vocab] of the given rows of h
+// (the final norm's output), in host memory the caller keeps. A
+// tensor-parallel rank computes its vocabulary slice; the slices of every
+// rank are gathered and put side by side.
+func (m *Model) unembed(h Tensor, rows []int) ([][]float32, error) {
+	c := &m.W.Config
+	p := &m.W.Part
+	b := m.b
+	n, nv := len(rows), p.VocabHi-p.VocabLo
+	g, err := b.Tensor(n, c.Hidden)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.GatherRows(h, rows, g); err != nil {
+		return nil, err
+	}
+	unembed := func(out Tensor) error { return b.Linear(Param{Layer: -1, Name: ParamUnembed}, g, false, out) }
+	logits := matrix(n, c.Vocab)
+	if p.TP <= 1 {
+		if err := m.intoHost(logits[0][:n*c.Vocab], n, c.Vocab, unembed); err != nil {
+			return nil, err
 		}
-	})
+		return logits, nil
+	}
+	local, err := b.Tensor(n, nv)
+	if err != nil {
+		return nil, err
+	}
+	if err := unembed(local); err != nil {
+		return nil, err
+	}
+	// Every rank's slice, in rank order: rank r's rows are the gathered
+	// rows r·n .. (r+1)·n-1.
+	gathered := make([]float32, p.TP*n*nv)
+	gather := func(out Tensor) error { return b.AllGather(local, out) }
+	if err := m.intoHost(gathered, p.TP*n, nv, gather); err != nil {
+		return nil, err
+	}
+	for rank := range p.TP {
+		for r := range n {
+			copy(logits[r][rank*nv:(rank+1)*nv], gathered[(rank*n+r)*nv:])
+		}
+	}
+	return logits, nil
+}
+
+// intoHost runs op, which writes a rows × cols tensor, and leaves the
+// result in host (len rows × cols). On the CPU, whose tensors are host
+// memory, op writes into host directly: reading the logits out of a
+// tensor would copy n × vocab floats, a visible part of a small model's
+// batched step. Elsewhere op writes a backend tensor that is read back.
+func (m *Model) intoHost(host []float32, rows, cols int, op func(out Tensor) error) error {
+	if m.cpu != nil {
+		return op(m.cpu.wrap(host, rows, cols))
+	}
+	t, err := m.b.Tensor(rows, cols)
+	if err != nil {
+		return err
+	}
+	if err := op(t); err != nil {
+		return err
+	}
+	return m.b.Read(t, host)
 }

@@ -64,12 +64,25 @@ func (c *KVCache) slot(table []int, pos, pool int) (int, error) {
 	return (blk*c.BlockSize + pos%c.BlockSize) * c.kvDim, nil
 }
 
+// Geometry is the cache's block size and pool sizes.
+func (c *KVCache) Geometry() KVGeometry {
+	return KVGeometry{BlockSize: c.BlockSize, Blocks: c.Blocks, SlidingBlocks: c.SlidingBlocks}
+}
+
 // check verifies that table maps every position in [from, to] to a block
-// of a pool of pool blocks.
-func (c *KVCache) check(table []int, from, to, pool int) error {
-	for b := from / c.BlockSize; b <= to/c.BlockSize; b++ {
-		if _, err := c.slot(table, max(from, b*c.BlockSize), pool); err != nil {
-			return err
+// of a pool of pool blocks. The forward pass checks every table against
+// its backend's geometry before a step, so no backend reads or writes
+// outside its pools.
+func (g KVGeometry) check(table []int, from, to, pool int) error {
+	if g.BlockSize < 1 {
+		return fmt.Errorf("engine: kv cache blocks of %d tokens", g.BlockSize)
+	}
+	for b := from / g.BlockSize; b <= to/g.BlockSize; b++ {
+		if b >= len(table) {
+			return fmt.Errorf("engine: position %d beyond the block table (%d blocks of %d)", max(from, b*g.BlockSize), len(table), g.BlockSize)
+		}
+		if blk := table[b]; blk < 0 || blk >= pool {
+			return fmt.Errorf("engine: block %d for position %d out of range (pool of %d)", blk, max(from, b*g.BlockSize), pool)
 		}
 	}
 	return nil

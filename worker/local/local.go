@@ -31,10 +31,11 @@ type seqState struct {
 	next            int // positions in the cache
 }
 
-// New returns an executor over m; the allocators own m.Cache's full and
-// sliding block pools.
+// New returns an executor over m; the allocators own its backend's full
+// and sliding block pools.
 func New(m *engine.Model) *Executor {
-	return &Executor{m: m, full: engine.NewAllocator(m.Cache.Blocks), sliding: engine.NewAllocator(m.Cache.SlidingBlocks),
+	g := m.Geometry()
+	return &Executor{m: m, full: engine.NewAllocator(g.Blocks), sliding: engine.NewAllocator(g.SlidingBlocks),
 		seqs: map[uint64]*seqState{}}
 }
 
@@ -42,12 +43,13 @@ func New(m *engine.Model) *Executor {
 // tokens, but the API does not write them into responses yet, so they are
 // not offered (a logprobs request is refused rather than answered without).
 func (e *Executor) Capabilities() sched.Capabilities {
-	return sched.Capabilities{KVTokens: e.m.Cache.Blocks * e.m.Cache.BlockSize}
+	g := e.m.Geometry()
+	return sched.Capabilities{KVTokens: g.Blocks * g.BlockSize}
 }
 
 // Step runs one engine step for the batch and samples where asked.
 func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
-	bs := e.m.Cache.BlockSize
+	bs := e.m.Geometry().BlockSize
 	window := e.m.W.Config.SlidingWindow
 	e.steps, e.owners = e.steps[:0], e.owners[:0]
 	for i := range b.Seqs {
@@ -145,6 +147,12 @@ func (e *Executor) Release(ids []uint64) {
 			delete(e.seqs, id)
 		}
 	}
+}
+
+// TotalBlocks reports the sizes of the full and sliding block pools.
+func (e *Executor) TotalBlocks() (full, sliding int) {
+	g := e.m.Geometry()
+	return g.Blocks, g.SlidingBlocks
 }
 
 // FreeBlocks reports the free full and sliding blocks, for leak tests.
