@@ -135,7 +135,8 @@ func run(s config.Settings, log *zap.Logger) error {
 		exec = m
 	}
 	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens,
-		Logger: log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption})
+		Logger: log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
+		OnStepFailure: rec.ObserveStepFailure})
 	srv, err := api.New(api.Options{
 		Model: preset, Mode: mode, ModeReason: reason, Profiles: profs, DefaultProfile: s.Profile,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,

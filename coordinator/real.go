@@ -125,6 +125,25 @@ func (e *realEngine) watch(ctx context.Context, s config.Settings, dir string, l
 		}
 		log.Warn("a worker restarted: reloading the model on every rank", zap.Any("workers", now))
 		lctx, cancel := context.WithTimeout(ctx, s.LoadTimeout)
+		// A worker that dies or restarts during the reload (a rank stuck
+		// in a collective with the dead one is killed by its step
+		// watchdog) never answers its Load: start over at once instead of
+		// waiting out LoadTimeout.
+		go func() {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-lctx.Done():
+					return
+				case <-t.C:
+				}
+				if !sameIDs(now, e.ids()) {
+					cancel()
+					return
+				}
+			}
+		}()
 		err := e.client.WaitWorkers(lctx, s.TP)
 		if err == nil {
 			err = e.client.Load(lctx, &wire.Load{ModelDir: dir, Tp: int32(s.TP)})
@@ -137,6 +156,19 @@ func (e *realEngine) watch(ctx context.Context, s config.Settings, dir string, l
 		loaded = now
 		log.Info("model reloaded after a worker restart")
 	}
+}
+
+// sameIDs reports whether two rank → worker id maps are equal.
+func sameIDs(a, b map[int]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for rank, id := range a {
+		if b[rank] != id {
+			return false
+		}
+	}
+	return true
 }
 
 // ids returns the current worker id of every registered, live rank.

@@ -101,6 +101,10 @@ type WorkerInfo struct {
 	Registered bool
 	// Lost: no heartbeat within WorkerTimeout.
 	Lost bool
+	// KV cache blocks free and in all (full-attention and sliding pools),
+	// as of the worker's last heartbeat.
+	KVFree, KVTotal               int
+	KVSlidingFree, KVSlidingTotal int
 }
 
 // Client is the coordinator's handle on the workers. It implements
@@ -126,9 +130,15 @@ type Client struct {
 	steps    uint64               // successful steps; guarded by mu
 	draining bool                 // guarded by mu
 	kvTokens int64                // smallest KV capacity any rank reported at load; guarded by mu
+	loaded   map[int]string       // worker id per rank at the last successful load; guarded by mu
+	failedAt time.Time            // the last failed step, until every rank has been heard from since; guarded by mu
 }
 
-var _ sched.Executor = (*Client)(nil)
+var (
+	_ sched.Executor = (*Client)(nil)
+	_ sched.Readier  = (*Client)(nil)
+	_ sched.Flusher  = (*Client)(nil)
+)
 
 // New subscribes to worker registrations and heartbeats and starts the
 // coordinator's heartbeat (the first one at once).
@@ -274,6 +284,8 @@ func (c *Client) onHeartbeat(m *nats.Msg) {
 			zap.String("state", h.State), zap.String("error", h.Error))
 	}
 	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
+	w.KVFree, w.KVTotal = int(h.KvFree), int(h.KvTotal)
+	w.KVSlidingFree, w.KVSlidingTotal = int(h.KvSlidingFree), int(h.KvSlidingTotal)
 	c.notifyLocked()
 }
 
@@ -388,13 +400,52 @@ func (c *Client) Load(ctx context.Context, l *wire.Load) error {
 	if err != nil {
 		return fmt.Errorf("remote: load: %w", err)
 	}
+	ids := map[int]string{}
+	c.mu.Lock()
+	c.loaded = nil // not ready while loading
+	for rank, w := range c.workers {
+		ids[rank] = w.ID
+	}
+	c.mu.Unlock()
 	errs := make([]error, c.opts.WorldSize)
 	var wg sync.WaitGroup
 	for rank := range c.opts.WorldSize {
 		wg.Go(func() { errs[rank] = c.loadRank(ctx, rank, data) })
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.loaded, c.failedAt = ids, time.Time{}
+	c.mu.Unlock()
+	return nil
+}
+
+// Ready reports whether steps can be sent: the model is loaded on the
+// workers now registered (a restarted worker has a new id and needs a
+// reload first), every rank is alive and not failed, and after a failed
+// step every rank has been heard from since, so a step is not retried into
+// a worker that died (its last heartbeat predates the failure) before the
+// coordinator noticed. The scheduler holds its batch while this is false.
+func (c *Client) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loaded == nil {
+		return false
+	}
+	now := time.Now()
+	for rank := range c.opts.WorldSize {
+		w := c.workers[rank]
+		switch {
+		case w == nil || w.ID != c.loaded[rank] || w.State == "failed",
+			now.Sub(w.LastHeartbeat) > c.opts.WorkerTimeout,
+			!c.failedAt.IsZero() && !w.LastHeartbeat.After(c.failedAt):
+			return false
+		}
+	}
+	c.failedAt = time.Time{}
+	return true
 }
 
 func (c *Client) loadRank(ctx context.Context, rank int, data []byte) error {
@@ -478,6 +529,9 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 		for _, id := range newlySent {
 			delete(c.sent, id)
 		}
+		if ctx.Err() == nil {
+			c.failedAt = time.Now()
+		}
 		c.mu.Unlock()
 		return err
 	}
@@ -558,6 +612,18 @@ func toWire(s *sched.Sampling) *wire.Sampling {
 		Seed: s.Seed, HasSeed: s.HasSeed, PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty,
 		Logprobs: s.Logprobs, TopLogprobs: int32(s.TopLogprobs),
 	}
+}
+
+// Flush sends the pending releases in a step of their own, when there are
+// any: the scheduler calls it when it has nothing else to run.
+func (c *Client) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	pending := len(c.release) > 0
+	c.mu.Unlock()
+	if !pending || !c.Ready() {
+		return nil // workers that are coming back start with empty caches anyway
+	}
+	return c.Step(ctx, &sched.Batch{})
 }
 
 // Release queues ids for the next step's release list and forgets that

@@ -662,6 +662,15 @@ func TestScheduler(t *testing.T) {
 	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
 		t.Fatal(err)
 	}
+	if c.Ready() {
+		t.Fatal("ready before the model is loaded")
+	}
+	if err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Ready() {
+		t.Fatal("not ready after loading")
+	}
 	p := &profiles.Profile{Name: "p",
 		Generation: profiles.Generation{ReasoningEffort: "low", MaxTokens: 16, MaxTokensCap: 64, Temperature: 1, TopP: 1},
 		Scheduling: profiles.Scheduling{MaxBatch: 4, PrefillChunk: 2, QueueLimit: 10, QueueTimeout: 5 * time.Second}}
@@ -710,5 +719,85 @@ func TestScheduler(t *testing.T) {
 	}
 	if rel := w0.received()[6].Release; len(rel) != 1 {
 		t.Fatalf("release %v", rel)
+	}
+}
+
+// TestReadyAfterFailure: after a failed step the client is not ready until
+// every rank has been heard from since (a dead worker never is); a worker
+// that comes back as a new process needs a reload first.
+func TestReadyAfterFailure(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 2, nil)
+	w0, w1 := e.worker(t, 0, 2).up(), e.worker(t, 1, 2).up()
+	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 2}); err != nil {
+		t.Fatal(err)
+	}
+	w1.stopBeats() // rank 1 "dies"
+	w0.mu.Lock()
+	w0.stepErr = "collective: rank 1 did not answer"
+	w0.mu.Unlock()
+	b := &sched.Batch{Seqs: []sched.SeqStep{{ID: 1, Tokens: []int{1}, Sample: true}}}
+	if err := c.Step(waitCtx(t), b); err == nil {
+		t.Fatal("step succeeded")
+	}
+	time.Sleep(150 * time.Millisecond) // rank 0 heartbeats again; rank 1 does not
+	if c.Ready() {
+		t.Fatal("ready with a silent rank after a failed step")
+	}
+	// Rank 1 comes back as a new process: not ready until reloaded.
+	back := e.worker(t, 1, 2)
+	back.id = "w1-restarted"
+	back.up()
+	checkFor(t, 2*time.Second, "new rank 1", func() bool {
+		for _, w := range c.Workers() {
+			if w.Rank == 1 && w.ID == "w1-restarted" {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(100 * time.Millisecond)
+	if c.Ready() {
+		t.Fatal("ready before the restarted worker was loaded")
+	}
+	w0.mu.Lock()
+	w0.stepErr = ""
+	w0.mu.Unlock()
+	if err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Ready() {
+		t.Fatal("not ready after the reload")
+	}
+	if err := c.Step(waitCtx(t), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFlushSendsReleases: releases queued after the last step go out in a
+// release-only step when the scheduler flushes, so idle workers free them.
+func TestFlushSendsReleases(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1).up()
+	if err := c.WaitWorkers(waitCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Load(waitCtx(t), &wire.Load{ModelDir: "/models/x", Tp: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(waitCtx(t)); err != nil || len(w.received()) != 0 {
+		t.Fatalf("flush with nothing pending: %v, %d steps", err, len(w.received()))
+	}
+	c.Release([]uint64{7, 9})
+	if err := c.Flush(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	steps := w.received()
+	if len(steps) != 1 || len(steps[0].Seqs) != 0 || !slices.Equal(steps[0].Release, []uint64{7, 9}) {
+		t.Fatalf("steps %v", steps)
 	}
 }

@@ -40,6 +40,10 @@ var (
 	ErrAborted = errors.New("sched: aborted by server shutdown")
 	// ErrClosed: the scheduler has stopped.
 	ErrClosed = errors.New("sched: closed")
+	// ErrEngineFailed: the sequence was in two failed steps (the second
+	// time as the only suspect of its step) and is not retried again, so
+	// a request that crashes workers cannot crash them forever.
+	ErrEngineFailed = errors.New("sched: the engine failed twice while running this request")
 )
 
 // FinishReason says why a sequence stopped, in OpenAI's vocabulary plus
@@ -136,6 +140,22 @@ type Executor interface {
 	Capabilities() Capabilities
 }
 
+// Readier is implemented by executors that can be unable to step for a
+// while (workers restarting and reloading after a crash). The scheduler
+// does not step while Ready is false; queued and running requests keep
+// their timeouts and cancellations meanwhile.
+type Readier interface {
+	Ready() bool
+}
+
+// Flusher is implemented by executors that batch releases into the next
+// step (the workers' release list): the scheduler flushes them when it has
+// nothing to run, so an idle server holds no KV blocks for finished
+// requests.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
 // Batch is one step.
 type Batch struct {
 	Seqs []SeqStep
@@ -175,6 +195,10 @@ type Options struct {
 	OnStep func(seqs, tokens int, took time.Duration)
 	// OnPreempt, when set, is told about every preemption.
 	OnPreempt func(profile string)
+	// OnStepFailure, when set, is told about every failed step: how many of
+	// its sequences were requeued to be recomputed and how many were
+	// refused (ErrEngineFailed).
+	OnStepFailure func(retried, refused int)
 }
 
 // Load is a profile's current occupancy.
@@ -349,11 +373,27 @@ func (s *Scheduler) loop() {
 		s.reap()
 		s.admit()
 		if len(s.batch) == 0 {
+			if f, ok := s.exec.(Flusher); ok {
+				if err := f.Flush(ctx); err != nil {
+					s.log.Warn("flushing releases failed", zap.Error(err))
+				}
+			}
 			// Nothing to run. Wake on a submit, or periodically to expire
 			// queued requests that can never be admitted.
 			t := time.NewTimer(100 * time.Millisecond)
 			select {
 			case <-s.wake:
+			case <-s.stop:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		if r, ok := s.exec.(Readier); ok && !r.Ready() {
+			// Workers are coming back: hold the batch (reap above still
+			// ends cancelled and expired requests).
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
 			case <-s.stop:
 			case <-t.C:
 			}
@@ -459,8 +499,17 @@ func (s *Scheduler) build(b *Batch) {
 			budget--
 		}
 	}
+	suspect := false
 	for _, q := range s.batch {
 		q.stepIdx = -1
+		if q.strikes > 0 {
+			// A sequence that was in a failed step runs with at most one
+			// other suspect-free company, so a second failure is its own.
+			if suspect {
+				continue
+			}
+			suspect = true
+		}
 		left := len(q.tokens) - q.prefilled
 		n := 1
 		if left > 1 {
@@ -519,30 +568,61 @@ func (s *Scheduler) deliver(b *Batch) {
 // only deferred, and not counted as a preemption.
 func (s *Scheduler) preempt(q *sequence) {
 	lost := q.prefilled > 0
+	s.requeue(q)
+	if lost {
+		s.log.Debug("preempted", zap.String("request_id", q.req.ID), zap.Int("tokens", len(q.tokens)))
+		if s.opts.OnPreempt != nil {
+			s.opts.OnPreempt(q.req.Profile.Name)
+		}
+	}
+}
+
+// requeue puts a running sequence back at the front of its queue, to be
+// recomputed from its prompt and generated tokens. It gets a new id: the
+// executor's state for the old one is released (retire), and ids are never
+// reused, so a late release can never hit the recomputed sequence.
+func (s *Scheduler) requeue(q *sequence) {
 	q.prefilled, q.stepChunk = 0, 0
+	q.id = s.nextID.Add(1)
 	q.enqueued = time.Now() // its queue timeout starts again
 	name := q.req.Profile.Name
 	s.mu.Lock()
 	s.running[name]--
 	s.waiting[name] = append([]*sequence{q}, s.waiting[name]...)
 	s.mu.Unlock()
-	if lost {
-		s.log.Debug("preempted", zap.String("request_id", q.req.ID), zap.Int("tokens", len(q.tokens)))
-		if s.opts.OnPreempt != nil {
-			s.opts.OnPreempt(name)
-		}
-	}
 }
 
-// failBatch ends every sequence of a failed step.
+// failBatch handles a failed step (a worker died or hung, or the engine
+// returned an error). The step's sequences are recomputed rather than
+// failed, since a crash is usually not their fault; but a sequence that was
+// already in a failed step is a suspect, runs as the only suspect of its
+// step (build), and when that step fails too it is refused with
+// ErrEngineFailed while its companions are recomputed without blame.
 func (s *Scheduler) failBatch(err error) {
+	suspect := false
+	for _, q := range s.batch {
+		suspect = suspect || (q.stepIdx >= 0 && q.strikes > 0)
+	}
+	retried, refused := 0, 0
 	s.retire(func(q *sequence) bool {
 		if q.stepIdx < 0 {
 			return false
 		}
-		s.finish(q, FinishError, err)
+		switch {
+		case q.strikes > 0:
+			s.finish(q, FinishError, fmt.Errorf("%w: %w", ErrEngineFailed, err))
+			refused++
+			return true
+		case !suspect:
+			q.strikes++
+		}
+		s.requeue(q)
+		retried++
 		return true
 	})
+	if s.opts.OnStepFailure != nil {
+		s.opts.OnStepFailure(retried, refused)
+	}
 }
 
 // retire removes the running sequences for which drop returns true (drop
@@ -551,8 +631,9 @@ func (s *Scheduler) retire(drop func(*sequence) bool) {
 	var released []uint64
 	keep := s.batch[:0]
 	for _, q := range s.batch {
+		id := q.id // drop may requeue q under a new id
 		if drop(q) {
-			released = append(released, q.id)
+			released = append(released, id)
 			continue
 		}
 		keep = append(keep, q)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,7 +257,9 @@ func TestStepBudgetInterleavesPrefill(t *testing.T) {
 	}
 }
 
-func TestStepErrorFailsBatchOnly(t *testing.T) {
+// A step that fails once (a worker crash) is retried: its sequences are
+// recomputed and finish normally, and the failure is counted.
+func TestStepFailureRetried(t *testing.T) {
 	f := newFake()
 	var once sync.Once
 	f.fail = func(b *Batch) error {
@@ -265,19 +268,93 @@ func TestStepErrorFailsBatchOnly(t *testing.T) {
 		return err
 	}
 	p := testProfile("p", 8, 64, 10)
+	var retried, refused atomic.Int64
+	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
+	toks, fin := collect(t, st)
+	if fin.Reason != FinishLength || len(toks) != 3 {
+		t.Fatalf("final %+v after %d tokens", fin, len(toks))
+	}
+	if retried.Load() != 1 || refused.Load() != 0 {
+		t.Fatalf("retried %d refused %d", retried.Load(), refused.Load())
+	}
+}
+
+// A request that fails every step it is in (a poison request) is refused
+// after its second failure; the requests batched with it finish, and they
+// are never blamed for its failures.
+func TestPoisonRequestRefusedOthersFinish(t *testing.T) {
+	f := newFake()
+	f.delay = time.Millisecond
+	f.fail = func(b *Batch) error {
+		for _, st := range b.Seqs {
+			if st.Pos == 0 && len(st.Tokens) == 7 { // the poison prompt's first chunk
+				return errors.New("worker crashed")
+			}
+		}
+		return nil
+	}
+	p := testProfile("p", 8, 64, 10)
+	var retried, refused atomic.Int64
+	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
+	defer s.Close()
+	var good []*Stream
+	for range 4 {
+		st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		good = append(good, st)
+	}
+	time.Sleep(5 * time.Millisecond) // the good ones are decoding
+	bad, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(7), MaxTokens: 5})
+	if _, fin := collect(t, bad); fin.Reason != FinishError || !errors.Is(fin.Err, ErrEngineFailed) {
+		t.Fatalf("poison request: %+v", fin)
+	}
+	for i, st := range good {
+		toks, fin := collect(t, st)
+		if fin.Reason != FinishLength || len(toks) != 20 {
+			t.Fatalf("request %d: %+v after %d tokens", i, fin, len(toks))
+		}
+		for j, tk := range toks {
+			if tk.ID != 1000+4+j {
+				t.Fatalf("request %d token %d = %d: recomputation lost its place", i, j, tk.ID)
+			}
+		}
+	}
+	if refused.Load() != 1 {
+		t.Fatalf("refused %d, want 1 (retried %d)", refused.Load(), retried.Load())
+	}
+}
+
+// While the executor is not ready (workers restarting), nothing is stepped
+// and requests wait; they run once it is ready again.
+func TestWaitsForReadyExecutor(t *testing.T) {
+	f := &readyFake{fakeExec: newFake()}
+	p := testProfile("p", 8, 64, 10)
 	s := New(f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
-	_, fin := collect(t, st)
-	if fin.Reason != FinishError || fin.Err == nil {
+	time.Sleep(50 * time.Millisecond)
+	f.mu.Lock()
+	steps := f.steps
+	f.mu.Unlock()
+	if steps != 0 {
+		t.Fatalf("%d steps while not ready", steps)
+	}
+	f.ready.Store(true)
+	if _, fin := collect(t, st); fin.Reason != FinishLength {
 		t.Fatalf("final %+v", fin)
 	}
-	// The scheduler keeps serving afterwards.
-	st, _ = s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
-	if _, fin = collect(t, st); fin.Reason != FinishLength {
-		t.Fatalf("after failure: %+v", fin)
-	}
 }
+
+type readyFake struct {
+	*fakeExec
+	ready atomic.Bool
+}
+
+func (f *readyFake) Ready() bool { return f.ready.Load() }
 
 func TestQueueTimeout(t *testing.T) {
 	f := newFake()

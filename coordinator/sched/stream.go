@@ -29,6 +29,7 @@ type sequence struct {
 	generated int
 	stepChunk int
 	stepIdx   int // index in the current Batch, -1 when not in it
+	strikes   int // failed steps this sequence was in
 }
 
 // dead reports whether the sequence must be dropped and why.

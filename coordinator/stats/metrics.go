@@ -39,6 +39,7 @@ type metrics struct {
 	promptTotal, genTotal, cancelled *prometheus.CounterVec
 	parseWarnings                    *prometheus.CounterVec
 	preemptions                      *prometheus.CounterVec
+	stepFailures, retried, refused   prometheus.Counter
 	running, waiting                 *prometheus.GaugeVec
 
 	// Engine steps, over all profiles: a step serves every profile's
@@ -97,6 +98,12 @@ func newMetrics() *metrics {
 			"Requests whose client disconnected before the response ended."),
 		preemptions: counter("gptoss_preemptions_total",
 			"Sequences preempted for lack of KV cache room and recomputed later."),
+		stepFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "gptoss_step_failures_total",
+			Help: "Engine steps that failed (a worker died or hung, or the engine returned an error)."}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{Name: "gptoss_sequences_retried_total",
+			Help: "Sequences of failed steps that were requeued and recomputed."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "gptoss_sequences_refused_total",
+			Help: "Sequences refused after a second failed step (suspected of crashing the engine)."}),
 		parseWarnings: counter("gptoss_harmony_parse_warnings_total",
 			"Structural problems in model output that the Harmony parser smoothed over (malformed headers, stray control tokens, text outside a message)."),
 
@@ -121,7 +128,7 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		m.ttft, m.itl, m.streamDelay, m.e2e, m.queue, m.promptHist, m.genHist,
 		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.parseWarnings, m.preemptions,
-		m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
+		m.stepFailures, m.retried, m.refused, m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -217,6 +217,13 @@ func (r *Recorder) ObservePreemption(profile string) {
 	p.preemptions.Inc()
 }
 
+// ObserveStepFailure counts a failed step and what became of its sequences.
+func (r *Recorder) ObserveStepFailure(retried, refused int) {
+	r.m.stepFailures.Inc()
+	r.m.retried.Add(float64(retried))
+	r.m.refused.Add(float64(refused))
+}
+
 // ObserveStep records one engine step: how long the executor took, how
 // many sequences and tokens it carried. Comparing step time with
 // inter-token latency tells the engine's share from the serving path's.

@@ -129,15 +129,21 @@ func (x *Register) GetPid() int32 {
 // coordinator (subject <prefix>.coordinator.heartbeat) so each side notices
 // the other's absence.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Rank          int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // "starting", "loading", "ready", "draining", "failed"
-	Steps         uint64                 `protobuf:"varint,4,opt,name=steps,proto3" json:"steps,omitempty"`
-	UnixNanos     int64                  `protobuf:"varint,5,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
-	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId  string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Rank      int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	State     string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // "starting", "loading", "ready", "draining", "failed"
+	Steps     uint64                 `protobuf:"varint,4,opt,name=steps,proto3" json:"steps,omitempty"`
+	UnixNanos int64                  `protobuf:"varint,5,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	Error     string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// KV cache blocks free and in all, full-attention and sliding pools
+	// (0 before a load): /health shows them, leak tests read them.
+	KvFree         int32 `protobuf:"varint,7,opt,name=kv_free,json=kvFree,proto3" json:"kv_free,omitempty"`
+	KvTotal        int32 `protobuf:"varint,8,opt,name=kv_total,json=kvTotal,proto3" json:"kv_total,omitempty"`
+	KvSlidingFree  int32 `protobuf:"varint,9,opt,name=kv_sliding_free,json=kvSlidingFree,proto3" json:"kv_sliding_free,omitempty"`
+	KvSlidingTotal int32 `protobuf:"varint,10,opt,name=kv_sliding_total,json=kvSlidingTotal,proto3" json:"kv_sliding_total,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -210,6 +216,34 @@ func (x *Heartbeat) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Heartbeat) GetKvFree() int32 {
+	if x != nil {
+		return x.KvFree
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetKvTotal() int32 {
+	if x != nil {
+		return x.KvTotal
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetKvSlidingFree() int32 {
+	if x != nil {
+		return x.KvSlidingFree
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetKvSlidingTotal() int32 {
+	if x != nil {
+		return x.KvSlidingTotal
+	}
+	return 0
 }
 
 // Load asks every rank to load its shard (request on <prefix>.load.<rank>).
@@ -851,7 +885,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vmemory_used\x18\x06 \x01(\x04R\n" +
 	"memoryUsed\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x10\n" +
-	"\x03pid\x18\b \x01(\x05R\x03pid\"\x9d\x01\n" +
+	"\x03pid\x18\b \x01(\x05R\x03pid\"\xa3\x02\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -859,7 +893,12 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x05steps\x18\x04 \x01(\x04R\x05steps\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\xac\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x17\n" +
+	"\akv_free\x18\a \x01(\x05R\x06kvFree\x12\x19\n" +
+	"\bkv_total\x18\b \x01(\x05R\akvTotal\x12&\n" +
+	"\x0fkv_sliding_free\x18\t \x01(\x05R\rkvSlidingFree\x12(\n" +
+	"\x10kv_sliding_total\x18\n" +
+	" \x01(\x05R\x0ekvSlidingTotal\"\xac\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +
