@@ -16,7 +16,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 # mock engine unless the 20b weights are in the Hugging Face cache).
 RUN_ARGS ?= --model models/tiny --tp 2 --profile latency_first --port 8000
 
-.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean
+.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,48 @@ golden: ## regenerate golden data (needs Python venvs: see each script's docstri
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
+
+# CUDA kernels (kernels/, C ABI in kernels/gptoss.h) -> build/libgptoss_kernels.so.
+# nvcc comes from the pip wheels scripts/install-cuda.sh puts in .cuda/ (or
+# set KERNELS_CUDA to a toolkit root, KERNELS_NCCL_INC to nccl.h's folder).
+# cudart is linked statically; cuBLAS and NCCL are opened with dlopen at run
+# time, so the library links against neither (only their headers are used).
+# KERNELS_PTXAS=-v prints the register/stack report of every kernel.
+KERNELS_CUDA ?= $(CURDIR)/.cuda/nvidia/cu13
+KERNELS_NCCL_INC ?= $(CURDIR)/.cuda/nvidia/nccl/include
+NVCC ?= $(KERNELS_CUDA)/bin/nvcc
+KERNELS_LIB := build/libgptoss_kernels.so
+KERNELS_SRC := $(wildcard kernels/*.cu)
+KERNELS_OBJ := $(patsubst kernels/%.cu,build/kernels/%.o,$(KERNELS_SRC))
+KERNELS_HDR := $(wildcard kernels/*.h kernels/*.cuh)
+KERNELS_ARCH := -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=sm_90 \
+  -gencode=arch=compute_80,code=sm_80
+KERNELS_PTXAS ?=
+NVCCFLAGS ?= -O3 -std=c++17 $(KERNELS_ARCH) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra \
+  -I$(KERNELS_CUDA)/include -I$(KERNELS_NCCL_INC) $(if $(KERNELS_PTXAS),-Xptxas $(KERNELS_PTXAS))
+
+kernels: $(KERNELS_LIB) ## build build/libgptoss_kernels.so with nvcc (scripts/install-cuda.sh first)
+
+$(KERNELS_LIB): $(KERNELS_OBJ)
+	$(NVCC) $(KERNELS_ARCH) -shared -cudart static -L$(KERNELS_CUDA)/lib -o $@ $^ -Xlinker --exclude-libs,ALL -Xlinker -z,defs -ldl -lpthread
+
+build/kernels/%.o: kernels/%.cu $(KERNELS_HDR)
+	@mkdir -p $(dir $@)
+	@test -x $(NVCC) || { echo "nvcc not found at $(NVCC): run scripts/install-cuda.sh"; exit 1; }
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+# The GPU check (scripts/gpu-check; docs/performance.md, "GPU check"): build
+# here, without a GPU, what the device machine runs, and print the command.
+# The commit travels inside the binary (the device copy has no .git).
+GPU_CHECK_CARRY := ["$(BIN)/worker", "$(KERNELS_LIB)"]
+gpu-check: kernels ## build bin/worker and the kernels for the device check; print the device command
+	$(GO) build -ldflags "$(LDFLAGS) -X github.com/gptoss/server/worker/gpucheck.Version=$(VERSION)" -o $(BIN)/worker ./worker
+	@echo
+	@echo "Device check (one call, under 8 minutes on one H100; results come back from \$$OUT):"
+	@echo '  run  command: scripts/gpu-check'
+	@echo '       carry:   $(GPU_CHECK_CARRY)'
+	@echo '       timeout_s: 540'
+	@echo "Smoke test first if the kernels are new: command 'scripts/gpu-check --quick' (about 2 minutes)."
 
 clean: ## remove build outputs and the test virtualenv
 	rm -rf $(BIN) $(VENV)
