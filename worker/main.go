@@ -7,6 +7,13 @@
 //
 //	worker --nats-url nats://127.0.0.1:4222 --deployment default --rank 0 --world-size 1
 //
+// With --backend cuda the model runs on the GPU through the kernels
+// library (make kernels; docs/cuda.md), opened at load time: a worker
+// without it still starts, registers and answers the Load with the error.
+// --load-format dummy serves random weights of real shapes (the Load's
+// model may then be a preset: 20b, 120b, tiny) for benchmarks without the
+// checkpoint files.
+//
 // Every flag also reads GPTOSS_WORKER_<NAME> from the environment (dashes
 // become underscores); --nats-token also reads GPTOSS_NATS_TOKEN. Flags
 // win over the environment. Logs go to stderr; stdout stays empty.
@@ -30,6 +37,7 @@ import (
 	"github.com/gptoss/server/shared/logging"
 	"github.com/gptoss/server/shared/plugin"
 	"github.com/gptoss/server/shared/wire"
+	"github.com/gptoss/server/worker/gpucheck"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -51,6 +59,18 @@ type config struct {
 	StepTimeout        time.Duration
 	LogLevel           string
 	LogFormat          string
+	// Backend runs the model on "cpu" or "cuda"; Kernels names the CUDA
+	// kernels library ("" searches, see worker/cuda Open);
+	// GPUMemoryUtilization is the fraction of free GPU memory the KV cache
+	// takes when a Load leaves its size 0; NCCL joins a one-rank NCCL
+	// communicator at world size 1 (the collective path on one GPU).
+	Backend              string
+	Kernels              string
+	GPUMemoryUtilization float64
+	NCCL                 bool
+	// LoadFormat is "auto" (the checkpoint's weights) or "dummy" (random
+	// weights of its shapes, or of a preset named instead of a directory).
+	LoadFormat string
 	// ParentPID, from GPTOSS_WORKER_PARENT_PID (the launcher's pid), makes
 	// the worker exit when its parent process changes; 0 when unset.
 	ParentPID int
@@ -80,6 +100,13 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		"watchdog: a step running longer is reported failed and the worker exits with status 1")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: json, console or auto (console on a terminal)")
+	fs.StringVar(&c.Backend, "backend", backendCPU, "what runs the model: cpu, or cuda (the kernels library and a GPU)")
+	fs.StringVar(&c.Kernels, "kernels", "", "path of libgptoss_kernels.so for --backend cuda (default: $GPTOSS_KERNELS, else build/ and bin/ next to the executable and the working directory)")
+	fs.Float64Var(&c.GPUMemoryUtilization, "gpu-memory-utilization", 0.9,
+		"fraction of the GPU memory free after the weights that the KV cache takes when a load does not size it")
+	fs.BoolVar(&c.NCCL, "nccl", false, "with --backend cuda and world size 1, still join a (one-rank) NCCL communicator")
+	fs.StringVar(&c.LoadFormat, "load-format", loadAuto,
+		"auto: the checkpoint's weights; dummy: random weights of its shapes (the model may then be a preset: 20b, 120b, tiny)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: worker [flags]\n\nEvery flag also reads %s<NAME> (flags win).\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -132,6 +159,14 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return c, fmt.Errorf("--step-timeout %s: must be positive", c.StepTimeout)
 	case c.NATSURL == "":
 		return c, fmt.Errorf("--nats-url is empty")
+	case c.Backend != backendCPU && c.Backend != backendCUDA:
+		return c, fmt.Errorf("--backend %q: want cpu or cuda", c.Backend)
+	case !(c.GPUMemoryUtilization > 0 && c.GPUMemoryUtilization <= 1):
+		return c, fmt.Errorf("--gpu-memory-utilization %g: want a fraction in (0, 1]", c.GPUMemoryUtilization)
+	case c.LoadFormat != loadAuto && c.LoadFormat != loadDummy:
+		return c, fmt.Errorf("--load-format %q: want auto or dummy", c.LoadFormat)
+	case c.NCCL && c.Backend != backendCUDA:
+		return c, errors.New("--nccl needs --backend cuda")
 	}
 	if _, err := wire.NewSubjects(c.Deployment); err != nil {
 		return c, fmt.Errorf("--deployment: %w", err)
@@ -147,6 +182,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 }
 
 func main() {
+	// worker gpu-check: the device check of the CUDA backend (scripts/gpu-check).
+	if len(os.Args) > 1 && os.Args[1] == "gpu-check" {
+		os.Exit(gpucheck.Main(os.Args[2:]))
+	}
 	c, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/shared/wire"
 	"github.com/gptoss/server/worker/collective"
+	"github.com/gptoss/server/worker/cuda"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/local"
 	"github.com/gptoss/server/worker/safetensors"
@@ -102,9 +102,14 @@ type worker struct {
 	// runMu, no step runs again.
 	runMu sync.Mutex
 
+	// sequences is how many sequences the executor holds state for, as of
+	// the last step or load, for heartbeats (leak checks).
+	sequences atomic.Int32
+
 	// Owned by the model goroutine.
 	set      *safetensors.Set
 	coll     *collective.NATS // joins the ranks when the world size is above 1
+	gpu      *cuda.Backend    // the model's GPU memory (--backend cuda)
 	exec     *local.Executor
 	modelID  string
 	sampling map[uint64]*sched.Sampling
@@ -359,12 +364,24 @@ func redactURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
+// noteSequences records how many sequences the executor holds (model
+// goroutine only).
+func (w *worker) noteSequences() {
+	n := 0
+	if w.exec != nil {
+		n = w.exec.Sequences()
+	}
+	w.sequences.Store(int32(n))
+}
+
 func (w *worker) heartbeat() {
 	state, errMsg := w.getState()
-	w.publish(w.subj.Heartbeat(), &wire.Heartbeat{
+	h := &wire.Heartbeat{
 		WorkerId: w.cfg.WorkerID, Rank: int32(w.cfg.Rank), State: state, Steps: w.steps.Load(),
 		UnixNanos: time.Now().UnixNano(), Error: errMsg,
-	})
+	}
+	h.Sequences = w.sequences.Load()
+	w.publish(w.subj.Heartbeat(), h)
 }
 
 func (w *worker) heartbeats() {
@@ -577,6 +594,7 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 	if w.exec == nil {
 		return errors.New("no model loaded: send Load first")
 	}
+	defer w.noteSequences()
 	for _, id := range s.Release {
 		delete(w.sampling, id)
 	}
@@ -600,7 +618,8 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 		for i, t := range q.Tokens {
 			toks[i] = int(t)
 		}
-		b.Seqs = append(b.Seqs, sched.SeqStep{ID: q.Id, Tokens: toks, Pos: int(q.Pos), Sample: q.Sample, Sampling: w.sampling[q.Id]})
+		b.Seqs = append(b.Seqs, sched.SeqStep{ID: q.Id, Tokens: toks, Pos: int(q.Pos), Sample: q.Sample, Sampling: w.sampling[q.Id],
+			Blocks: ints(q.Blocks), SlidingBlocks: ints(q.SlidingBlocks)})
 	}
 	if len(b.Seqs) == 0 {
 		return nil // a release-only step
@@ -626,6 +645,18 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 		res.Tokens = append(res.Tokens, t)
 	}
 	return nil
+}
+
+// ints converts a wire block table; nil stays nil.
+func ints(v []int32) []int {
+	if v == nil {
+		return nil
+	}
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
 }
 
 func samplingFromWire(p *wire.Sampling) *sched.Sampling {
@@ -665,16 +696,23 @@ func (w *worker) doLoad(l *wire.Load) (res *wire.LoadResult) {
 		return res
 	}
 	res.Model, res.Vocab = id, int32(vocab)
-	res.KvTokens = int64(w.exec.Capabilities().KVTokens)
+	caps := w.exec.Capabilities()
+	res.KvTokens = int64(caps.KVTokens)
+	if g := caps.KV; g != nil {
+		res.BlockSize, res.KvBlocks = int32(g.BlockSize), int32(g.Blocks)
+		res.SlidingBlocks, res.SlidingWindow = int32(g.SlidingBlocks), int32(g.SlidingWindow)
+	}
+	w.noteSequences()
 	return res
 }
 
 // unload drops the model, its sequences and its memory map.
 func (w *worker) unload() {
-	if w.exec == nil && w.set == nil {
+	if w.exec == nil && w.set == nil && w.gpu == nil {
 		return
 	}
 	w.exec, w.modelID = nil, ""
+	w.noteSequences()
 	clear(w.sampling)
 	if w.coll != nil {
 		w.coll.Close()
@@ -686,10 +724,14 @@ func (w *worker) unload() {
 		}
 		w.set = nil
 	}
+	if w.gpu != nil {
+		w.gpu.Close()
+		w.gpu = nil
+	}
 	debug.FreeOSMemory() // the KV cache
 }
 
-func (w *worker) load(l *wire.Load) (string, int, error) {
+func (w *worker) load(l *wire.Load) (id string, vocab int, err error) {
 	ws := w.cfg.WorldSize
 	if int(max(l.Tp, 1)) != ws {
 		return "", 0, fmt.Errorf("load: tp %d does not match this worker's world size %d", l.Tp, ws)
@@ -698,66 +740,88 @@ func (w *worker) load(l *wire.Load) (string, int, error) {
 		return "", 0, errors.New("load: empty model_dir")
 	}
 	kv, sliding, bs := int(l.KvBlocks), int(l.SlidingBlocks), int(l.BlockSize)
-	if kv == 0 {
-		kv = defaultKVBlocks
-	}
-	if sliding == 0 {
-		sliding = defaultSlidingBlocks
+	if kv < 0 || sliding < 0 || bs < 0 {
+		return "", 0, fmt.Errorf("load: kv_blocks %d, sliding_blocks %d, block_size %d: must not be negative", kv, sliding, bs)
 	}
 	if bs == 0 {
 		bs = defaultBlockSize
 	}
-	if kv < 0 || sliding < 0 || bs < 0 {
-		return "", 0, fmt.Errorf("load: kv_blocks %d, sliding_blocks %d, block_size %d: must not be negative", kv, sliding, bs)
+	gpu := w.cfg.Backend == backendCUDA
+	if !gpu {
+		// Host memory: fixed defaults. The GPU sizes its pools from free
+		// device memory when the Load leaves them 0.
+		if kv == 0 {
+			kv = defaultKVBlocks
+		}
+		if sliding == 0 {
+			sliding = defaultSlidingBlocks
+		}
 	}
-	cfg, err := model.LoadConfig(l.ModelDir)
+	cfg, id, err := w.modelConfig(l.ModelDir)
 	if err != nil {
 		return "", 0, err
 	}
-	if err := checkCacheFits(&cfg, kv, sliding, bs); err != nil {
+	var lib *cuda.Lib
+	var ncclID []byte
+	if gpu {
+		if lib, err = w.openKernels(); err != nil {
+			return "", 0, err
+		}
+		if ncclID, err = w.ncclID(lib, l.Epoch); err != nil {
+			return "", 0, err
+		}
+	} else if err := checkCacheFits(&cfg, kv, sliding, bs); err != nil {
 		return "", 0, err
 	}
-	set, err := safetensors.OpenDir(l.ModelDir)
+	set, weights, err := w.readWeights(cfg, l.ModelDir)
 	if err != nil {
-		return "", 0, err
-	}
-	weights, err := engine.LoadWeights(cfg, set)
-	if err != nil {
-		set.Close()
 		return "", 0, err
 	}
 	var coll *collective.NATS
+	defer func() {
+		if err != nil {
+			if set != nil {
+				set.Close()
+			}
+			if coll != nil {
+				coll.Close()
+			}
+		}
+	}()
 	if ws > 1 {
 		// This rank's heads, experts and vocabulary, joined to the other
-		// ranks' through the collective of this load.
+		// ranks' through the collective of this load (NCCL on GPUs).
 		if weights, err = weights.Shard(w.cfg.Rank, ws); err != nil {
-			set.Close()
-			return "", 0, err
-		}
-		if coll, err = collective.New(w.nc, w.subj, l.Epoch, w.cfg.Rank, ws, w.cfg.StepTimeout); err != nil {
-			set.Close()
 			return "", 0, err
 		}
 	}
-	cc := weights.CacheConfig()
-	cache, err := engine.NewKVCache(&cc, kv, sliding, bs)
-	if err != nil {
-		set.Close()
-		return "", 0, err
-	}
-	m, err := engine.NewModel(weights, cache)
-	if err != nil {
-		set.Close()
+	var m *engine.Model
+	if gpu {
+		var b *cuda.Backend
+		if b, m, err = w.cudaModel(l, lib, ncclID, weights, kv, sliding, bs); err != nil {
+			return "", 0, err
+		}
+		w.gpu = b
+	} else {
+		if ws > 1 {
+			if coll, err = collective.New(w.nc, w.subj, l.Epoch, w.cfg.Rank, ws, w.cfg.StepTimeout); err != nil {
+				return "", 0, err
+			}
+		}
+		cc := weights.CacheConfig()
+		var cache *engine.KVCache
+		if cache, err = engine.NewKVCache(&cc, kv, sliding, bs); err != nil {
+			return "", 0, err
+		}
+		if m, err = engine.NewModel(weights, cache); err != nil {
+			return "", 0, err
+		}
 		if coll != nil {
-			coll.Close()
+			m.Coll = coll
 		}
-		return "", 0, err
-	}
-	if coll != nil {
-		m.Coll = coll
 	}
 	w.set, w.exec, w.coll = set, local.New(m), coll
-	w.modelID = filepath.Base(filepath.Clean(l.ModelDir))
+	w.modelID = id
 	return w.modelID, cfg.Vocab, nil
 }
 

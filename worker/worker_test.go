@@ -156,6 +156,10 @@ type coord struct {
 	subj wire.Subjects
 	regs chan *wire.Register
 
+	// The block tables, as the coordinator's scheduler keeps them: the
+	// loaded geometry, free lists and each sequence's tables.
+	kv *kvTables
+
 	mu       sync.Mutex
 	last     map[string]*wire.Heartbeat // by worker id
 	beats    map[string]int
@@ -300,11 +304,62 @@ func (c *coord) load(t *testing.T, rank int, l *wire.Load) *wire.LoadResult {
 	}
 	var r wire.LoadResult
 	c.request(t, c.subj.Load(rank), b, &r)
+	if r.Error == "" && r.BlockSize > 0 {
+		c.kv = newKVTables(&r)
+	}
 	return &r
+}
+
+// kvTables hands out blocks like the coordinator's scheduler: the steps of
+// these tests carry tables for every sequence that has none.
+type kvTables struct {
+	bs            int
+	free, sfree   []int32
+	full, sliding map[uint64][]int32
+}
+
+func newKVTables(r *wire.LoadResult) *kvTables {
+	k := &kvTables{bs: int(r.BlockSize), full: map[uint64][]int32{}, sliding: map[uint64][]int32{}}
+	for b := r.KvBlocks - 1; b >= 0; b-- {
+		k.free = append(k.free, b)
+	}
+	for b := r.SlidingBlocks - 1; b >= 0; b-- {
+		k.sfree = append(k.sfree, b)
+	}
+	return k
+}
+
+// fill releases what the step releases and gives every sequence without
+// tables ones covering its positions (no trimming: the pools are ample).
+func (k *kvTables) fill(s *wire.Step) {
+	for _, id := range s.Release {
+		k.free = append(k.free, k.full[id]...)
+		k.sfree = append(k.sfree, k.sliding[id]...)
+		delete(k.full, id)
+		delete(k.sliding, id)
+	}
+	for _, q := range s.Seqs {
+		if q == nil || q.Blocks != nil {
+			continue
+		}
+		need := (int(q.Pos) + len(q.Tokens) + k.bs - 1) / k.bs
+		for len(k.full[q.Id]) < need && len(k.free) > 0 {
+			k.full[q.Id] = append(k.full[q.Id], k.free[len(k.free)-1])
+			k.free = k.free[:len(k.free)-1]
+		}
+		for len(k.sliding[q.Id]) < need && len(k.sfree) > 0 {
+			k.sliding[q.Id] = append(k.sliding[q.Id], k.sfree[len(k.sfree)-1])
+			k.sfree = k.sfree[:len(k.sfree)-1]
+		}
+		q.Blocks, q.SlidingBlocks = k.full[q.Id], k.sliding[q.Id]
+	}
 }
 
 func (c *coord) step(t *testing.T, s *wire.Step) *wire.StepResult {
 	t.Helper()
+	if c.kv != nil {
+		c.kv.fill(s)
+	}
 	b, err := wire.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
@@ -509,12 +564,12 @@ func TestWorkerServes(t *testing.T) {
 	}
 	c.waitHeartbeat(t, id, "the step count", func(h *wire.Heartbeat, _ int) bool { return h.Steps >= decode+1 })
 
-	// The pool is full: a new sequence gets no block, so the worker
-	// preempts it (runs nothing for it, keeps no state) and says so.
-	r = c.step(t, &wire.Step{StepId: 100, Seqs: []*wire.SeqStep{{Id: 3, Tokens: []int32{1}, Sample: true}}})
-	if r.Error != "" || len(r.Preempted) != 1 || r.Preempted[0] != 3 || len(r.Tokens) != 0 {
-		t.Fatalf("full pool: %v", r)
-	}
+	// A table must cover the step's positions with blocks of the pool
+	// (the coordinator allocates; the worker checks).
+	r = c.step(t, &wire.Step{StepId: 100, Seqs: []*wire.SeqStep{{Id: 3, Tokens: []int32{1}, Sample: true, Blocks: []int32{8}, SlidingBlocks: []int32{0}}}})
+	wantError(t, "block out of the pool", r.Error, "out of range")
+	r = c.step(t, &wire.Step{StepId: 100, Seqs: []*wire.SeqStep{{Id: 3, Tokens: []int32{1}, Pos: 0, Sample: true, Blocks: []int32{}, SlidingBlocks: []int32{}}}})
+	wantError(t, "empty table", r.Error, "no block table")
 	// A sequence cannot restart without a release.
 	r = c.step(t, &wire.Step{StepId: 101, Seqs: []*wire.SeqStep{{Id: 1, Tokens: int32s(promptA), Sample: true}}})
 	wantError(t, "restart without release", r.Error, "position 0")

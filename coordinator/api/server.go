@@ -42,6 +42,9 @@ type Engine interface {
 	Drain()
 	Idle() bool
 	Close()
+	// KV is the paged KV cache's occupancy when the scheduler owns the
+	// block tables (nil otherwise).
+	KV() *sched.KVUsage
 }
 
 // Options configures a Server. Every field is required unless noted.
@@ -387,6 +390,13 @@ func (s *Server) health(c echo.Context) error {
 		"active_requests": active,
 		"queued_requests": queued,
 		"workers":         s.workers(),
+	}
+	if kv := s.opts.Engine.KV(); kv != nil {
+		body["kv_cache"] = map[string]any{
+			"block_size": kv.Geometry.BlockSize, "blocks": kv.Geometry.Blocks, "blocks_free": kv.FreeBlocks,
+			"sliding_blocks": kv.Geometry.SlidingBlocks, "sliding_blocks_free": kv.SlidingFree,
+			"sequences": kv.Sequences,
+		}
 	}
 	if !s.ready.Load() {
 		body["status"] = "draining"

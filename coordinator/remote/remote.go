@@ -101,10 +101,9 @@ type WorkerInfo struct {
 	Registered bool
 	// Lost: no heartbeat within WorkerTimeout.
 	Lost bool
-	// KV cache blocks free and in all (full-attention and sliding pools),
-	// as of the worker's last heartbeat.
-	KVFree, KVTotal               int
-	KVSlidingFree, KVSlidingTotal int
+	// Sequences is how many sequences the worker holds state for, as of
+	// its last heartbeat.
+	Sequences int
 }
 
 // Client is the coordinator's handle on the workers. It implements
@@ -130,6 +129,7 @@ type Client struct {
 	steps    uint64               // successful steps; guarded by mu
 	draining bool                 // guarded by mu
 	kvTokens int64                // smallest KV capacity any rank reported at load; guarded by mu
+	kv       *sched.KVGeometry    // the ranks' KV geometry (the smallest pools); guarded by mu
 	loaded   map[int]string       // worker id per rank at the last successful load; guarded by mu
 	failedAt time.Time            // the last failed step, until every rank has been heard from since; guarded by mu
 }
@@ -284,8 +284,7 @@ func (c *Client) onHeartbeat(m *nats.Msg) {
 			zap.String("state", h.State), zap.String("error", h.Error))
 	}
 	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
-	w.KVFree, w.KVTotal = int(h.KvFree), int(h.KvTotal)
-	w.KVSlidingFree, w.KVSlidingTotal = int(h.KvSlidingFree), int(h.KvSlidingTotal)
+	w.Sequences = int(h.Sequences)
 	c.notifyLocked()
 }
 
@@ -468,13 +467,21 @@ func (c *Client) loadRank(ctx context.Context, rank int, data []byte) error {
 	}
 	c.log.Info("worker loaded", zap.Int("rank", rank), zap.String("model", r.Model), zap.Int32("vocab", r.Vocab),
 		zap.Int64("kv_tokens", r.KvTokens), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
-	if r.KvTokens > 0 {
-		c.mu.Lock()
-		if c.kvTokens == 0 || r.KvTokens < c.kvTokens {
-			c.kvTokens = r.KvTokens
-		}
-		c.mu.Unlock()
+	c.mu.Lock()
+	if r.KvTokens > 0 && (c.kvTokens == 0 || r.KvTokens < c.kvTokens) {
+		c.kvTokens = r.KvTokens
 	}
+	if r.BlockSize > 0 {
+		// Every rank's pools have the same geometry in practice (same
+		// Load); if they differ, plan for the smallest.
+		g := sched.KVGeometry{BlockSize: int(r.BlockSize), Blocks: int(r.KvBlocks), SlidingBlocks: int(r.SlidingBlocks),
+			SlidingWindow: int(r.SlidingWindow)}
+		if c.kv != nil && c.kv.BlockSize == g.BlockSize {
+			g.Blocks, g.SlidingBlocks = min(g.Blocks, c.kv.Blocks), min(g.SlidingBlocks, c.kv.SlidingBlocks)
+		}
+		c.kv = &g
+	}
+	c.mu.Unlock()
 	return nil
 }
 
@@ -504,10 +511,8 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 	msg.Release, c.release = c.release, nil
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
-		ws := &wire.SeqStep{Id: st.ID, Tokens: make([]int32, len(st.Tokens)), Pos: int32(st.Pos), Sample: st.Sample}
-		for j, t := range st.Tokens {
-			ws.Tokens[j] = int32(t)
-		}
+		ws := &wire.SeqStep{Id: st.ID, Tokens: int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
+			Blocks: int32s(st.Blocks), SlidingBlocks: int32s(st.SlidingBlocks)}
 		if _, ok := c.sent[st.ID]; !ok && st.Sampling != nil {
 			ws.Sampling = toWire(st.Sampling)
 			c.sent[st.ID] = struct{}{}
@@ -542,6 +547,17 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 	c.steps++
 	c.mu.Unlock()
 	return nil
+}
+
+func int32s(v []int) []int32 {
+	if v == nil {
+		return nil
+	}
+	out := make([]int32, len(v))
+	for i, x := range v {
+		out[i] = int32(x)
+	}
+	return out
 }
 
 // request sends the step and decodes rank 0's reply.
@@ -642,7 +658,7 @@ func (c *Client) Release(ids []uint64) {
 func (c *Client) Capabilities() sched.Capabilities {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return sched.Capabilities{KVTokens: int(c.kvTokens)}
+	return sched.Capabilities{KVTokens: int(c.kvTokens), KV: c.kv}
 }
 
 // Workers reports every known worker, sorted by rank.

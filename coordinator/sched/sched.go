@@ -44,6 +44,8 @@ var (
 	// time as the only suspect of its step) and is not retried again, so
 	// a request that crashes workers cannot crash them forever.
 	ErrEngineFailed = errors.New("sched: the engine failed twice while running this request")
+	// ErrKVCapacity: the sequence outgrew the whole KV cache.
+	ErrKVCapacity = errors.New("sched: the sequence does not fit the KV cache")
 )
 
 // FinishReason says why a sequence stopped, in OpenAI's vocabulary plus
@@ -125,6 +127,10 @@ type Capabilities struct {
 	// KVTokens is the most tokens one sequence can hold in the KV cache
 	// (0: unknown); a request that could never fit is refused at admission.
 	KVTokens int
+	// KV, when set, is the geometry of a paged KV cache whose block tables
+	// the scheduler owns: every SeqStep then carries its tables. Nil for
+	// executors that keep their own memory (the mock).
+	KV *KVGeometry
 }
 
 // Executor runs forward passes. Step and Release are only ever called from
@@ -173,6 +179,11 @@ type SeqStep struct {
 	// Sample asks for a next token (last prefill chunk, or decode).
 	Sample   bool
 	Sampling *Sampling
+	// Blocks and SlidingBlocks are the sequence's block tables (when the
+	// executor's Capabilities has KV): the full-attention table covers
+	// positions [0, Pos+len(Tokens)); the sliding table too, with -1 for
+	// blocks wholly behind the window. Valid until the next step.
+	Blocks, SlidingBlocks []int
 	// Out is filled by the executor when Sample is set.
 	Out Token
 	// Preempted is set by the executor when it could not make room for
@@ -228,6 +239,10 @@ type Scheduler struct {
 	// loop-owned
 	batch []*sequence
 	rr    int
+	kv    *kvManager // nil until the executor reports a KV geometry
+	kvErr bool       // a bad geometry was logged
+
+	usage atomic.Pointer[KVUsage] // the pools after the last step
 }
 
 // New starts a scheduler over exec for the given profiles.
@@ -373,6 +388,7 @@ func (s *Scheduler) loop() {
 		s.reap()
 		s.admit()
 		if len(s.batch) == 0 {
+			s.noteKV()
 			if f, ok := s.exec.(Flusher); ok {
 				if err := f.Flush(ctx); err != nil {
 					s.log.Warn("flushing releases failed", zap.Error(err))
@@ -400,6 +416,7 @@ func (s *Scheduler) loop() {
 			t.Stop()
 			continue
 		}
+		s.setupKV()
 		s.build(&b)
 		if len(b.Seqs) == 0 {
 			continue
@@ -408,6 +425,7 @@ func (s *Scheduler) loop() {
 		if err := s.exec.Step(ctx, &b); err != nil {
 			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
 			s.failBatch(fmt.Errorf("sched: step: %w", err))
+			s.noteKV()
 			continue
 		}
 		if s.opts.OnStep != nil {
@@ -418,6 +436,7 @@ func (s *Scheduler) loop() {
 			s.opts.OnStep(len(b.Seqs), tokens, time.Since(t0))
 		}
 		s.deliver(&b)
+		s.noteKV()
 	}
 }
 
@@ -500,7 +519,13 @@ func (s *Scheduler) build(b *Batch) {
 		}
 	}
 	suspect := false
-	for _, q := range s.batch {
+	var victims, tooBig []*sequence
+	end := len(s.batch) // sequences from end on were preempted for room
+	for i, q := range s.batch {
+		if i >= end {
+			q.stepIdx = -1
+			continue
+		}
 		q.stepIdx = -1
 		if q.strikes > 0 {
 			// A sequence that was in a failed step runs with at most one
@@ -519,13 +544,90 @@ func (s *Scheduler) build(b *Batch) {
 			n = min(left, q.req.Profile.Scheduling.PrefillChunk, budget)
 			budget -= n
 		}
+		if s.kv != nil {
+			// Room for this chunk: take it from the most recently admitted
+			// sequences not yet placed in this step (they are recomputed
+			// later), or let this one wait if there are none.
+			for !s.kv.reserve(q, q.prefilled, q.prefilled+n) && end-1 > i {
+				end--
+				v := s.batch[end]
+				s.kv.release(v)
+				victims = append(victims, v)
+			}
+			if len(q.blocks)*s.kv.geo.BlockSize < q.prefilled+n {
+				if i == 0 {
+					// Every other sequence gave up its blocks and this one
+					// still does not fit: it never will (admission bounds
+					// requests by the pool, so this is a safety net).
+					tooBig = append(tooBig, q)
+				}
+				if left > 1 {
+					budget += n
+				}
+				continue
+			}
+		}
 		q.stepIdx = len(b.Seqs)
 		q.stepChunk = n
 		b.Seqs = append(b.Seqs, SeqStep{
 			ID: q.id, Tokens: q.tokens[q.prefilled : q.prefilled+n], Pos: q.prefilled,
 			Sample: q.prefilled+n == len(q.tokens), Sampling: &q.req.Sampling,
+			Blocks: q.blocks, SlidingBlocks: q.sliding,
 		})
 	}
+	if len(victims)+len(tooBig) > 0 {
+		s.retire(func(q *sequence) bool {
+			switch {
+			case slices.Contains(victims, q):
+				s.preempt(q)
+			case slices.Contains(tooBig, q):
+				s.finish(q, FinishError, fmt.Errorf("%w: %d positions", ErrKVCapacity, len(q.tokens)))
+			default:
+				return false
+			}
+			return true
+		})
+	}
+}
+
+// setupKV starts managing block tables once the executor reports a KV
+// geometry (remote workers report theirs when the model is loaded).
+func (s *Scheduler) setupKV() {
+	if s.kv != nil || s.kvErr {
+		return
+	}
+	g := s.exec.Capabilities().KV
+	if g == nil {
+		return
+	}
+	if err := g.Validate(); err != nil {
+		s.log.Error("executor reported an unusable KV geometry; block tables stay with the executor", zap.Error(err))
+		s.kvErr = true
+		return
+	}
+	s.kv = newKVManager(*g)
+	s.log.Info("managing KV block tables", zap.Int("blocks", g.Blocks), zap.Int("sliding_blocks", g.SlidingBlocks),
+		zap.Int("block_size", g.BlockSize), zap.Int("sliding_window", g.SlidingWindow))
+}
+
+// KV reports the block pools' occupancy (nil when the executor keeps its
+// own memory).
+func (s *Scheduler) KV() *KVUsage { return s.usage.Load() }
+
+// noteKV publishes the pools' occupancy (loop goroutine).
+func (s *Scheduler) noteKV() {
+	if s.kv == nil {
+		return
+	}
+	g := s.kv.geo
+	u := &KVUsage{Geometry: g, FreeBlocks: len(s.kv.full.free), SlidingFree: len(s.kv.sliding.free)}
+	u.UsedBlocks, u.SlidingUsed = g.Blocks-u.FreeBlocks, g.SlidingBlocks-u.SlidingFree
+	for _, q := range s.batch {
+		if len(q.blocks) > 0 {
+			u.Sequences++
+		}
+	}
+	s.usage.Store(u)
 }
 
 // deliver hands sampled tokens to their streams and retires sequences that
@@ -633,6 +735,9 @@ func (s *Scheduler) retire(drop func(*sequence) bool) {
 	for _, q := range s.batch {
 		id := q.id // drop may requeue q under a new id
 		if drop(q) {
+			if s.kv != nil {
+				s.kv.release(q)
+			}
 			released = append(released, id)
 			continue
 		}

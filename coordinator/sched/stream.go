@@ -30,6 +30,9 @@ type sequence struct {
 	stepChunk int
 	stepIdx   int // index in the current Batch, -1 when not in it
 	strikes   int // failed steps this sequence was in
+	// Block tables (when the scheduler manages the KV cache): full
+	// attention, and sliding window with -1 behind the window.
+	blocks, sliding []int
 }
 
 // dead reports whether the sequence must be dropped and why.

@@ -57,6 +57,13 @@ func (s Subjects) Collective(epoch uint64) string {
 	return s.prefix + ".coll." + strconv.FormatUint(epoch, 10)
 }
 
+// NCCL is where rank 0 of a load (epoch) hands the NCCL communicator's
+// unique id to the other ranks (request/reply; see worker/collective
+// ShareID): per epoch, so a rank of an earlier load never joins this one.
+func (s Subjects) NCCL(epoch uint64) string {
+	return s.prefix + ".nccl." + strconv.FormatUint(epoch, 10)
+}
+
 // Control is the broadcast subject of drain and shutdown.
 func (s Subjects) Control() string { return s.prefix + ".control" }
 

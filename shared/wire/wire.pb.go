@@ -136,14 +136,11 @@ type Heartbeat struct {
 	Steps     uint64                 `protobuf:"varint,4,opt,name=steps,proto3" json:"steps,omitempty"`
 	UnixNanos int64                  `protobuf:"varint,5,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
 	Error     string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	// KV cache blocks free and in all, full-attention and sliding pools
-	// (0 before a load): /health shows them, leak tests read them.
-	KvFree         int32 `protobuf:"varint,7,opt,name=kv_free,json=kvFree,proto3" json:"kv_free,omitempty"`
-	KvTotal        int32 `protobuf:"varint,8,opt,name=kv_total,json=kvTotal,proto3" json:"kv_total,omitempty"`
-	KvSlidingFree  int32 `protobuf:"varint,9,opt,name=kv_sliding_free,json=kvSlidingFree,proto3" json:"kv_sliding_free,omitempty"`
-	KvSlidingTotal int32 `protobuf:"varint,10,opt,name=kv_sliding_total,json=kvSlidingTotal,proto3" json:"kv_sliding_total,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// sequences is how many sequences the worker holds state for (their
+	// samplers); leak tests read it from /health.
+	Sequences     int32 `protobuf:"varint,7,opt,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -218,30 +215,9 @@ func (x *Heartbeat) GetError() string {
 	return ""
 }
 
-func (x *Heartbeat) GetKvFree() int32 {
+func (x *Heartbeat) GetSequences() int32 {
 	if x != nil {
-		return x.KvFree
-	}
-	return 0
-}
-
-func (x *Heartbeat) GetKvTotal() int32 {
-	if x != nil {
-		return x.KvTotal
-	}
-	return 0
-}
-
-func (x *Heartbeat) GetKvSlidingFree() int32 {
-	if x != nil {
-		return x.KvSlidingFree
-	}
-	return 0
-}
-
-func (x *Heartbeat) GetKvSlidingTotal() int32 {
-	if x != nil {
-		return x.KvSlidingTotal
+		return x.Sequences
 	}
 	return 0
 }
@@ -341,7 +317,12 @@ type LoadResult struct {
 	Model string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	Vocab int32                  `protobuf:"varint,4,opt,name=vocab,proto3" json:"vocab,omitempty"`
 	// kv_tokens is the most tokens one sequence can hold in this rank's cache.
-	KvTokens      int64 `protobuf:"varint,5,opt,name=kv_tokens,json=kvTokens,proto3" json:"kv_tokens,omitempty"`
+	KvTokens int64 `protobuf:"varint,5,opt,name=kv_tokens,json=kvTokens,proto3" json:"kv_tokens,omitempty"`
+	// The KV cache's geometry: the coordinator allocates blocks in it.
+	BlockSize     int32 `protobuf:"varint,6,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	KvBlocks      int32 `protobuf:"varint,7,opt,name=kv_blocks,json=kvBlocks,proto3" json:"kv_blocks,omitempty"`
+	SlidingBlocks int32 `protobuf:"varint,8,opt,name=sliding_blocks,json=slidingBlocks,proto3" json:"sliding_blocks,omitempty"`
+	SlidingWindow int32 `protobuf:"varint,9,opt,name=sliding_window,json=slidingWindow,proto3" json:"sliding_window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,6 +388,34 @@ func (x *LoadResult) GetVocab() int32 {
 func (x *LoadResult) GetKvTokens() int64 {
 	if x != nil {
 		return x.KvTokens
+	}
+	return 0
+}
+
+func (x *LoadResult) GetBlockSize() int32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *LoadResult) GetKvBlocks() int32 {
+	if x != nil {
+		return x.KvBlocks
+	}
+	return 0
+}
+
+func (x *LoadResult) GetSlidingBlocks() int32 {
+	if x != nil {
+		return x.SlidingBlocks
+	}
+	return 0
+}
+
+func (x *LoadResult) GetSlidingWindow() int32 {
+	if x != nil {
+		return x.SlidingWindow
 	}
 	return 0
 }
@@ -530,12 +539,16 @@ func (x *Sampling) GetTopLogprobs() int32 {
 
 // SeqStep is one sequence's part of a step.
 type SeqStep struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Tokens        []int32                `protobuf:"varint,2,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
-	Pos           int32                  `protobuf:"varint,3,opt,name=pos,proto3" json:"pos,omitempty"`
-	Sample        bool                   `protobuf:"varint,4,opt,name=sample,proto3" json:"sample,omitempty"`
-	Sampling      *Sampling              `protobuf:"bytes,5,opt,name=sampling,proto3" json:"sampling,omitempty"` // sent with the sequence's first step only
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tokens   []int32                `protobuf:"varint,2,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
+	Pos      int32                  `protobuf:"varint,3,opt,name=pos,proto3" json:"pos,omitempty"`
+	Sample   bool                   `protobuf:"varint,4,opt,name=sample,proto3" json:"sample,omitempty"`
+	Sampling *Sampling              `protobuf:"bytes,5,opt,name=sampling,proto3" json:"sampling,omitempty"` // sent with the sequence's first step only
+	// The coordinator's block tables for this sequence: full-attention
+	// layers, and sliding-window layers (-1 for blocks behind the window).
+	Blocks        []int32 `protobuf:"varint,6,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	SlidingBlocks []int32 `protobuf:"varint,7,rep,packed,name=sliding_blocks,json=slidingBlocks,proto3" json:"sliding_blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +614,20 @@ func (x *SeqStep) GetSample() bool {
 func (x *SeqStep) GetSampling() *Sampling {
 	if x != nil {
 		return x.Sampling
+	}
+	return nil
+}
+
+func (x *SeqStep) GetBlocks() []int32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *SeqStep) GetSlidingBlocks() []int32 {
+	if x != nil {
+		return x.SlidingBlocks
 	}
 	return nil
 }
@@ -885,7 +912,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vmemory_used\x18\x06 \x01(\x04R\n" +
 	"memoryUsed\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x10\n" +
-	"\x03pid\x18\b \x01(\x05R\x03pid\"\xa3\x02\n" +
+	"\x03pid\x18\b \x01(\x05R\x03pid\"\xbb\x01\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -893,12 +920,8 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x05steps\x18\x04 \x01(\x04R\x05steps\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\x12\x17\n" +
-	"\akv_free\x18\a \x01(\x05R\x06kvFree\x12\x19\n" +
-	"\bkv_total\x18\b \x01(\x05R\akvTotal\x12&\n" +
-	"\x0fkv_sliding_free\x18\t \x01(\x05R\rkvSlidingFree\x12(\n" +
-	"\x10kv_sliding_total\x18\n" +
-	" \x01(\x05R\x0ekvSlidingTotal\"\xac\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1c\n" +
+	"\tsequences\x18\a \x01(\x05R\tsequences\"\xac\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +
@@ -906,14 +929,19 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x0esliding_blocks\x18\x04 \x01(\x05R\rslidingBlocks\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x05 \x01(\x05R\tblockSize\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"\x7f\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"\x89\x02\n" +
 	"\n" +
 	"LoadResult\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12\x14\n" +
 	"\x05vocab\x18\x04 \x01(\x05R\x05vocab\x12\x1b\n" +
-	"\tkv_tokens\x18\x05 \x01(\x03R\bkvTokens\"\xb1\x02\n" +
+	"\tkv_tokens\x18\x05 \x01(\x03R\bkvTokens\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x06 \x01(\x05R\tblockSize\x12\x1b\n" +
+	"\tkv_blocks\x18\a \x01(\x05R\bkvBlocks\x12%\n" +
+	"\x0esliding_blocks\x18\b \x01(\x05R\rslidingBlocks\x12%\n" +
+	"\x0esliding_window\x18\t \x01(\x05R\rslidingWindow\"\xb1\x02\n" +
 	"\bSampling\x12 \n" +
 	"\vtemperature\x18\x01 \x01(\x01R\vtemperature\x12\x13\n" +
 	"\x05top_p\x18\x02 \x01(\x01R\x04topP\x12\x13\n" +
@@ -925,13 +953,15 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x11frequency_penalty\x18\b \x01(\x01R\x10frequencyPenalty\x12\x1a\n" +
 	"\blogprobs\x18\t \x01(\bR\blogprobs\x12!\n" +
 	"\ftop_logprobs\x18\n" +
-	" \x01(\x05R\vtopLogprobs\"\x8e\x01\n" +
+	" \x01(\x05R\vtopLogprobs\"\xcd\x01\n" +
 	"\aSeqStep\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x10\n" +
 	"\x03pos\x18\x03 \x01(\x05R\x03pos\x12\x16\n" +
 	"\x06sample\x18\x04 \x01(\bR\x06sample\x121\n" +
-	"\bsampling\x18\x05 \x01(\v2\x15.gptoss.wire.SamplingR\bsampling\"c\n" +
+	"\bsampling\x18\x05 \x01(\v2\x15.gptoss.wire.SamplingR\bsampling\x12\x16\n" +
+	"\x06blocks\x18\x06 \x03(\x05R\x06blocks\x12%\n" +
+	"\x0esliding_blocks\x18\a \x03(\x05R\rslidingBlocks\"c\n" +
 	"\x04Step\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12(\n" +
 	"\x04seqs\x18\x02 \x03(\v2\x14.gptoss.wire.SeqStepR\x04seqs\x12\x18\n" +

@@ -11,6 +11,9 @@ func TestSubjectsNamespaced(t *testing.T) {
 	if a.Step() == b.Step() || !strings.HasPrefix(a.Load(3), "gptoss.alpha.") || a.Load(3) != "gptoss.alpha.load.3" {
 		t.Fatalf("%s %s %s", a.Step(), b.Step(), a.Load(3))
 	}
+	if a.NCCL(5) != "gptoss.alpha.nccl.5" || a.NCCL(5) == a.NCCL(6) || a.NCCL(5) == a.Collective(5) {
+		t.Fatalf("nccl subject %s", a.NCCL(5))
+	}
 	for _, bad := range []string{"", "a.b", "a b", "a*", "a>"} {
 		if _, err := NewSubjects(bad); err == nil {
 			t.Errorf("%q accepted", bad)

@@ -91,11 +91,13 @@ func (g KVGeometry) check(table []int, from, to, pool int) error {
 func (c *KVCache) key(l, off int) []float32   { return c.k[l][off : off+c.kvDim] }
 func (c *KVCache) value(l, off int) []float32 { return c.v[l][off : off+c.kvDim] }
 
-// ErrNoBlocks is returned by Allocator.Alloc when the pool is exhausted.
+// ErrNoBlocks is returned by Allocator.Grow when the pool is exhausted.
 var ErrNoBlocks = errors.New("engine: no free KV blocks")
 
-// Allocator hands out KV blocks. It is the simple free list that tests and
-// in-process use need until the coordinator's scheduler owns block tables.
+// Allocator hands out KV blocks: a simple free list for tests and tools
+// that drive the engine directly. In serving, the coordinator's scheduler
+// owns the block tables (coordinator/sched/kv.go) and sends them with each
+// step.
 type Allocator struct {
 	mu   sync.Mutex
 	free []int

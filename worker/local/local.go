@@ -1,59 +1,70 @@
-// Package local runs the CPU engine in-process behind the coordinator's
-// scheduler boundary (sched.Executor): it owns the KV block tables and a
-// sampler per sequence, and turns each scheduler step into one engine
-// step. It exists so that tests (and development) can drive a real model
-// through the real scheduler and API before the worker processes, which
-// will implement the same contract over NATS, land.
+// Package local runs the engine in-process behind the coordinator's
+// scheduler boundary (sched.Executor): it keeps a sampler per sequence and
+// turns each scheduler step, with the scheduler's block tables, into one
+// engine step. Worker processes run it behind NATS; tests run it in
+// process under the real scheduler and API.
 package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/sample"
 )
 
-// Executor is an in-process sched.Executor over an engine.Model.
+// Executor is an in-process sched.Executor over an engine.Model. The
+// scheduler owns the KV block tables (they come with every step); the
+// executor keeps a sampler and the cached length per sequence.
 type Executor struct {
-	m             *engine.Model
-	full, sliding *engine.Allocator
-	seqs          map[uint64]*seqState
-	steps         []engine.Seq
-	owners        []*seqState
+	m      *engine.Model
+	seqs   map[uint64]*seqState
+	steps  []engine.Seq
+	owners []*seqState
+	live   atomic.Int64 // len(seqs), readable from any goroutine
 }
 
 type seqState struct {
-	blocks, sliding []int
-	sampler         *sample.Sampler
-	next            int // positions in the cache
+	sampler *sample.Sampler
+	next    int // positions in the cache
 }
 
-// New returns an executor over m; the allocators own its backend's full
-// and sliding block pools.
+// New returns an executor over m.
 func New(m *engine.Model) *Executor {
-	g := m.Geometry()
-	return &Executor{m: m, full: engine.NewAllocator(g.Blocks), sliding: engine.NewAllocator(g.SlidingBlocks),
-		seqs: map[uint64]*seqState{}}
+	return &Executor{m: m, seqs: map[uint64]*seqState{}}
 }
 
-// Capabilities: the sampler computes logprobs and they reach the scheduler's
-// tokens, but the API does not write them into responses yet, so they are
-// not offered (a logprobs request is refused rather than answered without).
+// Capabilities: the KV geometry the scheduler allocates in. The sampler
+// computes logprobs and they reach the scheduler's tokens, but the API does
+// not write them into responses yet, so they are not offered (a logprobs
+// request is refused rather than answered without).
 func (e *Executor) Capabilities() sched.Capabilities {
 	g := e.m.Geometry()
-	return sched.Capabilities{KVTokens: g.Blocks * g.BlockSize}
+	return sched.Capabilities{KVTokens: g.Blocks * g.BlockSize, KV: &sched.KVGeometry{
+		BlockSize: g.BlockSize, Blocks: g.Blocks, SlidingBlocks: g.SlidingBlocks, SlidingWindow: slidingWindow(&e.m.W.Config)}}
+}
+
+// slidingWindow is the window of the model's sliding layers, 0 if none.
+func slidingWindow(c *model.Config) int {
+	for l := range c.Layers {
+		if c.Sliding(l) {
+			return c.SlidingWindow
+		}
+	}
+	return 0
 }
 
 // Step runs one engine step for the batch and samples where asked.
 func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
-	bs := e.m.Geometry().BlockSize
-	window := e.m.W.Config.SlidingWindow
 	e.steps, e.owners = e.steps[:0], e.owners[:0]
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
+		if st.Blocks == nil {
+			return fmt.Errorf("local: sequence %d has no block table (the scheduler allocates the KV cache)", st.ID)
+		}
 		s := e.seqs[st.ID]
 		if s == nil {
 			if st.Pos != 0 {
@@ -61,47 +72,25 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 			}
 			s = &seqState{}
 			e.seqs[st.ID] = s
+			e.live.Add(1)
 		}
 		if st.Pos != s.next {
 			return fmt.Errorf("local: sequence %d: step at position %d, cache holds %d", st.ID, st.Pos, s.next)
 		}
-		end := st.Pos + len(st.Tokens)
-		var err error
-		if s.blocks, err = e.full.Grow(s.blocks, end, bs); err == nil {
-			s.sliding, err = e.sliding.Grow(s.sliding, end, bs)
-		}
-		if errors.Is(err, engine.ErrNoBlocks) {
-			// The cache is full: drop this sequence (its blocks go back to
-			// the pool at once) and let the scheduler recompute it later.
-			st.Preempted = true
-			e.Release([]uint64{st.ID})
-			e.owners = append(e.owners, nil)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
-		}
-		e.steps = append(e.steps, engine.Seq{Tokens: st.Tokens, Pos: st.Pos, Blocks: s.blocks, SlidingBlocks: s.sliding})
+		e.steps = append(e.steps, engine.Seq{Tokens: st.Tokens, Pos: st.Pos, Blocks: st.Blocks, SlidingBlocks: st.SlidingBlocks})
 		e.owners = append(e.owners, s)
 	}
 	if len(e.steps) == 0 {
-		return nil // everything was preempted
+		return nil
 	}
 	logits, err := e.m.Step(e.steps)
 	if err != nil {
 		return err
 	}
-	k := 0 // index among the sequences that ran
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		s := e.owners[i]
-		if s == nil {
-			continue // preempted
-		}
-		row := logits[k][0]
-		k++
 		s.next = st.Pos + len(st.Tokens)
-		e.sliding.Trim(s.sliding, s.next, window, bs)
 		if !st.Sample {
 			continue
 		}
@@ -110,7 +99,7 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 				return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 			}
 		}
-		r, err := s.sampler.Sample(row)
+		r, err := s.sampler.Sample(logits[i][0])
 		if err != nil {
 			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 		}
@@ -138,22 +127,17 @@ func newSampler(p *sched.Sampling) (*sample.Sampler, error) {
 	return sample.New(sp)
 }
 
-// Release frees finished sequences' blocks.
+// Release forgets finished sequences (their blocks are the scheduler's).
 func (e *Executor) Release(ids []uint64) {
 	for _, id := range ids {
-		if s := e.seqs[id]; s != nil {
-			e.full.Free(s.blocks)
-			e.sliding.Free(s.sliding)
+		if _, ok := e.seqs[id]; ok {
 			delete(e.seqs, id)
+			e.live.Add(-1)
 		}
 	}
 }
 
-// TotalBlocks reports the sizes of the full and sliding block pools.
-func (e *Executor) TotalBlocks() (full, sliding int) {
-	g := e.m.Geometry()
-	return g.Blocks, g.SlidingBlocks
-}
-
-// FreeBlocks reports the free full and sliding blocks, for leak tests.
-func (e *Executor) FreeBlocks() (full, sliding int) { return e.full.Available(), e.sliding.Available() }
+// Sequences reports how many sequences the executor holds state for, for
+// leak checks.
+// Safe from any goroutine.
+func (e *Executor) Sequences() int { return int(e.live.Load()) }

@@ -114,17 +114,18 @@ func matchAlone(t *testing.T, ref *engine.Model, prompts, got [][]int, n int) {
 	}
 }
 
-// waitAllFree waits until every KV block is back in the pools.
-func waitAllFree(t *testing.T, exec *Executor, full, sliding int) {
+// waitAllFree waits until every KV block is back in the scheduler's pools
+// and the executor holds no sequence.
+func waitAllFree(t *testing.T, s *sched.Scheduler, exec *Executor) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		f, s := exec.FreeBlocks()
-		if f == full && s == sliding {
+		u := s.KV()
+		if u != nil && u.UsedBlocks == 0 && u.SlidingUsed == 0 && exec.Sequences() == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("blocks leaked: %d/%d full, %d/%d sliding free", f, full, s, sliding)
+			t.Fatalf("leaked: %+v, executor holds %d sequences", u, exec.Sequences())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -160,7 +161,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 	}
 	got := generateAll(t, s, p, prompts, 20)
 	matchAlone(t, ref, prompts, got, 20)
-	waitAllFree(t, exec, 256, 64)
+	waitAllFree(t, s, exec)
 }
 
 // The whole API over a real (tiny, random-weight) model: a streamed chat
@@ -270,6 +271,6 @@ func TestKVExhaustionPreempts(t *testing.T) {
 	}
 	mu.Unlock()
 	matchAlone(t, ref, prompts, got, 20)
-	waitAllFree(t, exec, 12, 12)
+	waitAllFree(t, s, exec)
 	t.Logf("%d preemptions", preemptions)
 }

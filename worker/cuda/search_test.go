@@ -1,0 +1,97 @@
+package cuda
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	root := t.TempDir()
+	touch(t, filepath.Join(root, "go.mod"))
+	exe := filepath.Join(root, "bin", "worker")
+	cwd := filepath.Join(root, "worker", "cuda")
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noEnv := func(string) string { return "" }
+	got, explicit := candidates(noEnv, exe, cwd)
+	if explicit {
+		t.Fatal("explicit without the variable")
+	}
+	want := []string{
+		filepath.Join(root, "bin", LibraryName),   // beside the executable
+		filepath.Join(root, "build", LibraryName), // the executable's parent: the checkout
+		// root/bin/libgptoss_kernels.so is already listed
+		filepath.Join(cwd, "build", LibraryName), // the working directory
+		filepath.Join(cwd, "bin", LibraryName),
+		// the module root above cwd is the checkout, already listed
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("candidates\n got %q\nwant %q", got, want)
+	}
+
+	// The variable: a file as is, a directory with the name appended.
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == EnvKernels {
+				return v
+			}
+			return ""
+		}
+	}
+	if got, explicit := candidates(env("/x/y.so"), exe, cwd); !explicit || !slices.Equal(got, []string{"/x/y.so"}) {
+		t.Fatalf("file: %v %v", got, explicit)
+	}
+	if got, _ := candidates(env(root), exe, cwd); !slices.Equal(got, []string{filepath.Join(root, LibraryName)}) {
+		t.Fatalf("directory: %v", got)
+	}
+}
+
+func TestCUDALibDirs(t *testing.T) {
+	root := t.TempDir()
+	// A pip --target tree (scripts/install-cuda.sh) and a virtualenv.
+	for _, f := range []string{
+		".cuda/nvidia/cu13/lib/libcublasLt.so.13",
+		".cuda/nvidia/cu13/lib/libcublas.so.13",
+		".cuda/nvidia/cu13/lib/libcublas.so.13.0.2",
+		".cuda/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2",
+	} {
+		touch(t, filepath.Join(root, f))
+	}
+	extra := t.TempDir()
+	touch(t, filepath.Join(extra, "libnccl.so.2"))
+	single := filepath.Join(t.TempDir(), "libsomething.so")
+	touch(t, single)
+	env := func(k string) string {
+		if k == EnvCUDALibs {
+			return extra + string(os.PathListSeparator) + single + string(os.PathListSeparator) + "/does/not/exist"
+		}
+		return ""
+	}
+	dirs, files := cudaLibDirs(env, "", root)
+	wantDirs := []string{extra, filepath.Join(root, ".cuda/nvidia/cu13/lib"),
+		filepath.Join(root, ".cuda/lib/python3.12/site-packages/nvidia/nccl/lib")}
+	if !slices.Equal(dirs, wantDirs) || !slices.Equal(files, []string{single}) {
+		t.Fatalf("dirs %q files %q", dirs, files)
+	}
+	// cuBLASLt before cuBLAS, the soname link (shortest name), and NCCL
+	// from $GPTOSS_CUDA_LIBS, which comes first.
+	got := preloadList(dirs, files)
+	want := []string{single, filepath.Join(root, ".cuda/nvidia/cu13/lib/libcublasLt.so.13"),
+		filepath.Join(root, ".cuda/nvidia/cu13/lib/libcublas.so.13"), filepath.Join(extra, "libnccl.so.2")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("preload\n got %q\nwant %q", got, want)
+	}
+}
