@@ -86,7 +86,7 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 	log.Info("workers registered; loading the model", zap.String("dir", dir), zap.Int("tp", s.TP))
 	lctx, lcancel := context.WithTimeout(context.Background(), s.LoadTimeout)
 	defer lcancel()
-	if err := e.client.Load(lctx, &wire.Load{ModelDir: dir, Tp: int32(s.TP)}); err != nil {
+	if err := e.client.Load(lctx, loadMsg(s, dir)); err != nil {
 		return nil, fmt.Errorf("loading %s: %w", dir, err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
@@ -146,7 +146,7 @@ func (e *realEngine) watch(ctx context.Context, s config.Settings, dir string, l
 		}()
 		err := e.client.WaitWorkers(lctx, s.TP)
 		if err == nil {
-			err = e.client.Load(lctx, &wire.Load{ModelDir: dir, Tp: int32(s.TP)})
+			err = e.client.Load(lctx, loadMsg(s, dir))
 		}
 		cancel()
 		if err != nil {
@@ -156,6 +156,12 @@ func (e *realEngine) watch(ctx context.Context, s config.Settings, dir string, l
 		loaded = now
 		log.Info("model reloaded after a worker restart")
 	}
+}
+
+// loadMsg is the Load every rank gets: the checkpoint, the tensor-parallel
+// degree and the scheduler's step limits (a GPU sizes its buffers by them).
+func loadMsg(s config.Settings, dir string) *wire.Load {
+	return &wire.Load{ModelDir: dir, Tp: int32(s.TP), MaxStepTokens: int32(s.MaxStepTokens), MaxSeqs: int32(s.MaxRunning)}
 }
 
 // sameIDs reports whether two rank → worker id maps are equal.

@@ -15,6 +15,7 @@ import (
 	"github.com/gptoss/server/worker/collective"
 	"github.com/gptoss/server/worker/cuda"
 	"github.com/gptoss/server/worker/engine"
+	"github.com/gptoss/server/worker/local"
 	"github.com/gptoss/server/worker/safetensors"
 )
 
@@ -132,9 +133,10 @@ func (w *worker) ncclID(lib *cuda.Lib, epoch uint64) ([]byte, error) {
 
 // cudaModel puts weights on the GPU: the backend (KV pools from the Load's
 // sizes, or from free memory when they are 0) and the engine's model on it.
-func (w *worker) cudaModel(l *wire.Load, lib *cuda.Lib, ncclID []byte, weights *engine.Weights, kv, sliding, bs int) (*cuda.Backend, *engine.Model, error) {
+func (w *worker) cudaModel(l *wire.Load, lib *cuda.Lib, ncclID []byte, weights *engine.Weights, kv, sliding, bs int) (*cuda.Backend, local.Model, error) {
 	opts := cuda.Options{Lib: lib, BlockSize: bs, Blocks: kv, SlidingBlocks: sliding,
-		MemoryUtilization: w.cfg.GPUMemoryUtilization}
+		MemoryUtilization: w.cfg.GPUMemoryUtilization, Graphs: w.cfg.CUDAGraphs,
+		MaxTokens: int(l.MaxStepTokens), MaxSeqs: int(l.MaxSeqs)}
 	if ncclID != nil {
 		opts.NCCL = &cuda.NCCL{ID: ncclID, Ranks: w.cfg.WorldSize, Rank: w.cfg.Rank}
 	}
@@ -142,7 +144,10 @@ func (w *worker) cudaModel(l *wire.Load, lib *cuda.Lib, ncclID []byte, weights *
 	if err != nil {
 		return nil, nil, fmt.Errorf("load: %w", err)
 	}
-	m, err := engine.NewModelOn(b)
+	// Decode steps of the common batch sizes replay CUDA graphs when
+	// --cuda-graphs is on; other steps (and every step without it) run
+	// op by op.
+	m, err := cuda.NewModel(b)
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("load: %w", err)
@@ -152,6 +157,7 @@ func (w *worker) cudaModel(l *wire.Load, lib *cuda.Lib, ncclID []byte, weights *
 	w.log.Info("model on the GPU", zap.String("device", info.Name), zap.Int64("weights_bytes", mem.Weights),
 		zap.Int64("kv_bytes", mem.KV), zap.Int64("activation_bytes", mem.Activations), zap.Int("kv_blocks", g.Blocks),
 		zap.Int("sliding_blocks", g.SlidingBlocks), zap.Int("block_size", g.BlockSize), zap.Bool("nccl", ncclID != nil),
+		zap.Bool("cuda_graphs", w.cfg.CUDAGraphs),
 		zap.Uint64("epoch", l.Epoch))
 	return b, m, nil
 }

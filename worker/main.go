@@ -68,6 +68,7 @@ type config struct {
 	Kernels              string
 	GPUMemoryUtilization float64
 	NCCL                 bool
+	CUDAGraphs           bool
 	// LoadFormat is "auto" (the checkpoint's weights) or "dummy" (random
 	// weights of its shapes, or of a preset named instead of a directory).
 	LoadFormat string
@@ -105,6 +106,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.Float64Var(&c.GPUMemoryUtilization, "gpu-memory-utilization", 0.9,
 		"fraction of the GPU memory free after the weights that the KV cache takes when a load does not size it")
 	fs.BoolVar(&c.NCCL, "nccl", false, "with --backend cuda and world size 1, still join a (one-rank) NCCL communicator")
+	fs.BoolVar(&c.CUDAGraphs, "cuda-graphs", false, "with --backend cuda, capture decode steps of common batch sizes as CUDA graphs and replay them (off until the GPU check has proven them)")
 	fs.StringVar(&c.LoadFormat, "load-format", loadAuto,
 		"auto: the checkpoint's weights; dummy: random weights of its shapes (the model may then be a preset: 20b, 120b, tiny)")
 	fs.Usage = func() {

@@ -795,7 +795,7 @@ func (w *worker) load(l *wire.Load) (id string, vocab int, err error) {
 			return "", 0, err
 		}
 	}
-	var m *engine.Model
+	var m local.Model
 	if gpu {
 		var b *cuda.Backend
 		if b, m, err = w.cudaModel(l, lib, ncclID, weights, kv, sliding, bs); err != nil {
@@ -813,14 +813,16 @@ func (w *worker) load(l *wire.Load) (id string, vocab int, err error) {
 		if cache, err = engine.NewKVCache(&cc, kv, sliding, bs); err != nil {
 			return "", 0, err
 		}
-		if m, err = engine.NewModel(weights, cache); err != nil {
+		var em *engine.Model
+		if em, err = engine.NewModel(weights, cache); err != nil {
 			return "", 0, err
 		}
 		if coll != nil {
-			m.Coll = coll
+			em.Coll = coll
 		}
+		m = em
 	}
-	w.set, w.exec, w.coll = set, local.New(m), coll
+	w.set, w.exec, w.coll = set, local.New(m, &weights.Config), coll
 	w.modelID = id
 	return w.modelID, cfg.Vocab, nil
 }

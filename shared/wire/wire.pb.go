@@ -232,7 +232,11 @@ type Load struct {
 	BlockSize     int32                  `protobuf:"varint,5,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
 	// epoch is the same for every rank of one load; it names the collective's
 	// subjects so messages of an earlier load are never mixed in.
-	Epoch         uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The scheduler's step limits (0: the worker's defaults): a GPU worker
+	// sizes its activation memory for them.
+	MaxStepTokens int32 `protobuf:"varint,7,opt,name=max_step_tokens,json=maxStepTokens,proto3" json:"max_step_tokens,omitempty"`
+	MaxSeqs       int32 `protobuf:"varint,8,opt,name=max_seqs,json=maxSeqs,proto3" json:"max_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +309,20 @@ func (x *Load) GetBlockSize() int32 {
 func (x *Load) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Load) GetMaxStepTokens() int32 {
+	if x != nil {
+		return x.MaxStepTokens
+	}
+	return 0
+}
+
+func (x *Load) GetMaxSeqs() int32 {
+	if x != nil {
+		return x.MaxSeqs
 	}
 	return 0
 }
@@ -921,7 +939,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1c\n" +
-	"\tsequences\x18\a \x01(\x05R\tsequences\"\xac\x01\n" +
+	"\tsequences\x18\a \x01(\x05R\tsequences\"\xef\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +
@@ -929,7 +947,9 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x0esliding_blocks\x18\x04 \x01(\x05R\rslidingBlocks\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x05 \x01(\x05R\tblockSize\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"\x89\x02\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12&\n" +
+	"\x0fmax_step_tokens\x18\a \x01(\x05R\rmaxStepTokens\x12\x19\n" +
+	"\bmax_seqs\x18\b \x01(\x05R\amaxSeqs\"\x89\x02\n" +
 	"\n" +
 	"LoadResult\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +

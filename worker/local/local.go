@@ -16,11 +16,19 @@ import (
 	"github.com/gptoss/server/worker/sample"
 )
 
-// Executor is an in-process sched.Executor over an engine.Model. The
+// Model is what the executor steps: an engine.Model, or the CUDA
+// backend's graph-replaying wrapper of one (cuda.GraphModel).
+type Model interface {
+	Step(seqs []engine.Seq) ([][][]float32, error)
+	Geometry() engine.KVGeometry
+}
+
+// Executor is an in-process sched.Executor over a Model. The
 // scheduler owns the KV block tables (they come with every step); the
 // executor keeps a sampler and the cached length per sequence.
 type Executor struct {
-	m      *engine.Model
+	m      Model
+	window int // the sliding layers' window, 0 if none
 	seqs   map[uint64]*seqState
 	steps  []engine.Seq
 	owners []*seqState
@@ -32,9 +40,9 @@ type seqState struct {
 	next    int // positions in the cache
 }
 
-// New returns an executor over m.
-func New(m *engine.Model) *Executor {
-	return &Executor{m: m, seqs: map[uint64]*seqState{}}
+// New returns an executor over m, a model of configuration cfg.
+func New(m Model, cfg *model.Config) *Executor {
+	return &Executor{m: m, window: slidingWindow(cfg), seqs: map[uint64]*seqState{}}
 }
 
 // Capabilities: the KV geometry the scheduler allocates in. The sampler
@@ -44,7 +52,7 @@ func New(m *engine.Model) *Executor {
 func (e *Executor) Capabilities() sched.Capabilities {
 	g := e.m.Geometry()
 	return sched.Capabilities{KVTokens: g.Blocks * g.BlockSize, KV: &sched.KVGeometry{
-		BlockSize: g.BlockSize, Blocks: g.Blocks, SlidingBlocks: g.SlidingBlocks, SlidingWindow: slidingWindow(&e.m.W.Config)}}
+		BlockSize: g.BlockSize, Blocks: g.Blocks, SlidingBlocks: g.SlidingBlocks, SlidingWindow: e.window}}
 }
 
 // slidingWindow is the window of the model's sliding layers, 0 if none.

@@ -147,7 +147,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 	cfg.Vocab, cfg.SlidingWindow = 400, 8
 	w := engine.DummyWeights(cfg, 11, 0)
 	ref := newModel(t, cfg, w, 64, 0)
-	exec := New(newModel(t, cfg, w, 256, 64))
+	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
 	profs := testProfiles(t)
 	p := profs["balanced"]
 	s := sched.New(exec, profs, sched.Options{MaxStepTokens: 24})
@@ -169,7 +169,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 func TestChatAPIOverEngine(t *testing.T) {
 	cfg := model.Presets["tiny"].Architecture()
 	w := engine.DummyWeights(cfg, 5, 0)
-	exec := New(newModel(t, cfg, w, 256, 64))
+	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
 	profs := testProfiles(t)
 	reg := prometheus.NewRegistry()
 	rec, err := stats.New(profs.Names(), reg)
@@ -250,7 +250,7 @@ func TestKVExhaustionPreempts(t *testing.T) {
 	ref := newModel(t, cfg, w, 64, 0)
 	// 12 blocks of 8 tokens: each sequence needs 4 (≤ 32 tokens), so at
 	// most three run at once out of eight.
-	exec := New(newModel(t, cfg, w, 12, 12))
+	exec := New(newModel(t, cfg, w, 12, 12), &cfg)
 	profs := testProfiles(t)
 	p := profs["balanced"]
 	preemptions := 0
