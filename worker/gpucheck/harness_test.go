@@ -1,0 +1,461 @@
+package gpucheck
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gptoss/server/worker/engine"
+)
+
+// goldenRoot is the golden checkpoints seen from this package's directory.
+const goldenRoot = "../engine/testdata/golden"
+
+// testDevice is the CPU reference as the device under test, with its
+// backends wrapped (to perturb an op) and its sampler replaceable.
+type testDevice struct {
+	cpuDevice
+	wrap   func(engine.Backend) engine.Backend
+	sample func(logits [][]float32, p []SampleParams) ([]int, error)
+}
+
+func (d testDevice) Backend(w *engine.Weights, kv Spec) (engine.Backend, error) {
+	b, err := d.cpuDevice.Backend(w, kv)
+	if err != nil || d.wrap == nil {
+		return b, err
+	}
+	return d.wrap(b), nil
+}
+
+func (d testDevice) Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]int, error) {
+	if d.sample != nil {
+		return d.sample(logits, p)
+	}
+	return d.cpuDevice.Sample(b, logits, p)
+}
+
+// perturbed is a backend one of whose ops is wrong: after the real op,
+// mutate edits its output (read back, changed, written). It is how the
+// tests show that each check can fail.
+type perturbed struct {
+	engine.Backend
+	op     string
+	mutate func(v []float32)
+}
+
+func (p *perturbed) after(op string, out engine.Tensor, err error) error {
+	if err != nil || op != p.op {
+		return err
+	}
+	v := make([]float32, out.Rows()*out.Cols())
+	if err := p.Backend.Read(out, v); err != nil {
+		return err
+	}
+	p.mutate(v)
+	return p.Backend.Write(out, v)
+}
+
+func (p *perturbed) Linear(w engine.Param, in engine.Tensor, bias bool, out engine.Tensor) error {
+	return p.after("linear", out, p.Backend.Linear(w, in, bias, out))
+}
+
+func (p *perturbed) Attention(l int, q, out engine.Tensor) error {
+	return p.after("attention", out, p.Backend.Attention(l, q, out))
+}
+
+func (p *perturbed) MoE(l int, h, lg, out engine.Tensor) error {
+	return p.after("moe", out, p.Backend.MoE(l, h, lg, out))
+}
+
+func (p *perturbed) RMSNorm(x engine.Tensor, g engine.Param, out engine.Tensor) error {
+	return p.after("rmsnorm", out, p.Backend.RMSNorm(x, g, out))
+}
+
+func (p *perturbed) Rope(q, k engine.Tensor) error {
+	return p.after("rope", k, p.Backend.Rope(q, k))
+}
+
+// GatherRows with op "gather-skip" writes nothing: the poison must show.
+func (p *perturbed) GatherRows(x engine.Tensor, rows []int, out engine.Tensor) error {
+	if p.op == "gather-skip" {
+		return nil
+	}
+	return p.Backend.GatherRows(x, rows, out)
+}
+
+func wrapWith(op string, mutate func([]float32)) func(engine.Backend) engine.Backend {
+	return func(b engine.Backend) engine.Backend { return &perturbed{Backend: b, op: op, mutate: mutate} }
+}
+
+// runQuick runs the checks (quick) with dev as the device under test.
+func runQuick(t *testing.T, dev Device, only string) *Report {
+	t.Helper()
+	return runWith(t, dev, only, true)
+}
+
+// runFull runs every check (not quick) with dev as the device under test.
+func runFull(t *testing.T, dev Device) *Report {
+	t.Helper()
+	return runWith(t, dev, "checks", false)
+}
+
+func runWith(t *testing.T, dev Device, only string, quick bool) *Report {
+	t.Helper()
+	var log bytes.Buffer
+	rep, err := Run(context.Background(), Options{Out: t.TempDir(), Only: only, Quick: quick, Seed: uint64(time.Now().UnixNano()),
+		Golden: goldenRoot, Open: func(*Options) (Device, error) { return dev, nil }, Log: &log,
+		Deadline: 10 * time.Minute})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log.String())
+		}
+	})
+	return rep
+}
+
+func statusOf(rep *Report, group, prefix string) []Check {
+	var out []Check
+	for _, c := range rep.Checks {
+		if c.Group == group && strings.HasPrefix(c.Name, prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestCPUAgainstCPU: the whole harness with the reference as the device
+// under test passes every check that runs: op checks, sampler, goldens
+// end to end, the full-size layer.
+func TestCPUAgainstCPU(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("builds a full-size 20b layer")
+	}
+	rep := runQuick(t, testDevice{}, "checks")
+	var buf bytes.Buffer
+	rep.table(&buf)
+	if !rep.Pass || rep.Failed() != 0 {
+		t.Fatalf("CPU against itself failed:\n%s", buf.String())
+	}
+	t.Logf("report:\n%s", buf.String())
+	groups := map[string]int{}
+	for _, c := range rep.Checks {
+		groups[c.Group]++
+		if c.Status == Pass && c.Diff != nil && c.Diff.N == 0 {
+			t.Errorf("%s: passed without comparing anything", c.Name)
+		}
+	}
+	for _, g := range []string{"op", "sampler", "e2e", "layer20b"} {
+		if groups[g] == 0 {
+			t.Errorf("no %s checks ran: %v", g, groups)
+		}
+	}
+	// Graph variants are skipped on the CPU, not failed.
+	for _, c := range statusOf(rep, "e2e", "") {
+		if strings.Contains(c.Name, "graphs") && c.Status != Skip {
+			t.Errorf("%s: %s, want skip on a device without graphs", c.Name, c.Status)
+		}
+	}
+}
+
+// TestOpChecksCatchPerturbations: each kind of error in one op makes its
+// check fail, and only its check. A 1% error is twice the bf16 bound on
+// rel L2 (2% for attention: its bound is the same, it is perturbed more
+// to stay clear of it; 1e-4 for the fp32 norm, five times its bound); a
+// single wrong element fails on the max abs error; an unwritten output
+// fails on the NaN poison.
+func TestOpChecksCatchPerturbations(t *testing.T) {
+	one := func(v []float32) { v[len(v)/2] += 1 }
+	scale := func(f float32) func([]float32) {
+		return func(v []float32) {
+			for i := range v {
+				v[i] *= f
+			}
+		}
+	}
+	cases := []struct {
+		op     string
+		mutate func([]float32)
+		failed string // prefix of the op check that must fail
+	}{
+		{"linear", scale(1.01), "linear"},
+		{"linear", one, "linear"},
+		{"attention", scale(1.02), "attention"},
+		{"moe", one, "moe"},
+		{"rmsnorm", scale(1 + 1e-4), "rmsnorm"},
+		{"rope", one, "rope"},
+		{"gather-skip", nil, "gather rows"},
+	}
+	cfg := opConfig()
+	w, err := fastDummy(cfg, 3, cfg.Layers)
+	if err == nil {
+		w, err = cpuReady(w)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.op+"/"+tc.failed, func(t *testing.T) {
+			ref, _ := (cpuDevice{}).Backend(w, opKV)
+			inner, _ := (cpuDevice{}).Backend(w, opKV)
+			dut := wrapWith(tc.op, tc.mutate)(inner)
+			var got []Check
+			runOps(context.Background(), ref, dut, newRand(9), true, func(c Check) { got = append(got, c) })
+			for _, c := range got {
+				wantFail := strings.HasPrefix(c.Name, tc.failed)
+				if tc.op == "linear" && strings.HasPrefix(c.Name, "linear") {
+					wantFail = true
+				}
+				if wantFail && c.Status != Fail {
+					t.Errorf("%s: %s (%s), want fail", c.Name, c.Status, c.Detail)
+				}
+				if !wantFail && c.Status != Pass {
+					t.Errorf("%s: %s (%s), want pass", c.Name, c.Status, c.Detail)
+				}
+			}
+		})
+	}
+}
+
+// TestGoldenCatchesPerturbation: a 3% error in the unembedding's output
+// (or in every linear) fails the end-to-end checks.
+func TestGoldenCatchesPerturbation(t *testing.T) {
+	dev := testDevice{wrap: wrapWith("linear", func(v []float32) {
+		for i := range v {
+			v[i] *= 1.05
+		}
+	})}
+	var got []Check
+	runGolden(context.Background(), dev, goldenRoot, 4, true, newRand(1), func(c Check) { got = append(got, c) })
+	ran := 0
+	for _, c := range got {
+		if c.Status == Skip {
+			continue
+		}
+		ran++
+		if c.Status != Fail {
+			t.Errorf("%s: %s (%s), want fail", c.Name, c.Status, c.Detail)
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no golden check ran")
+	}
+}
+
+// TestSamplerCatchesErrors: a greedy sampler that returns the runner-up,
+// and a temperature sampler that ignores the temperature, fail.
+func TestSamplerCatchesErrors(t *testing.T) {
+	wrong := func(logits [][]float32, p []SampleParams) ([]int, error) {
+		q := make([]SampleParams, len(p))
+		copy(q, p)
+		for i := range q {
+			if q[i].Temperature > 0 && q[i].TopK == 0 && q[i].TopP >= 1 {
+				q[i].Temperature = 1.3 // wrong temperature
+			}
+			if q[i].TopK > 0 {
+				q[i].TopK++ // one token too many
+			}
+		}
+		toks, err := refSample(logits, q)
+		if err == nil && len(p) == 16 {
+			toks[0] = (toks[0] + 1) % len(logits[0]) // greedy: wrong token
+		}
+		return toks, err
+	}
+	var got []Check
+	runSampler(context.Background(), testDevice{sample: wrong}, nil, newRand(5), true, func(c Check) { got = append(got, c) })
+	want := map[string]string{"greedy": Fail, "temperature 0.8": Fail, "temperature 1, top-k": Fail, "temperature 1, top-p": Pass}
+	for _, c := range got {
+		for prefix, st := range want {
+			if strings.HasPrefix(c.Name, prefix) && c.Status != st {
+				t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, st)
+			}
+		}
+	}
+	if len(got) != 4 {
+		t.Fatalf("%d sampler checks, want 4", len(got))
+	}
+}
+
+// TestMainWithoutLibrary: with no kernels library the command fails fast
+// with a message naming the fix, exit status 2, and still writes a report.
+func TestMainWithoutLibrary(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := mainWith([]string{"--out", dir, "--kernels", filepath.Join(dir, "missing", "libgptoss_kernels.so"), "--golden", goldenRoot},
+		&out, &errb, nil)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2; stderr:\n%s", code, errb.String())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s to fail", d)
+	}
+	msg := errb.String()
+	if !strings.Contains(msg, "libgptoss_kernels.so") || !strings.Contains(msg, "make kernels") {
+		t.Errorf("message does not name the library and the fix:\n%s", msg)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "gpu-check.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Pass || rep.Error == "" {
+		t.Errorf("report: pass %v, error %q", rep.Pass, rep.Error)
+	}
+}
+
+// TestMainFlags: bad flags exit 2; --only with a bad value too.
+func TestMainFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := mainWith([]string{"--bogus"}, &out, &errb, nil); code != 2 {
+		t.Errorf("--bogus: exit %d", code)
+	}
+	open := func(*Options) (Device, error) { return testDevice{}, nil }
+	if code := mainWith([]string{"--out", t.TempDir(), "--only", "everything"}, &out, &errb, open); code != 2 {
+		t.Errorf("--only everything: exit %d", code)
+	}
+}
+
+// TestMainExitStatus: a run whose checks fail exits 1.
+func TestMainExitStatus(t *testing.T) {
+	var out, errb bytes.Buffer
+	open := func(*Options) (Device, error) {
+		return testDevice{sample: func(l [][]float32, p []SampleParams) ([]int, error) { return make([]int, len(l)), nil }}, nil
+	}
+	// A sampler that always answers token 0 fails the sampler checks (and
+	// an empty golden directory is an error): exit status 1.
+	code := mainWith([]string{"--out", t.TempDir(), "--only", "checks", "--quick", "--golden", t.TempDir(), "--skip", "layer20b", "--deadline", "40s"}, &out, &errb, open)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "FAIL") {
+		t.Errorf("table has no FAIL:\n%s", out.String())
+	}
+}
+
+// TestPhaseTimeout: a phase that hangs is reported as a timeout, the run
+// records the error and starts nothing after it, and Run returns.
+func TestPhaseTimeout(t *testing.T) {
+	r := &runner{o: Options{}, log: &bytes.Buffer{}, deadline: time.Now().Add(time.Minute),
+		rep: &Report{Started: time.Now()}}
+	block := make(chan struct{})
+	defer close(block)
+	start := time.Now()
+	ok := r.phase(context.Background(), "op", "hangs", 200*time.Millisecond, func(context.Context) { <-block })
+	if ok || !r.stuck {
+		t.Fatalf("phase returned %v, stuck %v", ok, r.stuck)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s", d)
+	}
+	ran := false
+	r.phase(context.Background(), "op", "after", time.Second, func(context.Context) { ran = true })
+	if ran {
+		t.Error("a phase ran after one overran")
+	}
+	r.rep.finish()
+	if r.rep.Pass || r.rep.Error == "" || len(r.rep.Checks) != 2 || r.rep.Checks[0].Status != Timeout || r.rep.Checks[1].Status != Skip {
+		t.Errorf("report: pass %v, error %q, checks %+v", r.rep.Pass, r.rep.Error, r.rep.Checks)
+	}
+}
+
+// TestBenchOnCPU runs the benchmark code path on a tiny model (the CPU
+// has no copy bandwidth to measure, so the roofline columns stay empty).
+func TestBenchOnCPU(t *testing.T) {
+	p := defaultPlan(true, 1)
+	p.batches, p.context, p.maxSteps, p.minSteps, p.prefill, p.prefReps = []int{1, 3}, 300, 3, 2, 64, 1
+	dev := testDevice{}
+	mb := benchTiny(t, dev, p)
+	if mb.Status != Pass {
+		t.Fatalf("%s: %s", mb.Status, mb.Detail)
+	}
+	if len(mb.Decode) != 2 || mb.Prefill == nil || mb.Decode[1].TokPerSec <= 0 || mb.Prefill.TokPerSec <= 0 {
+		t.Fatalf("results: %+v", mb)
+	}
+	b := &Bench{CopyError: ErrUnsupported.Error(), Models: []*ModelBench{mb}}
+	var buf bytes.Buffer
+	b.table(&buf)
+	if !strings.Contains(buf.String(), "tiny") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func TestFastDummyDeterministic(t *testing.T) {
+	cfg := opConfig()
+	a, err := fastDummy(cfg, 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := fastDummy(cfg, 4, 1)
+	if !slicesEqual(a.Unembed.BF16, b.Unembed.BF16) || !slicesEqual(a.Layers[1].GateUp.Blocks, b.Layers[1].GateUp.Blocks) {
+		t.Error("same seed, different weights")
+	}
+	// Aliased layers share host memory; distinct ones do not.
+	if &a.Layers[0].Q.BF16[0] != &a.Layers[1].Q.BF16[0] {
+		t.Error("distinct=1: layers do not share memory")
+	}
+	c, _ := fastDummy(cfg, 4, 2)
+	if &c.Layers[0].Q.BF16[0] == &c.Layers[1].Q.BF16[0] {
+		t.Error("distinct=2: layers share memory")
+	}
+	// Scale: dense rows of unit gain (variance 1/fan_in per weight).
+	var s float64
+	for _, v := range a.Layers[0].Q.BF16 {
+		f := float64(fromBF16(v))
+		s += f * f
+	}
+	if g := s / float64(a.Layers[0].Q.Rows); math.Abs(g-1) > 0.05 {
+		t.Errorf("row gain %.3f, want ≈ 1", g)
+	}
+}
+
+func slicesEqual[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 99)) }
+
+// benchTiny runs the benchmark of the tiny preset on dev.
+func benchTiny(t *testing.T, dev Device, p benchPlan) *ModelBench {
+	t.Helper()
+	return benchModel(context.Background(), dev, "tiny", p, 0, io.Discard)
+}
+
+func fmtF(f float64) string { return strconv.FormatFloat(f, 'g', 3, 64) }
+
+// readReport reads the gpu-check.json a run wrote into dir.
+func readReport(t *testing.T, dir string) *Report {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "gpu-check.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{}
+	if err := json.Unmarshal(b, rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
