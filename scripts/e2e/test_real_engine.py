@@ -59,13 +59,13 @@ def test_chat_through_a_worker_process(make_server):
 
 
 def metric(srv, name):
-    """The value of an unlabelled Prometheus sample on /metrics."""
+    """A Prometheus metric on /metrics, summed over its labels."""
     import urllib.request
     with urllib.request.urlopen(srv.base + "/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+        values = [float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                  if line.startswith(name + " ") or line.startswith(name + "{")]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
 
 
 def test_killed_worker_costs_latency_not_the_request(make_server):
@@ -177,3 +177,28 @@ def test_64_concurrent_streams_match_alone(make_server):
     alone = [ask(i, False) for i in range(64)]
     assert together == alone
     assert len(set(alone)) > 1  # different prompts, different texts
+
+
+def test_disconnect_mid_stream_frees_blocks(make_server):
+    """A client that goes away mid-stream: its sequence leaves the batch
+    within a step, its KV blocks go back to the scheduler's pools and the
+    worker forgets it."""
+    srv = make_server("--model", TINY, "--step-timeout", "5s")
+    c = client(srv)
+    stream = c.completions.create(model="tiny", prompt="Tell me everything", max_tokens=3000, temperature=0, stream=True)
+    for i, _ in enumerate(stream):
+        if i == 5:
+            break
+    kv = srv.get_json("/health")["kv_cache"]
+    assert kv["blocks_free"] < kv["blocks"]  # it was holding blocks
+    stream.close()  # the connection goes away
+    deadline = time.time() + 10
+    while True:
+        h = srv.get_json("/health")
+        kv = h["kv_cache"]
+        if kv["blocks_free"] == kv["blocks"] and kv["sequences"] == 0 and h["workers"][0]["Sequences"] == 0:
+            break
+        assert time.time() < deadline, h
+        time.sleep(0.1)
+    assert h["active_requests"] == 0
+    assert metric(srv, "gptoss_requests_cancelled_total") >= 1
