@@ -7,7 +7,10 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/gptoss/server/coordinator/sched"
@@ -33,6 +36,7 @@ type Executor struct {
 	steps  []engine.Seq
 	owners []*seqState
 	live   atomic.Int64 // len(seqs), readable from any goroutine
+	sample []int        // indices of this step's sequences that sample
 }
 
 type seqState struct {
@@ -95,6 +99,7 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 	if err != nil {
 		return err
 	}
+	e.sample = e.sample[:0]
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		s := e.owners[i]
@@ -107,18 +112,52 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 				return fmt.Errorf("local: sequence %d: %w", st.ID, err)
 			}
 		}
-		r, err := s.sampler.Sample(logits[i][0])
+		e.sample = append(e.sample, i)
+	}
+	// Each sequence has its own sampler (and random generator), so they
+	// run in parallel: over a 201 088-token vocabulary, sampling a batch
+	// one sequence at a time costs more than the small models' forward
+	// pass.
+	errs := make([]error, len(e.sample))
+	parallel(len(e.sample), func(k int) {
+		i := e.sample[k]
+		st := &b.Seqs[i]
+		sp := e.owners[i].sampler
+		r, err := sp.Sample(logits[i][0])
 		if err != nil {
-			return fmt.Errorf("local: sequence %d: %w", st.ID, err)
+			errs[k] = fmt.Errorf("local: sequence %d: %w", st.ID, err)
+			return
 		}
-		s.sampler.Accept(r.Token)
+		sp.Accept(r.Token)
 		out := sched.Token{ID: r.Token, Logprob: r.Logprob}
 		for _, t := range r.Top {
 			out.TopLogprobs = append(out.TopLogprobs, sched.TokenLogprob{ID: t.ID, Logprob: t.Logprob})
 		}
 		st.Out = out
+	})
+	return errors.Join(errs...)
+}
+
+// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines, each taking the
+// next index, so uneven items (top-p over different distributions) balance.
+func parallel(n int, f func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for k := range n {
+			f(k)
+		}
+		return
 	}
-	return nil
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for k := int(next.Add(1)) - 1; k < n; k = int(next.Add(1)) - 1 {
+				f(k)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func newSampler(p *sched.Sampling) (*sample.Sampler, error) {
