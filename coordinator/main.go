@@ -134,7 +134,7 @@ func run(s config.Settings, log *zap.Logger) error {
 		m.SetMinReply(s.MockMinReplyTokens)
 		exec = m
 	}
-	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens,
+	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens, NoPrefixCache: !s.PrefixCache,
 		Logger: log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
 		OnStepFailure: rec.ObserveStepFailure})
 	srv, err := api.New(api.Options{

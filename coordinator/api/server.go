@@ -393,9 +393,11 @@ func (s *Server) health(c echo.Context) error {
 	}
 	if kv := s.opts.Engine.KV(); kv != nil {
 		body["kv_cache"] = map[string]any{
-			"block_size": kv.Geometry.BlockSize, "blocks": kv.Geometry.Blocks, "blocks_free": kv.FreeBlocks,
+			"block_size": kv.Geometry.BlockSize, "sliding_window": kv.Geometry.SlidingWindow,
+			"blocks": kv.Geometry.Blocks, "blocks_free": kv.FreeBlocks, "blocks_used": kv.UsedBlocks, "blocks_cached": kv.CachedBlocks,
 			"sliding_blocks": kv.Geometry.SlidingBlocks, "sliding_blocks_free": kv.SlidingFree,
-			"sequences": kv.Sequences,
+			"sliding_blocks_used": kv.SlidingUsed, "sliding_blocks_cached": kv.SlidingCached,
+			"sequences": kv.Sequences, "prefix_cache_hits": kv.PrefixHits, "prefix_cache_lookups": kv.PrefixLookups,
 		}
 	}
 	if !s.ready.Load() {

@@ -41,6 +41,7 @@ type Settings struct {
 	ShutdownTimeout      time.Duration
 	SSEWriteTimeout      time.Duration
 	MaxRunning           int
+	PrefixCache          bool
 	MaxStepTokens        int
 	MaxMessages          int
 	MaxN                 int
@@ -72,7 +73,7 @@ func Defaults() Settings {
 	return Settings{
 		Model: "20b", Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
 		EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
-		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192,
+		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
@@ -202,6 +203,7 @@ var settings = []setting{
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long running requests may finish before they are aborted", set: duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},
 	{name: "sse-write-timeout", usage: "longest a streamed write may block on a client that stopped reading", set: duration(func(s *Settings) *time.Duration { return &s.SSEWriteTimeout })},
 	{name: "max-running", usage: "most sequences in one batch over all profiles", set: integer(func(s *Settings) *int { return &s.MaxRunning })},
+	{name: "prefix-cache", usage: "share the KV blocks of identical prompt prefixes between requests (real engine)", set: boolean(func(s *Settings) *bool { return &s.PrefixCache }), isBool: true},
 	{name: "max-step-tokens", usage: "most tokens processed in one step (prefill chunks plus decodes)", set: integer(func(s *Settings) *int { return &s.MaxStepTokens })},
 	{name: "max-messages", usage: "most messages in one chat request", set: integer(func(s *Settings) *int { return &s.MaxMessages })},
 	{name: "max-n", usage: "largest n (choices per request)", set: integer(func(s *Settings) *int { return &s.MaxN })},

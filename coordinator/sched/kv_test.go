@@ -19,13 +19,13 @@ type kvFake struct {
 	*fakeExec
 	geo    KVGeometry
 	mu     sync.Mutex
-	owner  map[string]uint64 // "f12" / "s3" → sequence id
-	tables map[uint64][2][]int
+	tables map[uint64][2][]int // live sequences' tables
+	kv     map[[2]int]int      // (full block, offset) → token written there
 	bad    atomic.Value
 }
 
 func newKVFake(g KVGeometry) *kvFake {
-	return &kvFake{fakeExec: newFake(), geo: g, owner: map[string]uint64{}, tables: map[uint64][2][]int{}}
+	return &kvFake{fakeExec: newFake(), geo: g, tables: map[uint64][2][]int{}, kv: map[[2]int]int{}}
 }
 
 func (f *kvFake) Capabilities() Capabilities {
@@ -45,41 +45,54 @@ func (f *kvFake) Step(ctx context.Context, b *Batch) error {
 		end := st.Pos + len(st.Tokens)
 		if len(st.Blocks)*bs < end || len(st.SlidingBlocks)*bs < end {
 			f.fail("seq %d: tables %v/%v do not cover %d positions", st.ID, st.Blocks, st.SlidingBlocks, end)
+			continue
 		}
 		for _, blk := range st.Blocks {
 			if blk < 0 || blk >= f.geo.Blocks {
 				f.fail("seq %d: full block %d out of range", st.ID, blk)
 			}
-			f.claim(fmt.Sprint("f", blk), st.ID)
 		}
 		for i, blk := range st.SlidingBlocks {
 			visible := (i+1)*bs > st.Pos-w // overlaps the window of the step's first token
-			if blk < 0 {
-				if visible {
-					f.fail("seq %d: sliding block %d released but in the window (pos %d)", st.ID, i, st.Pos)
-				}
-				continue
+			if blk < 0 && visible {
+				f.fail("seq %d: sliding block %d released but in the window (pos %d)", st.ID, i, st.Pos)
 			}
 			if blk >= f.geo.SlidingBlocks {
 				f.fail("seq %d: sliding block %d out of range", st.ID, blk)
 			}
-			f.claim(fmt.Sprint("s", blk), st.ID)
+		}
+		if _, known := f.tables[st.ID]; !known && st.Pos > 0 {
+			// A sequence that starts past 0 maps cached blocks: every
+			// position before it must have been written.
+			for p := range st.Pos {
+				if _, ok := f.kv[[2]int{st.Blocks[p/bs], p % bs}]; !ok {
+					f.fail("seq %d starts at %d but position %d of its table was never written", st.ID, st.Pos, p)
+					break
+				}
+			}
+			f.fakeExec.mu.Lock()
+			f.state[st.ID] = st.Pos
+			f.fakeExec.mu.Unlock()
 		}
 		f.tables[st.ID] = [2][]int{append([]int(nil), st.Blocks...), append([]int(nil), st.SlidingBlocks...)}
 	}
-	f.mu.Unlock()
-	return f.fakeExec.Step(ctx, b)
-}
-
-// claim records that seq holds blk; a block still held by another live
-// sequence is a double allocation.
-func (f *kvFake) claim(blk string, seq uint64) {
-	if o, ok := f.owner[blk]; ok && o != seq {
-		if _, live := f.tables[o]; live && holds(f.tables[o], blk) {
-			f.fail("block %s given to %d while %d holds it", blk, seq, o)
+	// The blocks a sequence writes must be its alone among the step's
+	// sequences (whose tables are current; the scheduler's own invariant
+	// check covers the rest).
+	for _, st := range b.Seqs {
+		for p := st.Pos; p < st.Pos+len(st.Tokens) && len(st.Blocks)*bs > p; p++ {
+			for _, key := range []string{fmt.Sprint("f", st.Blocks[p/bs]), fmt.Sprint("s", st.SlidingBlocks[p/bs])} {
+				for _, o := range b.Seqs {
+					if o.ID != st.ID && holds(f.tables[o.ID], key) {
+						f.fail("seq %d writes block %s that sequence %d holds", st.ID, key, o.ID)
+					}
+				}
+			}
+			f.kv[[2]int{st.Blocks[p/bs], p % bs}] = st.Tokens[p-st.Pos]
 		}
 	}
-	f.owner[blk] = seq
+	f.mu.Unlock()
+	return f.fakeExec.Step(ctx, b)
 }
 
 func holds(t [2][]int, blk string) bool {
@@ -113,7 +126,7 @@ func TestSchedulerOwnsBlockTables(t *testing.T) {
 	f := newKVFake(g)
 	p := testProfile("p", 16, 6, 100)
 	var preemptions atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions.Add(1) }})
+	s := New(f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions.Add(1) }, checkKV: true})
 	defer s.Close()
 	var streams []*Stream
 	for i := range 10 {
@@ -142,7 +155,8 @@ func TestSchedulerOwnsBlockTables(t *testing.T) {
 	}
 	checkFor(t, time.Second, func() bool {
 		u := s.KV()
-		return u != nil && u.FreeBlocks == g.Blocks && u.SlidingFree == g.SlidingBlocks && u.Sequences == 0
+		return u != nil && u.UsedBlocks == 0 && u.SlidingUsed == 0 && u.Sequences == 0 &&
+			u.FreeBlocks+u.CachedBlocks == g.Blocks && u.SlidingFree+u.SlidingCached == g.SlidingBlocks
 	})
 	t.Logf("%d preemptions", preemptions.Load())
 }
@@ -153,7 +167,7 @@ func TestSlidingBlocksTrimmed(t *testing.T) {
 	g := KVGeometry{BlockSize: 4, Blocks: 64, SlidingBlocks: 4, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 4, 8, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(20), MaxTokens: 100})
 	toks, fin := collect(t, st)
@@ -162,5 +176,81 @@ func TestSlidingBlocksTrimmed(t *testing.T) {
 	}
 	if bad := f.bad.Load(); bad != nil {
 		t.Fatal(bad)
+	}
+}
+
+// Requests that share a prompt prefix map its cached blocks instead of
+// computing them again; when the pools are tight, cached blocks nobody
+// uses are evicted rather than preempting anyone; the accounting holds
+// after every step (checkKV).
+func TestPrefixCache(t *testing.T) {
+	g := KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
+	f := newKVFake(g)
+	p := testProfile("p", 8, 64, 100)
+	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
+	defer s.Close()
+	shared := prompt(18) // 4 full blocks shared, the rest computed
+	run := func(prompts [][]int) {
+		t.Helper()
+		var streams []*Stream
+		for _, pr := range prompts {
+			st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: pr, MaxTokens: 6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			streams = append(streams, st)
+		}
+		for i, st := range streams {
+			toks, fin := collect(t, st)
+			if fin.Reason != FinishLength || len(toks) != 6 || toks[0].ID != 1000+len(prompts[i]) {
+				t.Fatalf("request %d: %+v, tokens %v", i, fin, toks)
+			}
+		}
+	}
+	run([][]int{shared}) // fills the cache
+	var same [][]int
+	for range 3 {
+		same = append(same, shared)
+	}
+	run(same)
+	u := s.KV()
+	if u.PrefixHits < 3*4 {
+		t.Fatalf("prefix hits %d of %d lookups, want at least 12", u.PrefixHits, u.PrefixLookups)
+	}
+	if bad := f.bad.Load(); bad != nil {
+		t.Fatal(bad)
+	}
+	// Many different prompts: the cache must give its blocks back.
+	var many [][]int
+	for i := range 12 {
+		pr := prompt(30)
+		pr[0] = 500 + i
+		many = append(many, pr)
+	}
+	run(many)
+	if bad := f.bad.Load(); bad != nil {
+		t.Fatal(bad)
+	}
+	checkFor(t, time.Second, func() bool {
+		u := s.KV()
+		return u.UsedBlocks == 0 && u.CachedBlocks > 0 && u.FreeBlocks+u.CachedBlocks == g.Blocks
+	})
+}
+
+// With the cache off nothing is shared.
+func TestPrefixCacheOff(t *testing.T) {
+	g := KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
+	f := newKVFake(g)
+	p := testProfile("p", 8, 64, 100)
+	s := New(f, profiles.Set{"p": p}, Options{checkKV: true, NoPrefixCache: true})
+	defer s.Close()
+	for range 2 {
+		st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(18), MaxTokens: 3})
+		if _, fin := collect(t, st); fin.Reason != FinishLength {
+			t.Fatalf("%+v", fin)
+		}
+	}
+	if u := s.KV(); u.PrefixHits != 0 || u.CachedBlocks != 0 {
+		t.Fatalf("cache off: %+v", u)
 	}
 }

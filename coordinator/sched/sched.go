@@ -206,6 +206,12 @@ type Options struct {
 	OnStep func(seqs, tokens int, took time.Duration)
 	// OnPreempt, when set, is told about every preemption.
 	OnPreempt func(profile string)
+	// NoPrefixCache turns off the sharing of cached prompt blocks between
+	// sequences (on by default when the executor reports a KV geometry).
+	NoPrefixCache bool
+	// checkKV makes the loop verify the block accounting after every step
+	// (tests).
+	checkKV bool
 	// OnStepFailure, when set, is told about every failed step: how many of
 	// its sequences were requeued to be recomputed and how many were
 	// refused (ErrEngineFailed).
@@ -437,6 +443,11 @@ func (s *Scheduler) loop() {
 		}
 		s.deliver(&b)
 		s.noteKV()
+		if s.opts.checkKV && s.kv != nil {
+			if err := s.kv.check(s.batch); err != nil {
+				panic(err)
+			}
+		}
 	}
 }
 
@@ -527,6 +538,11 @@ func (s *Scheduler) build(b *Batch) {
 			continue
 		}
 		q.stepIdx = -1
+		if s.kv != nil && q.prefilled == 0 {
+			// A new (or recomputed) sequence maps the blocks of its prefix
+			// that are cached and starts computing after them.
+			q.prefilled = s.kv.match(q)
+		}
 		if q.strikes > 0 {
 			// A sequence that was in a failed step runs with at most one
 			// other suspect-free company, so a second failure is its own.
@@ -605,7 +621,7 @@ func (s *Scheduler) setupKV() {
 		s.kvErr = true
 		return
 	}
-	s.kv = newKVManager(*g)
+	s.kv = newKVManager(*g, !s.opts.NoPrefixCache)
 	s.log.Info("managing KV block tables", zap.Int("blocks", g.Blocks), zap.Int("sliding_blocks", g.SlidingBlocks),
 		zap.Int("block_size", g.BlockSize), zap.Int("sliding_window", g.SlidingWindow))
 }
@@ -619,9 +635,7 @@ func (s *Scheduler) noteKV() {
 	if s.kv == nil {
 		return
 	}
-	g := s.kv.geo
-	u := &KVUsage{Geometry: g, FreeBlocks: len(s.kv.full.free), SlidingFree: len(s.kv.sliding.free)}
-	u.UsedBlocks, u.SlidingUsed = g.Blocks-u.FreeBlocks, g.SlidingBlocks-u.SlidingFree
+	u := s.kv.usage()
 	for _, q := range s.batch {
 		if len(q.blocks) > 0 {
 			u.Sequences++
@@ -644,6 +658,9 @@ func (s *Scheduler) deliver(b *Batch) {
 			return true // leaves the batch; its (already dropped) state is released
 		}
 		q.prefilled += q.stepChunk
+		if s.kv != nil {
+			s.kv.remember(q, q.prefilled)
+		}
 		if !st.Sample {
 			return false
 		}

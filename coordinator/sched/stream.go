@@ -33,6 +33,10 @@ type sequence struct {
 	// Block tables (when the scheduler manages the KV cache): full
 	// attention, and sliding window with -1 behind the window.
 	blocks, sliding []int
+	// The prefix cache's view: the chain hash of the first cachedBlocks
+	// blocks, which are in the cache (or were looked for).
+	chain        uint64
+	cachedBlocks int
 }
 
 // dead reports whether the sequence must be dropped and why.

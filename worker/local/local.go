@@ -79,10 +79,9 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 		}
 		s := e.seqs[st.ID]
 		if s == nil {
-			if st.Pos != 0 {
-				return fmt.Errorf("local: sequence %d starts at position %d without state", st.ID, st.Pos)
-			}
-			s = &seqState{}
+			// A sequence may start past 0: the scheduler mapped blocks of
+			// a cached prefix into its tables.
+			s = &seqState{next: st.Pos}
 			e.seqs[st.ID] = s
 			e.live.Add(1)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -273,4 +274,38 @@ func TestKVExhaustionPreempts(t *testing.T) {
 	matchAlone(t, ref, prompts, got, 20)
 	waitAllFree(t, s, exec)
 	t.Logf("%d preemptions", preemptions)
+}
+
+// Sequences sharing a long prompt prefix (a system prompt) map its cached
+// blocks, computed once, and still generate exactly what each generates
+// alone on the engine: the KV the prefix cache shares is bit-identical to
+// what a sequence computes for itself.
+func TestPrefixCacheOverEngine(t *testing.T) {
+	cfg := model.Presets["tiny"].Architecture()
+	cfg.Vocab, cfg.SlidingWindow = 400, 8
+	w := engine.DummyWeights(cfg, 11, 0)
+	ref := newModel(t, cfg, w, 64, 0)
+	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
+	profs := testProfiles(t)
+	p := profs["balanced"]
+	s := sched.New(exec, profs, sched.Options{})
+	defer s.Close()
+	system := make([]int, 37) // four full blocks of 8 and then some
+	for j := range system {
+		system[j] = (j*13 + 5) % cfg.Vocab
+	}
+	var prompts [][]int
+	for i := range 6 {
+		prompts = append(prompts, append(slices.Clone(system), (i*37+3)%cfg.Vocab, (i*11+7)%cfg.Vocab))
+	}
+	// The first alone fills the cache; then the rest together, twice.
+	matchAlone(t, ref, prompts[:1], generateAll(t, s, p, prompts[:1], 12), 12)
+	got := generateAll(t, s, p, prompts, 12)
+	matchAlone(t, ref, prompts, got, 12)
+	matchAlone(t, ref, prompts, generateAll(t, s, p, prompts, 12), 12)
+	u := s.KV()
+	if u == nil || u.PrefixHits < 4*11 {
+		t.Fatalf("prefix cache hits: %+v", u)
+	}
+	waitAllFree(t, s, exec)
 }
