@@ -135,7 +135,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(const Params p) 
     }
     int lo = INT_MAX, hi = -1;
     for (int i = run0; i < run1; i++) lo = min(lo, tok_first[i]), hi = max(hi, tok_pos[i]);
-    // This split's share of the run's key range.
+    // This split's share of the run's key range. The split count comes from
+    // max_pos, an upper bound, so a split may start past hi: it then reads
+    // nothing and leaves m = -inf, l = 0, acc = 0 (weighed by 0 in the combine).
     const int len = hi - lo + 1;
     const int per = (len + p.nsplit - 1) / p.nsplit;
     const int kb = lo + split * per, ke = min(hi, kb + per - 1);
@@ -320,7 +322,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(const Params p) 
   }
 }
 
-// Merges the splits of each (token, head) with the sink.
+// Merges the splits of each (token, head) with the sink. An empty split
+// (m = -inf, l = 0, acc = 0) weighs exp(-inf - M) = 0: M >= the sink is finite.
 __global__ void attention_combine_kernel(const float *__restrict__ part_ml, const float *__restrict__ part_acc,
                                          const float *__restrict__ sinks, const int32_t *__restrict__ seq,
                                          const int32_t *__restrict__ pos, int n_seqs, int heads, int D, int nsplit,

@@ -137,7 +137,8 @@ typedef struct gx_attn_layout {
   int T;
   int n_seqs;
   int max_blocks;
-  int max_pos;   /* the largest pos[t] in the step (sizes the split along the context) */
+  int max_pos;   /* an upper bound of pos[t] (sizes the split along the context; splits past a
+                    token's position contribute nothing) */
   int block_size;
 } gx_attn_layout;
 
@@ -186,24 +187,45 @@ gx_status gx_moe(gx_ctx *ctx, const gx_experts *ex, const float *x, const int32_
 
 /* ---- sampling ------------------------------------------------------------ */
 
-/* Per-row sampling parameters (host memory; copied by the call). */
+/* Per-row sampling parameters (host memory; copied by the call). The ranges
+ * are checked (GX_ERR_ARG otherwise). */
 typedef struct gx_sampling {
-  float temperature; /* 0: greedy */
-  float top_p;       /* 1: off */
-  int top_k;         /* 0: off */
-  float min_p;       /* 0: off */
-  float presence_penalty;
-  float frequency_penalty;
+  float temperature; /* finite, >= 0; 0: greedy */
+  float top_p;       /* in (0, 1]; 1: off */
+  int top_k;         /* >= 0; 0 (or >= V): off */
+  float min_p;       /* in [0, 1]; 0: off */
+  float presence_penalty;  /* finite */
+  float frequency_penalty; /* finite */
   float uniform;     /* a uniform draw in [0, 1) from the sequence's own generator */
 } gx_sampling;
 
-/* Samples one token per row of logits fp32 [S x V] (device). Penalties read
- * the tokens generated so far as a CSR on the device: row s has the pairs
- * (pen_ids[j], pen_counts[j]) for pen_off[s] <= j < pen_off[s+1] (pen_* may be
- * NULL when no row has penalties). Outputs on the device: token[s], logprob[s]
- * (log-softmax of the penalised logits, before temperature), and when
- * n_top > 0 the n_top most likely ids and logprobs per row (top_ids, top_lp
- * [S x n_top]). Uses the context's scratch. */
+/* Samples one token per row of logits fp32 [S x V] (device), with the CPU
+ * sampler's semantics (worker/sample), in this order:
+ *  1. NaN logits count as -inf. Penalties read the tokens generated so far as
+ *     a CSR on the device: row s has the pairs (pen_ids[j], pen_counts[j]) for
+ *     pen_off[s] <= j < pen_off[s+1], ids distinct within a row (pen_* may be
+ *     NULL when no row has penalties); the penalised logit is
+ *     float(double(x) - (presence * (count > 0) + frequency * count)), in
+ *     double without fused multiply-adds (as the CPU rounds it: the same bits
+ *     when the CPU's float64 parameters are these floats).
+ *  2. temperature 0: greedy, the arg-max of the penalised logits, ties to the
+ *     lowest id; top_p, top_k, min_p and the uniform are then ignored.
+ *  3. otherwise e = exp((penalised - max) / temperature), then top-k (the k
+ *     largest penalised logits, ties to lower ids), then min-p (drop e <
+ *     min_p * max e), then top-p over what is left (descending order, ties:
+ *     lower id first; the smallest prefix whose mass reaches top_p * (mass
+ *     left) * (1 - 1e-6), at least one token), then inverse-CDF with the
+ *     row's uniform over the kept tokens (walked in id order: the same
+ *     distribution as the CPU's, not the same token for a given uniform).
+ *     +inf logits: the draw is uniform over the +inf tokens (greedy: the
+ *     lowest such id).
+ * Outputs on the device: token[s]; logprob[s] = the log-softmax of the RAW
+ * logits (before penalties and temperature, vLLM's "raw_logprobs"; when the
+ * row has +inf logits, -log(their count) for them and -inf for the rest); and
+ * when n_top > 0 the n_top largest raw logits per row, most likely first,
+ * ties to lower ids (top_ids, top_lp [S x n_top], raw logprobs as for
+ * logprob). A row with no finite logit gets token -1 and logprob NaN (top
+ * ids -1, logprobs NaN). n_top <= 256. Uses the context's scratch. */
 gx_status gx_sample(gx_ctx *ctx, const float *logits, int S, int V, const gx_sampling *params,
                     const int32_t *pen_off, const int32_t *pen_ids, const float *pen_counts, int n_top,
                     int32_t *token, float *logprob, int32_t *top_ids, float *top_lp);

@@ -1,17 +1,24 @@
 // sample.cu — per-row sampling over the full vocabulary.
 //
-// One block of 512 threads per row, all in one kernel:
-//  1. w = logits with NaN -> -inf and -0 -> +0, then the penalties
-//     (logit -= count * frequency + (count > 0) * presence), in the scratch;
-//  2. max and arg-max (ties to the lowest id), logsumexp: logprob = w - lse
-//     (log-softmax of the penalised logits, before temperature);
-//  3. temperature 0: the arg-max. Otherwise, with e = exp((w - max) / T):
+// One block of 512 threads per row, all in one kernel (the semantics are
+// worker/sample's, the CPU sampler; gptoss.h states them):
+//  1. w = logits with NaN -> -inf and -0 -> +0, in the scratch (one pass,
+//     which also takes the raw row's max); then the penalties on w, in double
+//     exactly as the CPU sampler rounds them:
+//     w = float(double(x) - (presence * (count > 0) + frequency * count));
+//  2. max and arg-max of w (ties to the lowest id); logprob = log-softmax of
+//     the RAW logits (before penalties and temperature): one sum pass of
+//     exp(raw - raw max) in double, over w itself when the row has no
+//     penalties, else over the raw row (so no pass is added);
+//  3. temperature 0: the arg-max of w. Otherwise, with e = exp((w - max) / T):
 //     top-k keeps the k largest w (ties to lower ids), min-p drops e < min_p
 //     (e of the max is 1), top-p keeps the smallest prefix of the rest in
 //     descending order (ties: lower id first) whose mass reaches
 //     top_p * (mass kept) * (1 - 1e-6), at least one token; then inverse-CDF
 //     sampling with the row's uniform over the kept tokens;
-//  4. n_top > 0: the n_top largest w (ties to lower ids), most likely first.
+//  4. n_top > 0: the n_top largest RAW logits (ties to lower ids), most
+//     likely first, with their raw logprobs (w is put back to the raw row at
+//     the penalised ids first).
 // Cuts are exact: they come from radix selects over the 32-bit order key of
 // w (4 bits per pass, per-thread histograms in shared memory, reduced in a
 // fixed order, masses in double), and ties at a cut are resolved by id with
@@ -20,6 +27,7 @@
 // sampling; the CPU sampler walks its histogram buckets), so a given uniform
 // may pick a different token than the CPU for the same distribution.
 // Everything is deterministic: no floating-point atomics.
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -33,6 +41,12 @@ constexpr int kBins = 16;  // 4-bit digits
 constexpr int kMaxTop = 256;
 static_assert(kWarps >= kBins && kWarps <= 32, "a warp per histogram bin");
 
+// NaN -> -inf (never drawn, ranked last), -0 -> +0 (one order key per value).
+__device__ __forceinline__ float clean(float v) {
+  if (isnan(v)) return -INFINITY;
+  return v == 0.f ? 0.f : v;
+}
+
 __device__ __forceinline__ uint32_t order_key(float v) {
   const uint32_t u = __float_as_uint(v);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -41,6 +55,7 @@ __device__ __forceinline__ uint32_t order_key(float v) {
 struct Shared {
   double dred[32];
   float fred[32];
+  float rred[32];
   int ired[32];
   double bins[kBins];
   double dval;
@@ -215,37 +230,36 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float *x = logits + (int64_t)s * V;
   float *w = wbuf + (int64_t)s * V;
 
-  // 1. The penalised copy.
+  // 1. The working copy w of the raw row (NaN -> -inf, -0 -> +0), the raw
+  // row's max and whether it has a finite value; then the penalties on w.
+  float rmax = -INFINITY;
+  int finite = 0;
   for (int i = tid; i < V; i += kThreads) {
-    float v = x[i];
-    if (isnan(v)) v = -INFINITY;
-    if (v == 0.f) v = 0.f;  // -0 -> +0: one order key per value
+    const float v = clean(x[i]);
     w[i] = v;
+    rmax = fmaxf(rmax, v);
+    finite |= isfinite(v);
   }
-  __syncthreads();
-  if (pen_off && pen_ids && pen_counts) {
-    const int j0 = pen_off[s], j1 = pen_off[s + 1];
+  finite = __syncthreads_or(finite);
+  const int j0 = pen_off ? pen_off[s] : 0, j1 = pen_off ? pen_off[s + 1] : 0;
+  const bool penalised = pen_ids && pen_counts && j1 > j0;
+  if (penalised) {
+    // The CPU sampler's arithmetic, rounding for rounding: in double,
+    // float(double(x) - (presence + frequency * count)), no fused
+    // multiply-add. Ids are distinct within a row, so each w[id] has one
+    // writer.
+    const double presence = P.presence_penalty, frequency = P.frequency_penalty;
     for (int j = j0 + tid; j < j1; j += kThreads) {
       const int id = pen_ids[j];
       const float c = pen_counts[j];
       if (id < 0 || id >= V) continue;
-      const float pen = c * P.frequency_penalty + (c > 0.f ? P.presence_penalty : 0.f);
-      if (pen != 0.f) atomicAdd(&w[id], -pen);  // ids are distinct within a row: one add each
-    }
-    __syncthreads();
-    for (int j = j0 + tid; j < j1; j += kThreads) {
-      const int id = pen_ids[j];
-      if (id >= 0 && id < V) {
-        float v = w[id];
-        if (isnan(v)) v = -INFINITY;
-        if (v == 0.f) v = 0.f;
-        w[id] = v;
-      }
+      const double pen = __dadd_rn(c > 0.f ? presence : 0.0, __dmul_rn(frequency, (double)c));
+      w[id] = clean(__double2float_rn(__dsub_rn((double)w[id], pen)));
     }
     __syncthreads();
   }
 
-  // 2. Max and arg-max (lowest id on ties).
+  // 2. Max and arg-max of w (lowest id on ties), and the raw row's max.
   float bm = -INFINITY;
   int bi = INT_MAX;
   for (int i = tid; i < V; i += kThreads) {
@@ -259,24 +273,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
     if (ov > bm || (ov == bm && oi < bi)) bm = ov, bi = oi;
   }
-  if (lane == 0) sh.fred[warp] = bm, sh.ired[warp] = bi;
+  rmax = gx_warp_max(rmax);
+  if (lane == 0) sh.fred[warp] = bm, sh.ired[warp] = bi, sh.rred[warp] = rmax;
   __syncthreads();
   if (warp == 0) {
     bm = lane < kWarps ? sh.fred[lane] : -INFINITY;
     bi = lane < kWarps ? sh.ired[lane] : V;
+    rmax = gx_warp_max(lane < kWarps ? sh.rred[lane] : -INFINITY);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const float ov = __shfl_xor_sync(0xffffffffu, bm, o);
       const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
       if (ov > bm || (ov == bm && oi < bi)) bm = ov, bi = oi;
     }
-    if (lane == 0) sh.fred[0] = bm, sh.ired[0] = bi;
+    if (lane == 0) sh.fred[0] = bm, sh.ired[0] = bi, sh.rred[0] = rmax;
   }
   __syncthreads();
   float xm = sh.fred[0];
   const int amax = sh.ired[0];
+  rmax = sh.rred[0];
   __syncthreads();
-  if (xm == -INFINITY) {  // no finite logit: the forward pass broke
+  if (!finite) {  // no finite logit (all NaN or +-inf): the forward pass broke
     if (tid == 0) {
       token[s] = -1;
       logprob[s] = NAN;
@@ -287,20 +304,35 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     return;
   }
-  if (xm == INFINITY) {  // the limit of huge logits: uniform over the +inf tokens
+
+  // The log-softmax of the raw row: lse over the raw logits (w before the
+  // penalties: w itself when the row has none), in double. When the raw row
+  // has +inf logits, its limit: -log(count) for the +inf ones, -inf for the
+  // rest (penalties are finite, so w has the same +inf tokens).
+  const bool raw_inf = rmax == INFINITY;
+  double se = 0.0;
+  for (int i = tid; i < V; i += kThreads) {
+    const float v = penalised ? clean(x[i]) : w[i];
+    se += raw_inf ? (v == INFINITY ? 1.0 : 0.0) : (double)expf(v - rmax);
+  }
+  se = block_sum_d(se, sh);
+  const double lse = raw_inf ? log(se) : (double)rmax + log(se);
+  auto raw_lp = [&](float v) -> float {  // v: a cleaned raw logit
+    if (raw_inf) return v == INFINITY ? (float)-lse : -INFINITY;
+    return __double2float_rn(__dsub_rn((double)v, lse));
+  };
+
+  const bool inf_mapped = xm == INFINITY;
+  if (inf_mapped) {  // the limit of huge logits: the draw is uniform over the +inf tokens
     for (int i = tid; i < V; i += kThreads) w[i] = w[i] == INFINITY ? 0.f : -INFINITY;
     __syncthreads();
     xm = 0.f;
   }
-  float se = 0.f;
-  for (int i = tid; i < V; i += kThreads) se += expf(w[i] - xm);
-  se = gx_block_sum(se, sh.fred);
-  const float lse = xm + logf(se);
 
   // 3. The token.
   int tok = amax;
   if (P.temperature > 0.f) {
-    const float invT = 1.f / P.temperature;
+    const float invT = fminf(1.f / P.temperature, FLT_MAX);  // a tiny temperature: the limit, not inf * 0
     const float min_p = P.min_p > 0.f ? P.min_p : 0.f;
     // Top-k cut: key > kk, or key == kk and id <= kid.
     bool use_k = P.top_k > 0 && P.top_k < V;
@@ -330,7 +362,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = tid; i < V; i += kThreads) z += mass(i, w[i]);
       z = block_sum_d(z, sh);
       double target = (double)P.top_p * z * (1.0 - 1e-6);
-      if (!(target > 0.0)) target = 0.0;  // top_p <= 0: the first token only
+      if (!(target > 0.0)) target = 0.0;  // (top_p > 0 and z >= 1: not reached)
       double above = 0.0;
       pk = radix_select(w, V, mass, target, &above, hist, sh);
       // Tokens of key pk in id order until the target is reached (at least one).
@@ -355,11 +387,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (tid == 0) {
     token[s] = tok;
-    logprob[s] = w[tok] - lse;
+    logprob[s] = raw_lp(clean(x[tok]));
   }
 
-  // 4. The n_top most likely (by w; ties to lower ids).
+  // 4. The n_top most likely under the raw logits (ties to lower ids): w
+  // back to the cleaned raw row first, where the penalties or the +inf
+  // mapping changed it.
   if (n_top > 0) {
+    __syncthreads();  // step 3 is done with w
+    if (inf_mapped) {
+      for (int i = tid; i < V; i += kThreads) w[i] = clean(x[i]);
+    } else if (penalised) {
+      for (int j = j0 + tid; j < j1; j += kThreads) {
+        const int id = pen_ids[j];
+        if (id >= 0 && id < V) w[id] = clean(x[id]);
+      }
+    }
+    __syncthreads();
     const int n = min(n_top, V);
     double above = 0.0;
     const uint32_t nk = radix_select(w, V, [](int, float) { return 1.0; }, (double)n, &above, hist, sh);
@@ -388,7 +432,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         rank += kb > ka || (kb == ka && ib < ia);
       }
       top_ids[(int64_t)s * n_top + rank] = ia;
-      top_lp[(int64_t)s * n_top + rank] = w[ia] - lse;
+      top_lp[(int64_t)s * n_top + rank] = raw_lp(w[ia]);
     }
     for (int j = cnt + tid; j < n_top; j += kThreads) {
       top_ids[(int64_t)s * n_top + j] = -1;
@@ -410,8 +454,8 @@ GX_EXPORT gx_status gx_sample(gx_ctx *ctx, const float *logits, int S, int V, co
   GX_CHECK(n_top == 0 || (top_ids && top_lp), "gx_sample: n_top=%d with null top_ids/top_lp", n_top);
   for (int s = 0; s < S; s++) {
     const gx_sampling &p = params[s];
-    GX_CHECK(p.temperature >= 0.f && isfinite(p.temperature) && p.top_k >= 0 && !(p.top_p > 1.f) &&
-                 !isnan(p.top_p) && p.min_p >= 0.f && p.min_p <= 1.f && isfinite(p.presence_penalty) &&
+    GX_CHECK(p.temperature >= 0.f && isfinite(p.temperature) && p.top_k >= 0 && p.top_p > 0.f &&
+                 p.top_p <= 1.f && p.min_p >= 0.f && p.min_p <= 1.f && isfinite(p.presence_penalty) &&
                  isfinite(p.frequency_penalty),
              "gx_sample: row %d: bad parameters (temperature %g, top_p %g, top_k %d, min_p %g)", s,
              (double)p.temperature, (double)p.top_p, p.top_k, (double)p.min_p);

@@ -419,14 +419,26 @@ func TestSample(t *testing.T) {
 	if ids := []int{res[0].Top[0].ID, res[0].Top[1].ID, res[0].Top[2].ID}; ids[0] != 2 || ids[1] != 4 || ids[2] != 8 {
 		t.Fatalf("row 0 top %v", res[0].Top)
 	}
-	// Row 1: token 0 (logit 9) penalised by 2 falls to 7: token 8 wins, 0 is next.
-	if res[1].Token != 8 || res[1].Top[0].ID != 8 || res[1].Top[1].ID != 0 {
+	// Row 1: token 0 (logit 9) penalised by 2 falls to 7: token 8 wins the
+	// draw. Logprobs are of the raw logits (before penalties), so the top
+	// list is still 0 (9), 8 (8), 7 (7), and token 8's logprob is 8 - lse.
+	raw1 := logits[V:]
+	if res[1].Token != 8 || math.Abs(float64(res[1].Logprob)-(8-lse(raw1))) > 1e-5 {
 		t.Fatalf("row 1: %+v", res[1])
+	}
+	if ids := []int{res[1].Top[0].ID, res[1].Top[1].ID, res[1].Top[2].ID}; ids[0] != 0 || ids[1] != 8 || ids[2] != 7 ||
+		math.Abs(float64(res[1].Top[0].Logprob)-(9-lse(raw1))) > 1e-5 {
+		t.Fatalf("row 1 top %v", res[1].Top)
 	}
 	_, err = b.Sample(x, []SampleRow{{}}, 0)
 	wantErr(t, err, "1 parameter rows for 2 logit rows")
 	_, err = b.Sample(x, []SampleRow{{}, {Counts: []TokenCount{{ID: V}}}}, 0)
 	wantErr(t, err, "penalised token 10 outside 10")
+	_, err = b.Sample(x, []SampleRow{{TopP: 1}, {TopP: 1, Counts: []TokenCount{{ID: 3, Count: 1}, {ID: 3, Count: 2}}}}, 0)
+	wantErr(t, err, "penalised token 3 listed twice")
+	// TopP has no zero value (worker/sample refuses it too).
+	_, err = b.Sample(x, []SampleRow{{TopP: 1}, {}}, 0)
+	wantErr(t, err, "row 1: bad parameters")
 	// The arena is as it was.
 	if b.arena.cur != 0 || b.arena.off != arenaAlign {
 		t.Fatalf("arena at %d/%d after sampling", b.arena.cur, b.arena.off)

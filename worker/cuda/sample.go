@@ -9,10 +9,13 @@ import (
 	"github.com/gptoss/server/worker/engine"
 )
 
-// SampleRow is one row's sampling parameters for Sample (gx_sampling).
+// SampleRow is one row's sampling parameters for Sample (gx_sampling),
+// with worker/sample's semantics (see gx_sample in kernels/gptoss.h): greedy
+// is the argmax of the penalised logits, lowest id on ties; otherwise
+// temperature, top-k, min-p, then top-p.
 type SampleRow struct {
 	Temperature                       float32 // 0: greedy
-	TopP                              float32 // 1: off
+	TopP                              float32 // in (0, 1]; 1: off
 	TopK                              int     // 0: off
 	MinP                              float32 // 0: off
 	PresencePenalty, FrequencyPenalty float32
@@ -21,7 +24,7 @@ type SampleRow struct {
 	// stream of draws does not depend on the backend or the batch.
 	Uniform float32
 	// Counts are the tokens generated so far and how often, for the
-	// penalties.
+	// penalties (distinct ids).
 	Counts []TokenCount
 }
 
@@ -31,8 +34,9 @@ type TokenCount struct {
 	Count float32
 }
 
-// Sampled is one row's draw: the token, its logprob (log-softmax of the
-// penalised logits, before temperature) and the nTop most likely tokens.
+// Sampled is one row's draw: the token, its logprob and the nTop most
+// likely tokens with theirs, all under the raw logits (log-softmax before
+// penalties and temperature, as worker/sample reports them).
 type Sampled struct {
 	Token   int
 	Logprob float32
@@ -67,12 +71,26 @@ func (b *Backend) Sample(logits engine.Tensor, rows []SampleRow, nTop int) ([]Sa
 	}
 	params := make([]sampleParams, S)
 	nPen := 0
+	var seen map[int]bool
 	for i, r := range rows {
 		params[i] = sampleParams{temperature: r.Temperature, topP: r.TopP, topK: r.TopK, minP: r.MinP,
 			presence: r.PresencePenalty, frequency: r.FrequencyPenalty, uniform: r.Uniform}
+		if len(r.Counts) > 1 {
+			if seen == nil {
+				seen = make(map[int]bool, len(r.Counts))
+			}
+			clear(seen)
+		}
 		for _, c := range r.Counts {
 			if c.ID < 0 || c.ID >= V {
 				return nil, fmt.Errorf("cuda: sample: row %d: penalised token %d outside %d", i, c.ID, V)
+			}
+			if len(r.Counts) > 1 {
+				// The kernel penalises each id once: a repeat would race.
+				if seen[c.ID] {
+					return nil, fmt.Errorf("cuda: sample: row %d: penalised token %d listed twice", i, c.ID)
+				}
+				seen[c.ID] = true
 			}
 		}
 		nPen += len(r.Counts)

@@ -254,7 +254,7 @@ func TestReportWrite(t *testing.T) {
 
 func TestExactProbs(t *testing.T) {
 	logits := []float32{2, 1, 0, -1}
-	p, _ := exactProbs(logits, 1, 0, 1)
+	p, _ := exactProbs(logits, SampleParams{Temperature: 1, TopP: 1})
 	var s float64
 	for _, x := range p {
 		s += x
@@ -262,12 +262,23 @@ func TestExactProbs(t *testing.T) {
 	if math.Abs(s-1) > 1e-12 || p[0] <= p[1] {
 		t.Errorf("softmax %v", p)
 	}
-	p, _ = exactProbs(logits, 1, 2, 1)
+	p, _ = exactProbs(logits, SampleParams{Temperature: 1, TopK: 2, TopP: 1})
 	if p[2] != 0 || p[3] != 0 || math.Abs(p[0]+p[1]-1) > 1e-12 {
 		t.Errorf("top-2 %v", p)
 	}
+	// Min-p 0.2: e^-1 = 0.37 stays, e^-2 = 0.14 goes.
+	p, _ = exactProbs(logits, SampleParams{Temperature: 1, TopP: 1, MinP: 0.2})
+	if p[1] == 0 || p[2] != 0 || math.Abs(p[0]+p[1]-1) > 1e-12 {
+		t.Errorf("min-p %v", p)
+	}
+	// Penalties: token 0 (seen twice) falls to 2 - (0.5 + 0.5*2) = 0.5,
+	// below token 1.
+	p, _ = exactProbs(logits, SampleParams{Temperature: 1, TopP: 1, PresencePenalty: 0.5, FrequencyPenalty: 0.5, History: []int{0, 0}})
+	if p[1] <= p[0] || p[0] <= p[2] {
+		t.Errorf("penalties %v", p)
+	}
 	// Top-p 0.7: the first token holds 0.64, the first two 0.88.
-	p, _ = exactProbs(logits, 1, 0, 0.7)
+	p, _ = exactProbs(logits, SampleParams{Temperature: 1, TopP: 0.7})
 	if p[1] == 0 || p[2] != 0 {
 		t.Errorf("top-p %v", p)
 	}

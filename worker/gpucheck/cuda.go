@@ -7,6 +7,7 @@ import (
 
 	"github.com/gptoss/server/worker/cuda"
 	"github.com/gptoss/server/worker/engine"
+	"github.com/gptoss/server/worker/sample"
 )
 
 // cudaDevice is worker/cuda as the device under test.
@@ -128,7 +129,7 @@ func (d *cudaDevice) MemInfo() (int64, int64, error) {
 // Sample copies the logits into a tensor of b and draws on the device.
 // The tensor needs a step around it (the arena rewinds at EndStep): a
 // one-token step through block 0.
-func (d *cudaDevice) Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]int, error) {
+func (d *cudaDevice) Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]Sampled, error) {
 	cb, ok := b.(*cuda.Backend)
 	if !ok {
 		return nil, fmt.Errorf("cuda: a %T is not a CUDA backend", b)
@@ -154,25 +155,48 @@ func (d *cudaDevice) Sample(b engine.Backend, logits [][]float32, p []SamplePara
 		return nil, err
 	}
 	rows := make([]cuda.SampleRow, S)
+	nTop := 0
 	for i, q := range p {
 		u := float32(q.Uniform)
 		if u >= 1 { // a draw just under 1 rounds up in float32
 			u = math.Nextafter32(1, 0)
 		}
-		rows[i] = cuda.SampleRow{Temperature: float32(q.Temperature), TopP: float32(q.TopP), TopK: q.TopK, Uniform: u}
+		rows[i] = cuda.SampleRow{Temperature: float32(q.Temperature), TopP: float32(q.TopP), TopK: q.TopK,
+			MinP: float32(q.MinP), PresencePenalty: float32(q.PresencePenalty),
+			FrequencyPenalty: float32(q.FrequencyPenalty), Uniform: u, Counts: historyCounts(q.History)}
 		if rows[i].TopP == 0 {
 			rows[i].TopP = 1
 		}
+		nTop = max(nTop, q.TopLogprobs)
 	}
-	res, err := cb.Sample(t, rows, 0)
+	res, err := cb.Sample(t, rows, nTop)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]int, S)
+	out := make([]Sampled, S)
 	for i, r := range res {
-		out[i] = r.Token
+		out[i] = Sampled{Token: r.Token, Logprob: r.Logprob}
+		for _, tl := range r.Top[:p[i].TopLogprobs] {
+			out[i].Top = append(out[i].Top, sample.TokenLogprob{ID: tl.ID, Logprob: tl.Logprob})
+		}
 	}
 	return out, nil
+}
+
+// historyCounts is the distinct tokens of h in first-seen order with their
+// counts (what worker/sample's Accept keeps).
+func historyCounts(h []int) []cuda.TokenCount {
+	var out []cuda.TokenCount
+	at := map[int]int{}
+	for _, tok := range h {
+		if j, ok := at[tok]; ok {
+			out[j].Count++
+			continue
+		}
+		at[tok] = len(out)
+		out = append(out, cuda.TokenCount{ID: tok, Count: 1})
+	}
+	return out
 }
 
 func (d *cudaDevice) Close() error {

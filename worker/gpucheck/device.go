@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/gptoss/server/worker/engine"
+	"github.com/gptoss/server/worker/sample"
 )
 
 // Device is what the check needs from the backend under test: the CUDA
@@ -30,8 +31,8 @@ type Device interface {
 	// MemInfo is the device memory free and in total.
 	MemInfo() (free, total int64, err error)
 	// Sample draws one token per row of logits on the device with b's
-	// sampler (ErrUnsupported when there is none).
-	Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]int, error)
+	// sampler (ErrUnsupported when there is none), with its logprobs.
+	Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]Sampled, error)
 	// Close releases the device.
 	Close() error
 }
@@ -78,16 +79,34 @@ type Stepper interface {
 	Step(seqs []engine.Seq) ([][][]float32, error)
 }
 
-// SampleParams are one row's sampling parameters (the subset the check
-// exercises).
+// SampleParams are one row's sampling parameters, with worker/sample's
+// meaning.
 type SampleParams struct {
 	Temperature float64 // 0: greedy
-	TopP        float64 // 1: off
+	TopP        float64 // in (0, 1]; 1 (or 0, taken as 1): off
 	TopK        int     // 0: off
+	MinP        float64 // 0: off
+	// PresencePenalty and FrequencyPenalty apply to the tokens of History,
+	// the tokens generated so far (the CPU sampler Accepts them in order;
+	// the device gets their counts).
+	PresencePenalty, FrequencyPenalty float64
+	History                           []int
+	// TopLogprobs is how many of the most likely tokens to report, at most
+	// sample.MaxTopLogprobs.
+	TopLogprobs int
 	// Uniform is the row's uniform draw in [0, 1) (the device sampler
 	// takes its randomness from the caller, so that a sequence's stream of
 	// draws is the same on every backend).
 	Uniform float64
+}
+
+// Sampled is one row's draw: the token, its logprob and the TopLogprobs
+// most likely tokens, logprobs of the raw logits (log_softmax before
+// penalties and temperature, worker/sample's definition).
+type Sampled struct {
+	Token   int
+	Logprob float32
+	Top     []sample.TokenLogprob
 }
 
 // ErrUnsupported is returned by a Device for an optional feature it lacks.
@@ -139,6 +158,6 @@ func (cpuDevice) Close() error                              { return nil }
 
 // Sample on the CPU is worker/sample driven by the given uniforms (see
 // sampler.go): it lets the sampler check run against itself in tests.
-func (cpuDevice) Sample(_ engine.Backend, logits [][]float32, p []SampleParams) ([]int, error) {
+func (cpuDevice) Sample(_ engine.Backend, logits [][]float32, p []SampleParams) ([]Sampled, error) {
 	return refSample(logits, p)
 }

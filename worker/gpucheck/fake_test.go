@@ -39,10 +39,11 @@ func fakeKernels(t *testing.T) string {
 
 // TestFakeKernels runs the checks through the CUDA binding against the
 // fake library. Its ops compute in fp32 on the host with the real bf16 KV
-// cache, so every op and model check passes; its sampler implements the
-// temperature only ("enough to exercise the plumbing", it says), so the
-// top-k and top-p checks must fail: they do, which shows they see a
-// sampler that ignores its truncation.
+// cache, so every op and model check passes; its sampler implements
+// greedy decoding, the penalties, the raw logprobs and the temperature, but
+// no truncation ("enough to exercise the plumbing", it says), so the top-k
+// and top-p checks (one with min-p) must fail: they do, which shows they
+// see a sampler that ignores its truncation.
 func TestFakeKernels(t *testing.T) {
 	lib := fakeKernels(t)
 	dir := t.TempDir()

@@ -25,7 +25,7 @@ const goldenRoot = "../engine/testdata/golden"
 type testDevice struct {
 	cpuDevice
 	wrap   func(engine.Backend) engine.Backend
-	sample func(logits [][]float32, p []SampleParams) ([]int, error)
+	sample func(logits [][]float32, p []SampleParams) ([]Sampled, error)
 }
 
 func (d testDevice) Backend(w *engine.Weights, kv Spec) (engine.Backend, error) {
@@ -36,7 +36,7 @@ func (d testDevice) Backend(w *engine.Weights, kv Spec) (engine.Backend, error) 
 	return d.wrap(b), nil
 }
 
-func (d testDevice) Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]int, error) {
+func (d testDevice) Sample(b engine.Backend, logits [][]float32, p []SampleParams) ([]Sampled, error) {
 	if d.sample != nil {
 		return d.sample(logits, p)
 	}
@@ -254,9 +254,12 @@ func TestGoldenCatchesPerturbation(t *testing.T) {
 }
 
 // TestSamplerCatchesErrors: a greedy sampler that returns the runner-up,
-// and a temperature sampler that ignores the temperature, fail.
+// a temperature sampler that ignores the temperature, a top-k one that
+// keeps a token too many and one that ignores min-p fail; so does a
+// sampler that reports the logprobs of the penalised logits instead of
+// the raw ones.
 func TestSamplerCatchesErrors(t *testing.T) {
-	wrong := func(logits [][]float32, p []SampleParams) ([]int, error) {
+	wrong := func(logits [][]float32, p []SampleParams) ([]Sampled, error) {
 		q := make([]SampleParams, len(p))
 		copy(q, p)
 		for i := range q {
@@ -266,16 +269,18 @@ func TestSamplerCatchesErrors(t *testing.T) {
 			if q[i].TopK > 0 {
 				q[i].TopK++ // one token too many
 			}
+			q[i].MinP = 0 // min-p ignored
 		}
-		toks, err := refSample(logits, q)
+		res, err := refSample(logits, q)
 		if err == nil && len(p) == 16 {
-			toks[0] = (toks[0] + 1) % len(logits[0]) // greedy: wrong token
+			res[0].Token = (res[0].Token + 1) % len(logits[0]) // greedy: wrong token
 		}
-		return toks, err
+		return res, err
 	}
 	var got []Check
 	runSampler(context.Background(), testDevice{sample: wrong}, nil, newRand(5), true, func(c Check) { got = append(got, c) })
-	want := map[string]string{"greedy": Fail, "temperature 0.8": Fail, "temperature 1, top-k": Fail, "temperature 1, top-p": Pass}
+	want := map[string]string{"greedy": Fail, "temperature 0.8": Fail, "temperature 1, top-k": Fail, "temperature 1, top-p": Pass,
+		"temperature 0.7, min-p": Fail}
 	for _, c := range got {
 		for prefix, st := range want {
 			if strings.HasPrefix(c.Name, prefix) && c.Status != st {
@@ -283,8 +288,35 @@ func TestSamplerCatchesErrors(t *testing.T) {
 			}
 		}
 	}
-	if len(got) != 4 {
-		t.Fatalf("%d sampler checks, want 4", len(got))
+	if len(got) != 5 {
+		t.Fatalf("%d sampler checks, want 5", len(got))
+	}
+
+	// Logprobs of the penalised logits: the same tokens (the penalties are
+	// applied to the logits instead), logprobs off.
+	penalisedLP := func(logits [][]float32, p []SampleParams) ([]Sampled, error) {
+		l := make([][]float32, len(logits))
+		q := make([]SampleParams, len(p))
+		for i := range p {
+			l[i] = penalised(logits[i], p[i])
+			q[i] = p[i]
+			q[i].PresencePenalty, q[i].FrequencyPenalty, q[i].History = 0, 0, nil
+		}
+		return refSample(l, q)
+	}
+	got = got[:0]
+	runSampler(context.Background(), testDevice{sample: penalisedLP}, nil, newRand(6), true, func(c Check) { got = append(got, c) })
+	want = map[string]string{"greedy": Fail, "temperature 0.8": Pass, "temperature 1, top-k": Pass, "temperature 1, top-p": Pass,
+		"temperature 0.7, min-p": Fail}
+	for _, c := range got {
+		for prefix, st := range want {
+			if strings.HasPrefix(c.Name, prefix) && c.Status != st {
+				t.Errorf("penalised logprobs: %s: %s (%s), want %s", c.Name, c.Status, c.Detail, st)
+			}
+		}
+		if strings.HasPrefix(c.Name, "greedy") && c.Extra["mismatches"] != 0 {
+			t.Errorf("penalised logprobs: greedy tokens differ: %s", c.Detail)
+		}
 	}
 }
 
@@ -335,7 +367,7 @@ func TestMainFlags(t *testing.T) {
 func TestMainExitStatus(t *testing.T) {
 	var out, errb bytes.Buffer
 	open := func(*Options) (Device, error) {
-		return testDevice{sample: func(l [][]float32, p []SampleParams) ([]int, error) { return make([]int, len(l)), nil }}, nil
+		return testDevice{sample: func(l [][]float32, p []SampleParams) ([]Sampled, error) { return make([]Sampled, len(l)), nil }}, nil
 	}
 	// A sampler that always answers token 0 fails the sampler checks (and
 	// an empty golden directory is an error): exit status 1.

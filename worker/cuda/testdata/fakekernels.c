@@ -718,28 +718,69 @@ gx_status gx_moe(gx_ctx *c, const gx_experts *ex, const float *x, const int32_t 
 }
 #endif
 
+/* NaN -> -inf, -0 -> +0, as the real sampler cleans a logit. */
+static float clean_logit(float v) {
+  if (v != v) return -INFINITY;
+  return v == 0.f ? 0.f : v;
+}
+
 gx_status gx_sample(gx_ctx *c, const float *logits, int S, int V, const gx_sampling *params, const int32_t *pen_off,
                     const int32_t *pen_ids, const float *pen_counts, int n_top, int32_t *token, float *logprob,
                     int32_t *top_ids, float *top_lp) {
   ENTER(gx_sample);
   if (c->capturing) return fail(GX_ERR_STATE, "gx_sample during graph capture (fake)");
+  CHECK(S >= 0 && V > 0 && n_top >= 0 && n_top <= 256, "gx_sample: S=%d V=%d n_top=%d (at most 256)", S, V, n_top);
+  for (int s = 0; s < S; s++) {
+    const gx_sampling *p = &params[s];
+    CHECK(p->temperature >= 0.f && isfinite(p->temperature) && p->top_k >= 0 && p->top_p > 0.f && p->top_p <= 1.f &&
+              p->min_p >= 0.f && p->min_p <= 1.f && isfinite(p->presence_penalty) && isfinite(p->frequency_penalty),
+          "gx_sample: row %d: bad parameters (temperature %g, top_p %g, top_k %d, min_p %g)", s, (double)p->temperature,
+          (double)p->top_p, p->top_k, (double)p->min_p);
+  }
   float *l = (float *)malloc(sizeof(float) * (size_t)V);
   for (int s = 0; s < S; s++) {
     const gx_sampling *p = &params[s];
-    memcpy(l, logits + (int64_t)s * V, sizeof(float) * (size_t)V);
-    if (pen_off)
-      for (int j = pen_off[s]; j < pen_off[s + 1]; j++)
-        l[pen_ids[j]] -= p->presence_penalty * (pen_counts[j] > 0) + p->frequency_penalty * pen_counts[j];
-    float mx = l[0];
-    int best = 0;
-    for (int v = 1; v < V; v++)
+    const float *raw = logits + (int64_t)s * V;
+    int finite = 0;
+    for (int v = 0; v < V; v++) {
+      l[v] = clean_logit(raw[v]);
+      finite |= isfinite(l[v]);
+    }
+    if (!finite) {
+      token[s] = -1;
+      logprob[s] = NAN;
+      for (int j = 0; j < n_top; j++) top_ids[s * n_top + j] = -1, top_lp[s * n_top + j] = NAN;
+      continue;
+    }
+    /* The log-softmax of the raw logits (the header's logprob), in double. */
+    float rmax = -INFINITY;
+    for (int v = 0; v < V; v++)
+      if (l[v] > rmax) rmax = l[v];
+    double se = 0;
+    for (int v = 0; v < V; v++) se += rmax == INFINITY ? (l[v] == INFINITY) : exp((double)l[v] - rmax);
+    const double lse = rmax == INFINITY ? log(se) : rmax + log(se);
+#define RAW_LP(x) (rmax == INFINITY ? ((x) == INFINITY ? (float)-lse : -INFINITY) : (float)((double)(x) - lse))
+    /* Penalties, rounded as the CPU sampler rounds them (no fused multiply-add). */
+    if (pen_off && pen_ids && pen_counts)
+      for (int j = pen_off[s]; j < pen_off[s + 1]; j++) {
+        const int id = pen_ids[j];
+        if (id < 0 || id >= V) continue;
+        volatile double prod = (double)p->frequency_penalty * (double)pen_counts[j];
+        volatile double pen = (pen_counts[j] > 0 ? (double)p->presence_penalty : 0.0) + prod;
+        l[id] = clean_logit((float)((double)l[id] - pen));
+      }
+    /* Greedy: the arg-max of the penalised logits, lowest id on ties. */
+    float mx = -INFINITY;
+    int best = -1;
+    for (int v = 0; v < V; v++)
       if (l[v] > mx) mx = l[v], best = v;
-    double sum = 0;
-    for (int v = 0; v < V; v++) sum += exp((double)(l[v] - mx));
-    float lse = mx + (float)log(sum);
+    if (mx == INFINITY) { /* the limit: uniform over the +inf tokens */
+      for (int v = 0; v < V; v++) l[v] = l[v] == INFINITY ? 0.f : -INFINITY;
+      mx = 0.f;
+    }
     int tok = best;
     if (p->temperature > 0) {
-      /* Temperature and top-k only: enough to exercise the plumbing. */
+      /* Temperature only (no top-k, min-p or top-p): enough to exercise the plumbing. */
       double z = 0, acc = 0;
       for (int v = 0; v < V; v++) z += exp((double)((l[v] - mx) / p->temperature));
       double u = p->uniform * z;
@@ -749,7 +790,9 @@ gx_status gx_sample(gx_ctx *c, const float *logits, int S, int V, const gx_sampl
       }
     }
     token[s] = tok;
-    logprob[s] = l[tok] - lse;
+    logprob[s] = RAW_LP(clean_logit(raw[tok]));
+    /* The n_top largest raw logits, ties to lower ids. */
+    for (int v = 0; v < V; v++) l[v] = clean_logit(raw[v]);
     for (int j = 0; j < n_top; j++) {
       int bi = -1;
       for (int v = 0; v < V; v++) {
@@ -758,8 +801,9 @@ gx_status gx_sample(gx_ctx *c, const float *logits, int S, int V, const gx_sampl
         if (!taken && (bi < 0 || l[v] > l[bi])) bi = v;
       }
       top_ids[s * n_top + j] = bi;
-      top_lp[s * n_top + j] = l[bi] - lse;
+      top_lp[s * n_top + j] = bi < 0 ? -INFINITY : RAW_LP(l[bi]);
     }
+#undef RAW_LP
   }
   free(l);
   return GX_OK;
