@@ -820,6 +820,7 @@ func (w *worker) load(l *wire.Load) (id string, vocab int, err error) {
 		if coll != nil {
 			em.Coll = coll
 		}
+		em.ReuseLogits = true // the executor samples them within its step
 		m = em
 	}
 	w.set, w.exec, w.coll = set, local.New(m, &weights.Config), coll

@@ -2,10 +2,27 @@
 
 package engine
 
-const useAVX2 = false
+const (
+	useAVX2   = false
+	useAVX512 = false
+)
 
 func dotBF16AVX2(w *uint16, x *float32, n int) float32 { panic("unreachable") }
 
 func dotMXFP4AVX2(blocks *byte, scales *byte, x *float32, nb int) float32 { panic("unreachable") }
 
-func dotBF16x4AVX2(w *uint16, x0, x1, x2, x3 *float32, n int, out *[4]float32) { panic("unreachable") }
+func dotBF16RowsAVX2(w *uint16, wstride, rows, n int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int) {
+	panic("unreachable")
+}
+
+func dotBF16Rows64AVX2(w *uint16, wstride, rows int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int) {
+	panic("unreachable")
+}
+
+func dotBF16Rows64AVX512(w *uint16, wstride, rows int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int) {
+	panic("unreachable")
+}
+
+func dotBF16Rows64x4AVX512(w *uint16, wstride, rows int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int) {
+	panic("unreachable")
+}

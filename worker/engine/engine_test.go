@@ -127,6 +127,52 @@ func TestBatchedStepMatchesSingle(t *testing.T) {
 	}
 }
 
+// With ReuseLogits a model returns the same logits as without, in one
+// buffer it keeps (grown when a step needs more rows) and overwrites at the
+// next step.
+func TestReuseLogits(t *testing.T) {
+	cfg := tinyConfig()
+	fresh, alloc := newTestModel(t, cfg, 64, 4)
+	reuse, _ := newTestModel(t, cfg, 64, 4)
+	reuse.ReuseLogits = true
+	var first *float32
+	for step, batch := range [][]int{{3}, {1, 2, 3, 4, 5}, {7, 7}, {1, 2, 3, 4, 5, 6, 7}, {9}} {
+		var seqs []Seq
+		for i, n := range batch {
+			table, _ := alloc.Grow(nil, n, 4)
+			toks := make([]int, n)
+			for j := range toks {
+				toks[j] = (step*37 + i*11 + j*5) % cfg.Vocab
+			}
+			seqs = append(seqs, Seq{Tokens: toks, Blocks: table, AllLogits: i == 0})
+		}
+		want, err := fresh.Step(seqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := reuse.Step(seqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			for r := range want[i] {
+				if d := maxDiff(want[i][r], got[i][r]); d != 0 || len(got[i][r]) != cfg.Vocab {
+					t.Fatalf("step %d sequence %d row %d: reused logits differ by %g", step, i, r, d)
+				}
+			}
+		}
+		switch { // rows: 3, 5, 8, 7, 9
+		case step == 2:
+			first = &got[0][0][0]
+		case step == 3 && &got[0][0][0] != first:
+			t.Fatal("a step that fits the buffer did not reuse it")
+		}
+		for _, s := range seqs {
+			alloc.Free(s.Blocks)
+		}
+	}
+}
+
 func TestStepErrors(t *testing.T) {
 	cfg := tinyConfig()
 	m, alloc := newTestModel(t, cfg, 8, 4)
@@ -308,19 +354,76 @@ func TestVectorKernels(t *testing.T) {
 		if math.Abs(float64(a-b)) > 1e-4*math.Max(1, math.Abs(float64(b))) {
 			t.Fatalf("bf16 n=%d: vector %g, scalar %g", n, a, b)
 		}
-		// Four tokens at once give bit-identical results to one at a time.
-		xs := make([][]float32, 4)
-		for k := range xs {
-			xs[k] = make([]float32, n)
-			for i := range xs[k] {
-				xs[k][i] = float32(rng.NormFloat64())
-			}
+	}
+	// The many-row kernel (linear's) gives, for every row and token,
+	// exactly dotBF16's result plus the bias (bit for bit, the sign of a
+	// zero included), whatever the number of tokens (groups of four and the
+	// rest), strides and bias.
+	for _, n := range []int{16, 64, 2880} {
+		const rows = 7
+		wstride := n + 16
+		w := make([]uint16, rows*wstride)
+		for i := range w {
+			w[i] = toBF16(float32(rng.NormFloat64()))
 		}
-		var four [4]float32
-		dotBF16x4AVX2(&w[0], &xs[0][0], &xs[1][0], &xs[2][0], &xs[3][0], n, &four)
-		for k := range xs {
-			if one := dotBF16(w, xs[k]); four[k] != one {
-				t.Fatalf("bf16 n=%d token %d: four-at-once %g, alone %g", n, k, four[k], one)
+		bias := make([]float32, rows)
+		for i := range bias {
+			bias[i] = float32(rng.NormFloat64())
+		}
+		bias[2] = 0
+		for ntok := 1; ntok <= 21; ntok++ {
+			xs, os := n+8, rows+3
+			x := make([]float32, ntok*xs)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			for i := range n { // a zero dot product: −0 + 0 must give +0
+				x[i] = 0
+			}
+			for _, b := range [][]float32{nil, bias} {
+				out := make([]float32, ntok*os)
+				var bp *float32
+				if b != nil {
+					bp = &b[0]
+				}
+				kernels := map[string]func(){
+					"general": func() { dotBF16RowsAVX2(&w[0], wstride, rows, n, &x[0], xs, ntok, bp, &out[0], os) },
+				}
+				m := Mat{Rows: rows, Cols: n, Stride: wstride, BF16: w}
+				kernels["linear's choice"] = func() { bf16Rows(&m, b, 0, rows, x, xs, ntok, out, os) }
+				if n == 64 {
+					kernels["64"] = func() { dotBF16Rows64AVX2(&w[0], wstride, rows, &x[0], xs, ntok, bp, &out[0], os) }
+					if useAVX512 {
+						kernels["64, AVX-512"] = func() { dotBF16Rows64AVX512(&w[0], wstride, rows, &x[0], xs, ntok, bp, &out[0], os) }
+						if ntok%4 == 0 { // even rows only: all but the last
+							var blast *float32
+							if b != nil {
+								blast = &b[rows-1]
+							}
+							kernels["64, AVX-512, pairs of rows, four tokens"] = func() {
+								dotBF16Rows64x4AVX512(&w[0], wstride, rows-1, &x[0], xs, ntok, bp, &out[0], os)
+								dotBF16Rows64AVX512(&w[(rows-1)*wstride], wstride, 1, &x[0], xs, ntok, blast, &out[rows-1], os)
+							}
+						}
+					}
+				}
+				for name, kernel := range kernels {
+					clear(out)
+					kernel()
+					for r := range rows {
+						for k := range ntok {
+							want := dotBF16(w[r*wstride:r*wstride+n], x[k*xs:k*xs+n])
+							if b != nil {
+								want += b[r]
+							} else {
+								want += 0
+							}
+							if got := out[k*os+r]; math.Float32bits(got) != math.Float32bits(want) {
+								t.Fatalf("bf16 rows (%s) n=%d tokens=%d bias=%v row %d token %d: %g, alone %g", name, n, ntok, b != nil, r, k, got, want)
+							}
+						}
+					}
+				}
 			}
 		}
 	}

@@ -26,12 +26,19 @@ type Model struct {
 	// may be set after NewModel, before the first Step. Other backends
 	// bind their collective when they are made.
 	Coll Collective
+	// ReuseLogits makes Step return its logits in a buffer the model keeps
+	// and overwrites at the next Step, instead of a fresh allocation the
+	// caller keeps. For a caller done with them by then (the executor
+	// samples inside its step) it saves allocating and zeroing a
+	// vocabulary of floats per sequence per step: 26 MB for 32 sequences.
+	ReuseLogits bool
 
 	b   Backend
 	cpu *CPU // b, when it is the CPU backend, to hand it Coll
 	// Per-step scratch kept across steps (a model runs one step at a time).
 	lay        StepLayout
 	rows, owns []int
+	logits     []float32 // with ReuseLogits
 }
 
 // NewModel binds weights and a cache whose geometry must match them, on
@@ -86,7 +93,8 @@ type Seq struct {
 }
 
 // Step runs one forward pass and returns, per sequence, the logits rows
-// asked for, in memory the caller keeps. A model runs one step at a time.
+// asked for, in memory the caller keeps (with ReuseLogits, until the next
+// Step). A model runs one step at a time.
 func (m *Model) Step(seqs []Seq) ([][][]float32, error) {
 	c := &m.W.Config
 	geo := m.b.Geometry()
@@ -281,9 +289,9 @@ func (m *Model) layer(l int, st *stepTensors) error {
 }
 
 // unembed returns the logits [len(rows) × Vocab] of the given rows of h
-// (the final norm's output), in host memory the caller keeps. A
-// tensor-parallel rank computes its vocabulary slice; the slices of every
-// rank are gathered and put side by side.
+// (the final norm's output), in host memory the caller keeps (unless
+// ReuseLogits). A tensor-parallel rank computes its vocabulary slice; the
+// slices of every rank are gathered and put side by side.
 func (m *Model) unembed(h Tensor, rows []int) ([][]float32, error) {
 	c := &m.W.Config
 	p := &m.W.Part
@@ -297,7 +305,18 @@ func (m *Model) unembed(h Tensor, rows []int) ([][]float32, error) {
 		return nil, err
 	}
 	unembed := func(out Tensor) error { return b.Linear(Param{Layer: -1, Name: ParamUnembed}, g, false, out) }
-	logits := matrix(n, c.Vocab)
+	var logits [][]float32
+	if m.ReuseLogits {
+		if cap(m.logits) < n*c.Vocab {
+			m.logits = make([]float32, n*c.Vocab)
+		}
+		logits = make([][]float32, n)
+		for i := range logits {
+			logits[i] = m.logits[i*c.Vocab : (i+1)*c.Vocab]
+		}
+	} else {
+		logits = matrix(n, c.Vocab)
+	}
 	if p.TP <= 1 {
 		if err := m.intoHost(logits[0][:n*c.Vocab], n, c.Vocab, unembed); err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // This file holds the CPU arithmetic: bf16 and MXFP4 decoding, matrix
@@ -131,12 +132,57 @@ func parallel(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
+// linearChunk is the number of rows the CPUs take at a time: about a
+// quarter of each one's share, at most linearStealChunk, and no chunks at
+// all (one call) below 64 rows, like parallel.
+func linearChunk(rows int) int {
+	if rows < 64 {
+		return rows
+	}
+	parts := 4 * runtime.GOMAXPROCS(0)
+	return min(linearStealChunk, max((rows+parts-1)/parts, 16))
+}
+
+// parallelChunks runs f over [0, n) in chunks of the given size, on up to
+// one goroutine per CPU, each taking the next chunk: a CPU slowed by
+// another process (the coordinator, on a small machine) then holds back
+// one chunk rather than half the work.
+func parallelChunks(n, chunk int, f func(lo, hi int)) {
+	chunks := (n + chunk - 1) / chunk
+	workers := min(runtime.GOMAXPROCS(0), chunks)
+	if workers <= 1 {
+		for lo := 0; lo < n; lo += chunk {
+			f(lo, min(lo+chunk, n))
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for c := int(next.Add(1)) - 1; c < chunks; c = int(next.Add(1)) - 1 {
+				f(c*chunk, min((c+1)*chunk, n))
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // linear computes out[t] = W·x[t] + bias for every row t of x. Each
 // weight row is converted in registers and used for every token while it
 // is in cache. Every token goes through the same arithmetic whatever else
 // is in the step, so results do not depend on batching (a sequence gets
-// the same logits, and the same greedy tokens, alone or with 63 others).
+// the same logits, and the same greedy tokens, alone or with 63 others):
+// the vector kernels group tokens and rows differently but give every
+// (row, token) dotBF16's exact operations.
 func linear(w *Mat, bias []float32, x, out [][]float32) {
+	if len(x) == 0 {
+		return
+	}
+	if useAVX2 && w.F32 == nil && w.Cols > 0 && w.Cols%16 == 0 {
+		linearAVX2(w, bias, x, out)
+		return
+	}
 	parallel(w.Rows, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			var b float32
@@ -152,21 +198,112 @@ func linear(w *Mat, bias []float32, x, out [][]float32) {
 				continue
 			}
 			row := w.bf16Row(r)
-			t := 0
-			if useAVX2 && w.Cols > 0 && w.Cols%16 == 0 {
-				// Four tokens per pass over the row: one conversion of
-				// the weights, four accumulations (same order as one).
-				var four [4]float32
-				for ; t+4 <= len(x); t += 4 {
-					dotBF16x4AVX2(&row[0], &x[t][0], &x[t+1][0], &x[t+2][0], &x[t+3][0], w.Cols, &four)
-					out[t][r], out[t+1][r], out[t+2][r], out[t+3][r] = four[0]+b, four[1]+b, four[2]+b, four[3]+b
-				}
-			}
-			for ; t < len(x); t++ {
+			for t := range x {
 				out[t][r] = dotBF16(row, x[t]) + b
 			}
 		}
 	})
+}
+
+// linearRowChunk is how many weight rows one kernel call covers: with
+// every token of a step, a call works in the L1 cache and lasts
+// microseconds (assembly cannot be preempted).
+const linearRowChunk = 256
+
+// linearStealChunk is the unit of work the CPUs take turns at: long enough
+// runs of memory for the hardware prefetchers (the memory-bound single
+// token's unembedding takes half as long again in 256-row pieces), short
+// enough to rebalance when another process takes a CPU for a while.
+const linearStealChunk = 16 * linearRowChunk
+
+// linearAVX2 is linear for bf16 rows of a multiple of 16: the kernels
+// take a block of rows and all the tokens at once, so a small model's
+// short rows cost no Go call, horizontal sum and scattered store each.
+// They compute every (row, token) exactly as dotBF16 does.
+func linearAVX2(w *Mat, bias []float32, x, out [][]float32) {
+	n, rows := w.Cols, w.Rows
+	if rows == 0 {
+		return
+	}
+	for t := range x {
+		_, _ = x[t][n-1], out[t][rows-1] // bounds, checked once
+	}
+	_ = w.BF16[(rows-1)*w.stride()+n-1]
+	if bias != nil {
+		_ = bias[rows-1]
+	}
+	xs, os := rowStride(x), rowStride(out)
+	if xs == 0 || os == 0 { // not one matrix each: token by token
+		parallel(rows, func(lo, hi int) {
+			for r := lo; r < hi; r += linearRowChunk {
+				m := min(linearRowChunk, hi-r)
+				for t := range x {
+					bf16Rows(w, bias, r, m, x[t], 0, 1, out[t][r:], 0)
+				}
+			}
+		})
+		return
+	}
+	xa, oa := x[0][:cap(x[0])], out[0][:cap(out[0])]
+	parallelChunks(rows, linearChunk(rows), func(lo, hi int) {
+		for r := lo; r < hi; r += linearRowChunk {
+			bf16Rows(w, bias, r, min(linearRowChunk, hi-r), xa, xs, len(x), oa[r:], os)
+		}
+	})
+}
+
+// bf16Rows computes rows [r, r+m) of w (bf16, Cols a multiple of 16) for
+// ntok tokens: out[t·os + i] = row r+i · x[t·xs:] + bias[r+i], with the
+// vector kernel that suits.
+func bf16Rows(w *Mat, bias []float32, r, m int, x []float32, xs, ntok int, out []float32, os int) {
+	n, ws := w.Cols, w.stride()
+	wr := w.BF16[r*ws:]
+	var b *float32
+	if bias != nil {
+		b = &bias[r]
+	}
+	switch {
+	case n != 64:
+		dotBF16RowsAVX2(&wr[0], ws, m, n, &x[0], xs, ntok, b, &out[0], os)
+	case !useAVX512:
+		dotBF16Rows64AVX2(&wr[0], ws, m, &x[0], xs, ntok, b, &out[0], os)
+	default:
+		// Pairs of rows and groups of four tokens, then the odd row and
+		// the other tokens.
+		m2, t4 := m&^1, ntok&^3
+		if m2 > 0 && t4 > 0 {
+			dotBF16Rows64x4AVX512(&wr[0], ws, m2, &x[0], xs, t4, b, &out[0], os)
+		}
+		if m2 < m && t4 > 0 {
+			var bo *float32
+			if bias != nil {
+				bo = &bias[r+m2]
+			}
+			dotBF16Rows64AVX512(&wr[m2*ws], ws, 1, &x[0], xs, t4, bo, &out[m2], os)
+		}
+		if t4 < ntok {
+			dotBF16Rows64AVX512(&wr[0], ws, m, &x[t4*xs], xs, ntok-t4, b, &out[t4*os], os)
+		}
+	}
+}
+
+// rowStride returns s > 0 such that m[t] begins at m[0][t·s] for every t,
+// with s ≥ len(m[0]) (the rows of one row-major matrix), or 0.
+func rowStride(m [][]float32) int {
+	if len(m) == 1 {
+		return max(len(m[0]), 1)
+	}
+	s := cap(m[0]) - cap(m[1])
+	if s < len(m[0]) || s <= 0 {
+		return 0
+	}
+	all := m[0][:cap(m[0])]
+	for t := range m {
+		if len(m[t]) == 0 || t*s >= len(all) || &m[t][0] != &all[t*s] {
+			return 0
+		}
+	}
+	return s
 }
 
 // dotBF16 is the dot product of a bf16 row with x.

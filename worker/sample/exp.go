@@ -17,6 +17,9 @@ import (
 // fusing it into an FMA), and a table built with math/big, so it returns
 // bit-identical results everywhere. It is also faster than math.Exp because
 // it only handles the arguments the sampler produces (x ≤ 0, never NaN).
+// massPass's vector form (mass_amd64.s) runs the same operations, each
+// rounded on its own (no FMA), four lanes at a time, so it too returns
+// expNeg's bits.
 
 const (
 	expTableBits = 8

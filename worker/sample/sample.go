@@ -346,9 +346,34 @@ func (s *Sampler) applyPenalties(w []float32) {
 }
 
 // scanMax returns the largest logit and its lowest index, skipping NaN;
-// the index is −1 when every value is NaN or −Inf. Four interleaved lanes
-// each keep their first maximum, which shortens the compare chain.
+// the index is −1 when every value is NaN or −Inf. Interleaved lanes each
+// keep their first maximum, which shortens the compare chain: sixteen in
+// vector registers, then the rest.
 func scanMax(x []float32) (float32, int) {
+	if !useAVX2 || len(x) < 16 {
+		return scanMaxScalar(x)
+	}
+	n := len(x) &^ 15
+	var vals [16]float32
+	var idx [16]int32
+	scanMaxAVX2(&x[0], n, &vals, &idx)
+	m, am := float32(math.Inf(-1)), -1
+	for l, i := range idx {
+		if i >= 0 && (vals[l] > m || vals[l] == m && int(i) < am) {
+			m, am = vals[l], int(i)
+		}
+	}
+	for i, v := range x[n:] { // later than every lane's index
+		if v > m {
+			m, am = v, n+i
+		}
+	}
+	return m, am
+}
+
+// scanMaxScalar is the portable scanMax, and the reference its vector form
+// is tested against: four lanes.
+func scanMaxScalar(x []float32) (float32, int) {
 	ninf := float32(math.Inf(-1))
 	m0, m1, m2, m3 := ninf, ninf, ninf, ninf
 	i0, i1, i2, i3 := -1, -1, -1, -1

@@ -193,8 +193,13 @@ func (s *Sampler) drawDense(x []float32, xm float32, hasCut bool, xc float32, ic
 // expNeg is inlined by hand (the compiler will not: it is too large); the
 // code must stay identical to expNeg, which gatherBucket and walkBucket use
 // to recompute the same values. f.aLow ≥ expFastMin, so expNeg's slow path
-// is never needed.
+// is never needed. With AVX2 (amd64), massPassAVX2 does the same work with
+// the exponentials four at a time, value for value.
 func massPass(x []float32, f *denseFilter, hist *[massBuckets]float64, buf *[passBlock]float64) {
+	if useAVX2 {
+		massPassAVX2(x, f, hist, buf)
+		return
+	}
 	xm, invT, aLow, minP := f.xm, f.invT, f.aLow, f.minP
 	const (
 		c6    = 1.0 / 6
@@ -246,6 +251,74 @@ func massPass(x []float32, f *denseFilter, hist *[massBuckets]float64, buf *[pas
 			hist[massBucket(e)] += e
 		}
 	}
+}
+
+// massConsts holds the vector kernel's operands, each repeated in the
+// four lanes of a register (the assembly reads them as memory operands):
+// the filter's xm, 1/T, aLow and minP; expNeg's constants, rounded to
+// float64 exactly as the scalar code's constant expressions are; and, as
+// integers, the table index mask.
+type massConsts [12][4]float64
+
+func (k *massConsts) set(f *denseFilter) {
+	vals := [12]float64{f.xm, f.invT, f.aLow, f.minP, expInvLn2N, expShift, expLn2HiN, expLn2LoN,
+		0.5, 1.0 / 6, 1.0 / 24, math.Float64frombits(expTableSize - 1)}
+	for i, v := range vals {
+		k[i] = [4]float64{v, v, v, v}
+	}
+}
+
+// massPassAVX2 is massPass with the exponentials computed four at a time;
+// the kept ones are still added to hist one by one in token order, the
+// order gatherBucket and walkBucket sum them in.
+func massPassAVX2(x []float32, f *denseFilter, hist *[massBuckets]float64, buf *[passBlock]float64) {
+	var k massConsts
+	k.set(f)
+	tbl := &expTable[0]
+	for base := 0; base < len(x); base += passBlock {
+		blk := x[base:min(base+passBlock, len(x))]
+		m := len(blk) &^ 3
+		if f.hasCut {
+			// The exponents, with −Inf for the tokens top-k drops.
+			aa := buf[:len(blk)]
+			for j, v := range blk {
+				a := f.exponent(v)
+				if !f.keep(v, base+j) {
+					a = math.Inf(-1)
+				}
+				aa[j] = a
+			}
+			if m > 0 {
+				massHistF64AVX2(&aa[0], m, &k, tbl, hist, &aa[0])
+			}
+			for _, a := range aa[m:] {
+				if e := massExp(a, f); e != 0 {
+					hist[massBucket(e)] += e
+				}
+			}
+			continue
+		}
+		if m > 0 {
+			massHistF32AVX2(&blk[0], m, &k, tbl, hist, &buf[0])
+		}
+		for _, v := range blk[m:] {
+			if e := massExp(f.exponent(v), f); e != 0 {
+				hist[massBucket(e)] += e
+			}
+		}
+	}
+}
+
+// massExp is the vector kernel's value for one exponent a: e = expNeg(a),
+// or 0 when the token is dropped (a < aLow or NaN, or e < minP).
+func massExp(a float64, f *denseFilter) float64 {
+	if !(a >= f.aLow) {
+		return 0
+	}
+	if e := expNeg(a); !(e < f.minP) {
+		return e
+	}
+	return 0
 }
 
 // refineMass orders the tokens of the top-p cut bucket (L, in id order)
