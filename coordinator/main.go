@@ -81,14 +81,22 @@ func run(s config.Settings, log *zap.Logger) error {
 	// The real engine needs the model's weights; without them --mock=auto
 	// serves the mock engine and says why, --mock=false refuses to start.
 	var mode, reason, dir string
-	switch s.Mock {
-	case "true":
+	backend := backendFor(s.Backend, s.TP, gpus())
+	switch {
+	case s.Mock == "true":
 		mode, reason = "mock", "requested with --mock"
+	case s.LoadFormat == "dummy":
+		// Random weights of the real shapes: the workers build them, so
+		// nothing is needed here but the preset (or a directory's config).
+		mode, reason, dir = "real", fmt.Sprintf("dummy weights of %s (--load-format dummy) on %d %s worker process(es)", s.Model, s.TP, backend), s.Model
+		if cfg, err := model.LoadConfig(s.Model); err == nil {
+			preset.ContextLength = cfg.MaxPositions
+		}
 	default:
 		d, err := model.FindCheckpoint(s.Model, os.Getenv)
 		switch {
 		case err == nil:
-			mode, reason, dir = "real", fmt.Sprintf("%d CPU worker process(es) on %s", s.TP, d), d
+			mode, reason, dir = "real", fmt.Sprintf("%d %s worker process(es) on %s", s.TP, backend, d), d
 			// The checkpoint's own config sets the context length.
 			cfg, err := model.LoadConfig(d)
 			if err != nil {
@@ -122,7 +130,7 @@ func run(s config.Settings, log *zap.Logger) error {
 	var exec sched.Executor
 	var workers func() any
 	if mode == "real" {
-		real, err := startReal(s, dir, log)
+		real, err := startReal(s, dir, backend, log)
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,7 @@ type workerStatus struct {
 
 // startReal launches tp workers for the checkpoint in dir, waits for them
 // to register and load, and returns the executor to schedule over.
-func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, error) {
+func startReal(s config.Settings, dir, backend string, log *zap.Logger) (*realEngine, error) {
 	e := &realEngine{}
 	ok := false
 	defer func() {
@@ -75,7 +75,7 @@ func startReal(s config.Settings, dir string, log *zap.Logger) (*realEngine, err
 		// Started by someone else (foreman, systemd): they may come late.
 		wait = s.LoadTimeout
 		log.Info("waiting for external workers to register", zap.Int("tp", s.TP), zap.String("nats", redact(url)))
-	} else if err := e.launch(s, url, token, log); err != nil {
+	} else if err := e.launch(s, backend, url, token, log); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -205,8 +205,13 @@ func (e *realEngine) status() any {
 	return out
 }
 
-// launch starts the local worker processes.
-func (e *realEngine) launch(s config.Settings, url, token string, log *zap.Logger) error {
+// launch starts the local worker processes, each pinned to its own GPU
+// (CUDA_VISIBLE_DEVICES) when they run the CUDA backend.
+func (e *realEngine) launch(s config.Settings, backend, url, token string, log *zap.Logger) error {
+	devices := gpus()
+	if backend == "cuda" && len(devices) < s.TP {
+		return fmt.Errorf("--backend cuda with --tp %d: %d GPU(s) visible", s.TP, len(devices))
+	}
 	bin := s.WorkerBin
 	if bin == "" {
 		self, err := os.Executable()
@@ -223,7 +228,14 @@ func (e *realEngine) launch(s config.Settings, url, token string, log *zap.Logge
 		Args: func(rank int) []string {
 			return []string{"--nats-url", url, "--deployment", s.Deployment,
 				"--rank", strconv.Itoa(rank), "--world-size", strconv.Itoa(s.TP), "--log-format", "json",
-				"--log-level", s.LogLevel, "--step-timeout", s.StepTimeout.String()}
+				"--log-level", s.LogLevel, "--step-timeout", s.StepTimeout.String(),
+				"--backend", backend, "--load-format", s.LoadFormat}
+		},
+		EnvFor: func(rank int) []string {
+			if backend != "cuda" {
+				return nil
+			}
+			return []string{"CUDA_VISIBLE_DEVICES=" + devices[rank]}
 		},
 	})
 	return err

@@ -56,6 +56,8 @@ type Settings struct {
 	MockMinReplyTokens   int
 	WorkerBin            string
 	Workers              string // "launch" (start them) or "external" (foreman, systemd)
+	Backend              string // launched workers' backend: "auto", "cpu" or "cuda"
+	LoadFormat           string // "auto" (the checkpoint) or "dummy" (random weights of its shapes)
 	NATSURL              string
 	NATSToken            string
 	TP                   int
@@ -77,7 +79,7 @@ func Defaults() Settings {
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
-		TP: 1, Workers: "launch", Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
+		TP: 1, Workers: "launch", Backend: "auto", LoadFormat: "auto", Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
 	}
 }
 
@@ -223,6 +225,22 @@ var settings = []setting{
 	{name: "mock-per-seq", usage: "mock engine: extra step time per sequence in the batch", set: duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
 	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
 	{name: "mock-min-reply-tokens", usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", set: integer(func(s *Settings) *int { return &s.MockMinReplyTokens })},
+	{name: "backend", usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", set: func(s *Settings, v string) error {
+		switch v = strings.TrimSpace(v); v {
+		case "auto", "cpu", "cuda":
+			s.Backend = v
+			return nil
+		}
+		return fmt.Errorf("want auto, cpu or cuda, got %q", v)
+	}},
+	{name: "load-format", usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", set: func(s *Settings, v string) error {
+		switch v = strings.TrimSpace(v); v {
+		case "auto", "dummy":
+			s.LoadFormat = v
+			return nil
+		}
+		return fmt.Errorf("want auto or dummy, got %q", v)
+	}},
 	{name: "worker-bin", usage: "worker executable for the real engine (default: \"worker\" next to this binary)", set: str(func(s *Settings) *string { return &s.WorkerBin })},
 	{name: "workers", usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", set: func(s *Settings, v string) error {
 		switch v = strings.TrimSpace(v); v {

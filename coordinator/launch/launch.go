@@ -36,8 +36,10 @@ type Options struct {
 	Bin string
 	// Args returns the command-line arguments of rank's worker.
 	Args func(rank int) []string
-	// Env is added to the coordinator's environment for every worker.
+	// Env is added to the coordinator's environment for every worker, and
+	// EnvFor(rank), when set, to rank's (its GPU, say).
 	Env       []string
+	EnvFor    func(rank int) []string
 	WorldSize int
 	Logger    *zap.Logger
 }
@@ -186,6 +188,9 @@ func (g *Group) PIDs() []int {
 func (g *Group) start(o Options, rank int) (*proc, error) {
 	cmd := exec.Command(o.Bin, o.Args(rank)...)
 	cmd.Env = append(append(os.Environ(), o.Env...), "GPTOSS_WORKER_PARENT_PID="+strconv.Itoa(os.Getpid()))
+	if o.EnvFor != nil {
+		cmd.Env = append(cmd.Env, o.EnvFor(rank)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	log := g.log.With(zap.Int("worker_rank", rank))
 	client := goplugin.NewClient(&goplugin.ClientConfig{

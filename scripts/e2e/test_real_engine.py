@@ -202,3 +202,13 @@ def test_disconnect_mid_stream_frees_blocks(make_server):
         time.sleep(0.1)
     assert h["active_requests"] == 0
     assert metric(srv, "gptoss_requests_cancelled_total") >= 1
+
+
+def test_dummy_weights_without_a_checkpoint(make_server):
+    """--load-format dummy serves random weights of a preset's shapes (the
+    GPU benchmarks' mode) with no checkpoint on disk."""
+    srv = make_server("--model", "tiny", "--load-format", "dummy", "--backend", "cpu")
+    h = srv.get_json("/health")
+    assert h["mode"] == "real" and "dummy" in h["mode_reason"], h
+    r = client(srv).completions.create(model="gpt-oss-tiny", prompt="Hello", max_tokens=5, temperature=0)
+    assert r.usage.completion_tokens <= 5 and r.choices[0].finish_reason in ("length", "stop")
