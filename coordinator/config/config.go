@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +97,19 @@ type setting struct {
 
 func str(f func(*Settings) *string) func(*Settings, string) error {
 	return func(s *Settings, v string) error { *f(s) = v; return nil }
+}
+
+// oneOf sets a string setting that takes one of a few values.
+func oneOf(f func(*Settings) *string, allowed ...string) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		v = strings.TrimSpace(v)
+		if !slices.Contains(allowed, v) {
+			n := len(allowed)
+			return fmt.Errorf("want %s or %s, got %q", strings.Join(allowed[:n-1], ", "), allowed[n-1], v)
+		}
+		*f(s) = v
+		return nil
+	}
 }
 
 func integer(f func(*Settings) *int) func(*Settings, string) error {
@@ -192,14 +206,7 @@ var settings = []setting{
 		}, reset: func(s *Settings) { s.APIKeys = nil }},
 	{name: "allow-unauthenticated", usage: "allow listening on a non-loopback address without API keys", set: boolean(func(s *Settings) *bool { return &s.AllowUnauthenticated }), isBool: true},
 	{name: "enable-streaming", aliases: []string{"ENABLE_STREAMING"}, usage: "serve stream=true requests (false: they get a 400)", set: boolean(func(s *Settings) *bool { return &s.EnableStreaming }), isBool: true},
-	{name: "reasoning-field", usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", set: func(s *Settings, v string) error {
-		switch v = strings.TrimSpace(v); v {
-		case "reasoning_content", "reasoning", "both":
-			s.ReasoningField = v
-			return nil
-		}
-		return fmt.Errorf("want reasoning_content, reasoning or both, got %q", v)
-	}},
+	{name: "reasoning-field", usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", set: oneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},
 	{name: "profiles-file", usage: "profiles YAML (default: the built-in configs/profiles.yaml)", set: str(func(s *Settings) *string { return &s.ProfilesFile })},
 	{name: "max-body-bytes", usage: "largest request body (413 above), e.g. 8MiB", set: bytesize(func(s *Settings) *int64 { return &s.MaxBodyBytes })},
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long running requests may finish before they are aborted", set: duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},
@@ -225,31 +232,10 @@ var settings = []setting{
 	{name: "mock-per-seq", usage: "mock engine: extra step time per sequence in the batch", set: duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
 	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
 	{name: "mock-min-reply-tokens", usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", set: integer(func(s *Settings) *int { return &s.MockMinReplyTokens })},
-	{name: "backend", usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", set: func(s *Settings, v string) error {
-		switch v = strings.TrimSpace(v); v {
-		case "auto", "cpu", "cuda":
-			s.Backend = v
-			return nil
-		}
-		return fmt.Errorf("want auto, cpu or cuda, got %q", v)
-	}},
-	{name: "load-format", usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", set: func(s *Settings, v string) error {
-		switch v = strings.TrimSpace(v); v {
-		case "auto", "dummy":
-			s.LoadFormat = v
-			return nil
-		}
-		return fmt.Errorf("want auto or dummy, got %q", v)
-	}},
+	{name: "backend", usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", set: oneOf(func(s *Settings) *string { return &s.Backend }, "auto", "cpu", "cuda")},
+	{name: "load-format", usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", set: oneOf(func(s *Settings) *string { return &s.LoadFormat }, "auto", "dummy")},
 	{name: "worker-bin", usage: "worker executable for the real engine (default: \"worker\" next to this binary)", set: str(func(s *Settings) *string { return &s.WorkerBin })},
-	{name: "workers", usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", set: func(s *Settings, v string) error {
-		switch v = strings.TrimSpace(v); v {
-		case "launch", "external":
-			s.Workers = v
-			return nil
-		}
-		return fmt.Errorf("want launch or external, got %q", v)
-	}},
+	{name: "workers", usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", set: oneOf(func(s *Settings) *string { return &s.Workers }, "launch", "external")},
 	{name: "nats-url", usage: "external NATS server or cluster (default: an embedded server on loopback)", set: str(func(s *Settings) *string { return &s.NATSURL })},
 	{name: "nats-token", aliases: []string{"GPTOSS_NATS_TOKEN"}, usage: "token for --nats-url", set: str(func(s *Settings) *string { return &s.NATSToken })},
 	{name: "tp", usage: "tensor-parallel degree: worker processes to launch", set: integer(func(s *Settings) *int { return &s.TP })},
