@@ -3,6 +3,7 @@ package sched
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,4 +254,72 @@ func TestPrefixCacheOff(t *testing.T) {
 	if u := s.KV(); u.PrefixHits != 0 || u.CachedBlocks != 0 {
 		t.Fatalf("cache off: %+v", u)
 	}
+}
+
+// FuzzKVManager drives the block manager through random sequences of what
+// the scheduler does (admit with a prefix match, reserve chunks, remember
+// filled blocks, preempt, finish) over a few shared prompts, checking the
+// accounting after every operation and that a sequence's tables always
+// cover what it reserved, with -1 only behind the window.
+func FuzzKVManager(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	f.Add([]byte{3, 3, 3, 200, 7, 7, 7, 100, 9, 9, 250, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		g := KVGeometry{BlockSize: 4, Blocks: 24, SlidingBlocks: 10, SlidingWindow: 8}
+		m := newKVManager(g, true)
+		prompts := [][]int{prompt(13), prompt(21), append(prompt(9), 77, 78, 79, 80), prompt(5)}
+		var live []*sequence
+		for i, op := range ops {
+			switch {
+			case op < 64 || len(live) == 0: // admit a sequence
+				q := &sequence{tokens: slices.Clone(prompts[int(op)%len(prompts)])}
+				q.prefilled = m.match(q)
+				if q.prefilled >= len(q.tokens) {
+					t.Fatalf("op %d: matched %d of %d tokens: nothing left to compute", i, q.prefilled, len(q.tokens))
+				}
+				live = append(live, q)
+			case op < 200: // a step for one sequence: a chunk or a decode
+				q := live[int(op)%len(live)]
+				n := 1 + int(op)%5
+				if q.prefilled >= len(q.tokens) {
+					q.tokens = append(q.tokens, 1000+len(q.tokens)) // a generated token
+					n = 1
+				}
+				n = min(n, len(q.tokens)-q.prefilled)
+				if !m.reserve(q, q.prefilled, q.prefilled+n) {
+					// No room: preempt it, as the scheduler would.
+					m.release(q)
+					q.prefilled = 0
+					break
+				}
+				end := q.prefilled + n
+				if len(q.blocks)*g.BlockSize < end || len(q.sliding)*g.BlockSize < end {
+					t.Fatalf("op %d: tables %v / %v do not cover %d", i, q.blocks, q.sliding, end)
+				}
+				for b, id := range q.sliding {
+					if id < 0 && (b+1)*g.BlockSize > q.prefilled-g.SlidingWindow {
+						t.Fatalf("op %d: sliding block %d released inside the window of %d", i, b, q.prefilled)
+					}
+				}
+				q.prefilled = end
+				m.remember(q, q.prefilled)
+			default: // finish one
+				k := int(op) % len(live)
+				m.release(live[k])
+				live = slices.Delete(live, k, k+1)
+			}
+			if err := m.check(live); err != nil {
+				t.Fatalf("op %d (%d): %v", i, op, err)
+			}
+		}
+		for _, q := range live {
+			m.release(q)
+		}
+		if err := m.check(nil); err != nil {
+			t.Fatal(err)
+		}
+		if u := m.usage(); u.UsedBlocks != 0 || u.SlidingUsed != 0 {
+			t.Fatalf("after releasing everything: %+v", u)
+		}
+	})
 }
