@@ -143,7 +143,8 @@ func run(s config.Settings, log *zap.Logger) error {
 		exec = m
 	}
 	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens, NoPrefixCache: !s.PrefixCache,
-		Logger: log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
+		ReadyTimeout: s.LoadTimeout,
+		Logger:       log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
 		OnStepFailure: rec.ObserveStepFailure})
 	srv, err := api.New(api.Options{
 		Model: preset, Mode: mode, ModeReason: reason, Profiles: profs, DefaultProfile: s.Profile,

@@ -481,6 +481,8 @@ func finalError(f *sched.Final, stopHit bool) *Error {
 		return overloaded("The request timed out waiting in the queue; the server is overloaded. Please retry shortly.", 2)
 	case errors.Is(f.Err, sched.ErrAborted):
 		return &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server shut down before the request finished.", RetryAfter: 5}
+	case errors.Is(f.Err, sched.ErrEngineUnavailable):
+		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: "The model workers are down and did not come back in time. Please retry later.", RetryAfter: 30}
 	case errors.Is(f.Err, sched.ErrEngineFailed):
 		// Retrying would likely fail the workers again: say so.
 		return &Error{Status: 500, Type: "server_error", Code: "engine_error", Message: "The engine failed twice while running this request, so it is not retried. Please report it if it persists.", NoRetry: true}

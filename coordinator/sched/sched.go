@@ -44,6 +44,9 @@ var (
 	// time as the only suspect of its step) and is not retried again, so
 	// a request that crashes workers cannot crash them forever.
 	ErrEngineFailed = errors.New("sched: the engine failed twice while running this request")
+	// ErrEngineUnavailable: the executor stayed unready (workers down and
+	// not coming back) longer than Options.ReadyTimeout.
+	ErrEngineUnavailable = errors.New("sched: the engine is unavailable")
 	// ErrKVCapacity: the sequence outgrew the whole KV cache.
 	ErrKVCapacity = errors.New("sched: the sequence does not fit the KV cache")
 )
@@ -206,6 +209,10 @@ type Options struct {
 	OnStep func(seqs, tokens int, took time.Duration)
 	// OnPreempt, when set, is told about every preemption.
 	OnPreempt func(profile string)
+	// ReadyTimeout bounds how long running sequences wait for an unready
+	// executor (workers restarting and reloading) before they fail with
+	// ErrEngineUnavailable (default 10 minutes).
+	ReadyTimeout time.Duration
 	// NoPrefixCache turns off the sharing of cached prompt blocks between
 	// sequences (on by default when the executor reports a KV geometry).
 	NoPrefixCache bool
@@ -264,6 +271,9 @@ func New(exec Executor, set profiles.Set, opts Options) *Scheduler {
 	opts.MaxStepTokens = max(opts.MaxStepTokens, opts.MaxRunning+1)
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 10 * time.Minute
 	}
 	s := &Scheduler{
 		exec:    exec,
@@ -384,6 +394,7 @@ func (s *Scheduler) loop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var b Batch
+	var unready time.Time // since when the executor has not been ready with work waiting
 	for {
 		select {
 		case <-s.stop:
@@ -413,7 +424,19 @@ func (s *Scheduler) loop() {
 		}
 		if r, ok := s.exec.(Readier); ok && !r.Ready() {
 			// Workers are coming back: hold the batch (reap above still
-			// ends cancelled and expired requests).
+			// ends cancelled and expired requests), but not forever.
+			if unready.IsZero() {
+				unready = time.Now()
+			} else if time.Since(unready) > s.opts.ReadyTimeout {
+				s.log.Error("the engine stayed unavailable; failing the running requests",
+					zap.Duration("waited", time.Since(unready)), zap.Int("running", len(s.batch)))
+				s.retire(func(q *sequence) bool {
+					s.finish(q, FinishError, ErrEngineUnavailable)
+					return true
+				})
+				unready = time.Time{}
+				continue
+			}
 			t := time.NewTimer(20 * time.Millisecond)
 			select {
 			case <-s.stop:
@@ -422,6 +445,7 @@ func (s *Scheduler) loop() {
 			t.Stop()
 			continue
 		}
+		unready = time.Time{}
 		s.setupKV()
 		s.build(&b)
 		if len(b.Seqs) == 0 {

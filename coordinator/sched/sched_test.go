@@ -437,3 +437,25 @@ func TestPreemptionRecomputes(t *testing.T) {
 	}
 	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
 }
+
+// An executor that never becomes ready again does not hang its running
+// requests: after ReadyTimeout they fail with ErrEngineUnavailable.
+func TestUnreadyExecutorTimesOut(t *testing.T) {
+	f := &readyFake{fakeExec: newFake()}
+	f.ready.Store(true)
+	f.delay = 2 * time.Millisecond
+	p := testProfile("p", 8, 64, 10)
+	s := New(f, profiles.Set{"p": p}, Options{ReadyTimeout: 50 * time.Millisecond})
+	defer s.Close()
+	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 1000})
+	time.Sleep(10 * time.Millisecond) // it is running
+	f.ready.Store(false)
+	t0 := time.Now()
+	_, fin := collect(t, st)
+	if fin.Reason != FinishError || !errors.Is(fin.Err, ErrEngineUnavailable) {
+		t.Fatalf("final %+v", fin)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
