@@ -39,6 +39,7 @@ type testConfig struct {
 	opts    Options
 	timing  mock.Timing
 	profile func(profiles.Set)
+	engine  sched.Executor // instead of the mock engine
 }
 
 func newEnv(t testing.TB, mods ...func(*testConfig)) *testEnv {
@@ -66,7 +67,11 @@ func newEnv(t testing.TB, mods ...func(*testConfig)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sch := sched.New(exec, profs, sched.Options{OnStep: rec.ObserveStep})
+	var engine sched.Executor = exec
+	if cfg.engine != nil {
+		engine = cfg.engine
+	}
+	sch := sched.New(engine, profs, sched.Options{OnStep: rec.ObserveStep})
 	cfg.opts.Tokenizer, cfg.opts.Engine, cfg.opts.Stats, cfg.opts.Gatherer = tok, sch, rec, reg
 	if tt, ok := t.(*testing.T); ok {
 		cfg.opts.Logger = zaptest.NewLogger(tt)

@@ -204,7 +204,7 @@ func (r *run) collect(ctx context.Context) error {
 		out := Completion{Envelope: r.envelope("text_completion"), Usage: usage}
 		for _, ch := range r.choices {
 			fr := ch.finishReason()
-			out.Choices = append(out.Choices, CompletionChoice{Text: ch.content.String(), Index: ch.index, Logprobs: jsonNull, FinishReason: &fr})
+			out.Choices = append(out.Choices, CompletionChoice{Text: ch.content.String(), Index: ch.index, Logprobs: r.logprobsField(ch), FinishReason: &fr})
 		}
 		return r.c.JSON(http.StatusOK, out)
 	}
@@ -225,7 +225,7 @@ func (r *run) collect(ctx context.Context) error {
 				msg.ReasoningContent, msg.Reasoning = &rc, &rc
 			}
 		}
-		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: jsonNull, FinishReason: ch.finishReason()})
+		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: r.logprobsField(ch), FinishReason: ch.finishReason()})
 	}
 	return r.c.JSON(http.StatusOK, out)
 }
@@ -335,7 +335,7 @@ func (r *run) textChunk(index int, text string, finish *string) *Completion {
 // through reflection (chunkEncoder; its test checks it against the
 // encoding/json form).
 func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
-	for _, d := range deltas {
+	for i, d := range deltas {
 		var err error
 		switch {
 		case d.Kind == harmony.Function:
@@ -349,6 +349,8 @@ func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
 			continue
 		case d.Kind == harmony.Reasoning && r.g.reasoningField == "none":
 			continue
+		case d.Kind == harmony.Content && ch.lp != nil:
+			err = r.sendContentLogprobs(ch, d.Text, ch.lp.deltaEntries(i))
 		default:
 			err = r.sse.write(r.enc.delta(ch.index, d.Kind, d.Text))
 		}
@@ -357,6 +359,21 @@ func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
 		}
 	}
 	return nil
+}
+
+// sendContentLogprobs writes a content delta with the logprobs of the
+// tokens whose text it completes (possibly none, while a token's text is
+// held back by stop-string matching).
+func (r *run) sendContentLogprobs(ch *choice, text string, es []lpEntry) error {
+	tok := r.s.opts.Tokenizer
+	if r.g.chat {
+		c := r.chatChunk(ch.index, ChatDelta{Content: &text}, nil)
+		c.Choices[0].Logprobs = chatLogprobs(tok, es)
+		return r.sse.send(c)
+	}
+	c := r.textChunk(ch.index, text, nil)
+	c.Choices[0].Logprobs = completionLogprobs(tok, es)
+	return r.sse.send(c)
 }
 
 func (r *run) sendFinish(ch *choice, fr string) error {

@@ -34,6 +34,8 @@ type choice struct {
 	deltas             []harmony.Delta
 	recvBuf            []sched.Token
 	calls              []toolCall // function calls, in order
+
+	lp *logprobTrack // nil unless the request asked for logprobs
 }
 
 // toolCall accumulates one function call of a choice.
@@ -49,6 +51,12 @@ func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokeniz
 	} else {
 		c.dec = tok.NewDecoder()
 	}
+	if g.sampling.Logprobs {
+		c.lp = &logprobTrack{stream: g.stream}
+		if c.parser != nil {
+			c.parser.OnToken = c.lp.onToken
+		}
+	}
 	return c
 }
 
@@ -56,20 +64,35 @@ func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokeniz
 // The returned slice is reused by the next call.
 func (c *choice) feed(toks []sched.Token) []harmony.Delta {
 	c.deltas = c.deltas[:0]
+	if c.lp != nil {
+		c.lp.begin()
+	}
 	for _, t := range toks {
 		c.tokens++
 		if c.stopHit {
 			continue // generated before the cancel took effect; not shown
 		}
 		if c.parser != nil {
+			if c.lp != nil {
+				c.lp.pushed(t, c.parser)
+			}
 			c.deltas = c.parser.Push(t.ID, c.deltas)
+			if c.lp != nil {
+				c.lp.trim(c.parser.Pending())
+			}
 			if c.parser.InReasoning() {
 				c.reasoningTokens++
 			}
 		} else if !isStop(t.ID) {
+			if c.lp != nil && t.ID >= 0 && t.ID < tokenizer.NumOrdinary {
+				c.lp.add(t, c.lp.written)
+			}
 			s, err := c.dec.Add(t.ID)
 			if err == nil && s != "" {
 				c.deltas = harmony.AppendDelta(c.deltas, harmony.Delta{Kind: harmony.Content, Text: s})
+				if c.lp != nil {
+					c.lp.written += len(s)
+				}
 			}
 		}
 	}
@@ -95,18 +118,47 @@ func (c *choice) mark(n int, at time.Time) {
 func (c *choice) finish(f *sched.Final) []harmony.Delta {
 	c.final = f
 	c.deltas = c.deltas[:0]
+	if c.lp != nil {
+		c.lp.begin()
+	}
 	if !c.stopHit {
 		if c.parser != nil {
 			c.deltas = c.parser.Finish(c.deltas)
 		} else {
-			c.deltas = harmony.AppendDelta(c.deltas, harmony.Delta{Kind: harmony.Content, Text: c.dec.Flush()})
+			s := c.dec.Flush()
+			c.deltas = harmony.AppendDelta(c.deltas, harmony.Delta{Kind: harmony.Content, Text: s})
+			if c.lp != nil {
+				c.lp.written += len(s)
+			}
 		}
 	}
 	out := c.filterStops()
 	if !c.stopHit {
 		if rest := c.stop.flush(); rest != "" {
-			out = harmony.AppendDelta(out, harmony.Delta{Kind: harmony.Content, Text: rest})
 			c.content.WriteString(rest)
+			out = c.appendOut(out, harmony.Delta{Kind: harmony.Content, Text: rest})
+		}
+		if c.lp != nil {
+			// Whatever is still pending belongs to the text just flushed.
+			c.lp.release(c.lp.contentIn(c), c.content.String(), true)
+			if n := len(out); n > 0 && out[n-1].Kind == harmony.Content {
+				c.lp.ends[n-1] = len(c.lp.done)
+			}
+		}
+	}
+	return out
+}
+
+// appendOut appends d to the choice's output deltas, with the logprob
+// entries released so far (content deltas only ever get new ones).
+func (c *choice) appendOut(out []harmony.Delta, d harmony.Delta) []harmony.Delta {
+	n := len(out)
+	out = harmony.AppendDelta(out, d)
+	if c.lp != nil {
+		if len(out) > n {
+			c.lp.ends = append(c.lp.ends, len(c.lp.done))
+		} else if n > 0 {
+			c.lp.ends[n-1] = len(c.lp.done)
 		}
 	}
 	return out
@@ -124,7 +176,7 @@ func (c *choice) filterStops() []harmony.Delta {
 		switch d.Kind {
 		case harmony.Reasoning:
 			c.reasoning.WriteString(d.Text)
-			out = harmony.AppendDelta(out, d)
+			out = c.appendOut(out, d)
 			continue
 		case harmony.Function:
 			if d.Name != "" {
@@ -133,13 +185,16 @@ func (c *choice) filterStops() []harmony.Delta {
 			if d.Call < len(c.calls) {
 				c.calls[d.Call].args.WriteString(d.Text)
 			}
-			out = harmony.AppendDelta(out, d)
+			out = c.appendOut(out, d)
 			continue
 		}
 		emit, hit := c.stop.push(d.Text)
 		if emit != "" {
 			c.content.WriteString(emit)
-			out = harmony.AppendDelta(out, harmony.Delta{Kind: harmony.Content, Text: emit})
+			if c.lp != nil {
+				c.lp.release(c.lp.contentIn(c), c.content.String(), false)
+			}
+			out = c.appendOut(out, harmony.Delta{Kind: harmony.Content, Text: emit})
 		}
 		if hit {
 			c.stopHit = true

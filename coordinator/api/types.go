@@ -157,7 +157,7 @@ type ChatCompletion struct {
 type ChatChoice struct {
 	Index        int             `json:"index"`
 	Message      ResponseMessage `json:"message"`
-	Logprobs     json.RawMessage `json:"logprobs"`
+	Logprobs     any             `json:"logprobs"`
 	FinishReason string          `json:"finish_reason"`
 }
 
@@ -182,10 +182,10 @@ type ChatChunk struct {
 
 // ChatChunkChoice is one choice's delta.
 type ChatChunkChoice struct {
-	Index        int             `json:"index"`
-	Delta        ChatDelta       `json:"delta"`
-	Logprobs     json.RawMessage `json:"logprobs"`
-	FinishReason *string         `json:"finish_reason"`
+	Index        int       `json:"index"`
+	Delta        ChatDelta `json:"delta"`
+	Logprobs     any       `json:"logprobs"`
+	FinishReason *string   `json:"finish_reason"`
 }
 
 // ChatDelta is the incremental message.
@@ -221,10 +221,10 @@ type Completion struct {
 
 // CompletionChoice is one choice of a completion.
 type CompletionChoice struct {
-	Text         string          `json:"text"`
-	Index        int             `json:"index"`
-	Logprobs     json.RawMessage `json:"logprobs"`
-	FinishReason *string         `json:"finish_reason"`
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     any     `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
 }
 
 // ModelList is the body of GET /v1/models.

@@ -559,12 +559,13 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v := req.Logprobs; v != nil && *v > 0 {
+	if v := req.Logprobs; v != nil {
+		// logprobs: 0 asks for the sampled tokens' logprobs alone.
+		if *v < 0 || *v > 20 {
+			return nil, invalid("logprobs", "invalid_value", "%d is not a valid logprobs: it must be between 0 and 20.", *v)
+		}
 		if !s.opts.Engine.Capabilities().Logprobs {
 			return nil, unsupported("logprobs", "logprobs are not supported by the %s engine.", s.opts.Mode)
-		}
-		if *v > 20 {
-			return nil, invalid("logprobs", "invalid_value", "%d is not a valid logprobs: it must be between 0 and 20.", *v)
 		}
 		g.sampling.Logprobs, g.sampling.TopLogprobs = true, *v
 	}

@@ -334,3 +334,51 @@ func TestCallEndedWithReturnStillACall(t *testing.T) {
 		t.Fatal("a final answer after a call ends the turn with the answer")
 	}
 }
+
+// OnToken reports every token whose text is output, with its position and
+// route, also for a header salvaged late; Written counts the bytes.
+func TestParseOnToken(t *testing.T) {
+	tok := tokenizer.Default()
+	var ids []int
+	add := func(s ...int) { ids = append(ids, s...) }
+	add(tokenizer.Channel)
+	add(tok.Encode("analysis")...)
+	add(tokenizer.Message)
+	think := len(ids)
+	add(tok.Encode("Hmm")...)
+	add(tokenizer.End, tokenizer.Start)
+	salvaged := len(ids)
+	add(tok.Encode("plain text")...)
+	add(tokenizer.Return)
+	type rep struct {
+		pos  int
+		kind Kind
+	}
+	var got []rep
+	p := NewParser(tok)
+	p.OnToken = func(pos int, k Kind) { got = append(got, rep{pos, k}) }
+	var out []Delta
+	pending := 0
+	for _, id := range ids {
+		out = p.Push(id, out)
+		pending = max(pending, p.Pending())
+	}
+	var want []rep
+	for i := range len(tok.Encode("Hmm")) {
+		want = append(want, rep{think + i, Reasoning})
+	}
+	for i := range len(tok.Encode("plain text")) {
+		want = append(want, rep{salvaged + i, Content})
+	}
+	if len(got) != len(want) {
+		t.Fatalf("reported %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("reported %v, want %v", got, want)
+		}
+	}
+	if p.Written(Reasoning) != 3 || p.Written(Content) != len("plain text") || p.Pending() != 0 || pending != len(tok.Encode("plain text")) {
+		t.Fatalf("written %d/%d, pending %d (max %d)", p.Written(Reasoning), p.Written(Content), p.Pending(), pending)
+	}
+}

@@ -75,6 +75,19 @@ type Parser struct {
 	record   bool
 	messages []ParsedMessage
 	cur      *ParsedMessage
+
+	// OnToken, when set, is called for every generated ordinary token whose
+	// text the parser routes to an output, at the moment it does so: with
+	// the token's position among the pushed tokens (0 for the first Push)
+	// and its Kind. The text the token completes follows in the deltas; it
+	// may be "" while a multi-byte character is unfinished, and text flushed
+	// for an unfinished character belongs to the last token reported. A
+	// header salvaged as content reports its tokens late, with their own
+	// positions (Pending says how many recent tokens that can still be).
+	OnToken func(pos int, kind Kind)
+	n       int    // tokens pushed
+	hstart  int    // position of the header's first token
+	written [3]int // bytes of text output per Kind
 }
 
 // NewParser returns a parser for one generated sequence.
@@ -99,6 +112,19 @@ func ParseMessages(tok *tokenizer.Tokenizer, ids []int) ([]ParsedMessage, int) {
 // callers can count reasoning tokens for usage.
 func (p *Parser) InReasoning() bool { return p.st == stContent && p.route == Reasoning }
 
+// Written reports how many bytes of text the parser has output as kind.
+func (p *Parser) Written(kind Kind) int { return p.written[kind] }
+
+// Pending reports how many of the most recently pushed tokens are held in
+// an unfinished header, whose text may still be salvaged (and reported to
+// OnToken); earlier tokens will never be reported.
+func (p *Parser) Pending() int {
+	if p.st == stHeader {
+		return len(p.header)
+	}
+	return 0
+}
+
 // Malformed reports how many structural problems the parser smoothed over.
 func (p *Parser) Malformed() int { return p.malformed }
 
@@ -107,6 +133,8 @@ func (p *Parser) Calls() int { return p.call + 1 }
 
 // Push consumes one generated token and appends the output it completes.
 func (p *Parser) Push(id int, out []Delta) []Delta {
+	pos := p.n
+	p.n++
 	switch p.st {
 	case stHeader:
 		switch id {
@@ -114,6 +142,7 @@ func (p *Parser) Push(id int, out []Delta) []Delta {
 			out = p.beginContent(out)
 		case tokenizer.Start:
 			p.header = p.header[:0] // a restarted header replaces the old one
+			p.hstart = pos + 1
 		case tokenizer.End, tokenizer.Return, tokenizer.Call, tokenizer.EndOfText:
 			// A message that ended inside its header: salvage its text.
 			if len(p.header) > 0 {
@@ -131,7 +160,7 @@ func (p *Parser) Push(id int, out []Delta) []Delta {
 		}
 	case stContent:
 		if !p.tok.IsSpecial(id) {
-			return p.emit(out, id)
+			return p.emit(out, id, pos)
 		}
 		out = p.flush(out)
 		switch id {
@@ -140,21 +169,21 @@ func (p *Parser) Push(id int, out []Delta) []Delta {
 			p.stop, p.st = id, stExpectStart
 		case tokenizer.Start:
 			p.endMessage()
-			p.st, p.header = stHeader, p.header[:0]
+			p.st, p.header, p.hstart = stHeader, p.header[:0], pos+1
 		default:
 			p.malformed++ // stray control token inside content: dropped
 		}
 	case stExpectStart:
 		switch {
 		case id == tokenizer.Start:
-			p.st, p.header = stHeader, p.header[:0]
+			p.st, p.header, p.hstart = stHeader, p.header[:0], pos+1
 		case p.tok.IsSpecial(id):
 			p.malformed++
 		default:
 			// Text after a finished message with no new header.
 			p.malformed++
 			p.startMessage(ParsedMessage{Role: "assistant"}, Content)
-			return p.emit(out, id)
+			return p.emit(out, id, pos)
 		}
 	}
 	return out
@@ -178,11 +207,14 @@ func (p *Parser) Finish(out []Delta) []Delta {
 // slip) still counts.
 func (p *Parser) EndedWithCall() bool { return p.lastCall && p.st != stContent }
 
-func (p *Parser) emit(out []Delta, id int) []Delta {
+func (p *Parser) emit(out []Delta, id, pos int) []Delta {
 	s, err := p.dec.Add(id)
 	if err != nil {
 		p.malformed++
 		return out
+	}
+	if p.OnToken != nil {
+		p.OnToken(pos, p.route)
 	}
 	return p.text(out, s)
 }
@@ -196,6 +228,7 @@ func (p *Parser) text(out []Delta, s string) []Delta {
 	if p.cur != nil {
 		p.cur.Content += s
 	}
+	p.written[p.route] += len(s)
 	d := Delta{Kind: p.route, Text: s}
 	if p.route == Function {
 		d.Call = p.call
@@ -220,9 +253,9 @@ func AppendDelta(out []Delta, d Delta) []Delta {
 
 func (p *Parser) salvageHeader(out []Delta) []Delta {
 	p.startMessage(ParsedMessage{Role: "assistant"}, Content)
-	for _, id := range p.header {
+	for i, id := range p.header {
 		if !p.tok.IsSpecial(id) {
-			out = p.emit(out, id)
+			out = p.emit(out, id, p.hstart+i)
 		}
 	}
 	p.header = p.header[:0]

@@ -653,12 +653,12 @@ func (c *Client) Release(ids []uint64) {
 	}
 }
 
-// Capabilities: the workers compute logprobs and Step passes them on, but
-// the API does not write them into responses yet, so they are not offered.
+// Capabilities: logprobs (the workers compute them and Step passes them
+// on) and the KV cache the workers reported.
 func (c *Client) Capabilities() sched.Capabilities {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return sched.Capabilities{KVTokens: int(c.kvTokens), KV: c.kv}
+	return sched.Capabilities{Logprobs: true, KVTokens: int(c.kvTokens), KV: c.kv}
 }
 
 // Workers reports every known worker, sorted by rank.

@@ -274,6 +274,17 @@ func (t *Tokenizer) TokenBytes(id int) ([]byte, error) {
 	return []byte(t.token(id)), nil
 }
 
+// TokenText returns the text of one token on its own: an ordinary token's
+// bytes with invalid UTF-8 (a token that is only part of a multi-byte
+// character) replaced by U+FFFD as Decode does, or a special token's name.
+// An id outside [0, VocabSize) returns "".
+func (t *Tokenizer) TokenText(id int) string {
+	if id < 0 || id >= VocabSize {
+		return ""
+	}
+	return toValidUTF8(t.token(id))
+}
+
 // Decode returns the text of a whole id sequence. Special tokens are
 // rendered as their names; invalid UTF-8 (such as a multi-byte character cut
 // off by the end of ids, or by a special token) is replaced with U+FFFD as

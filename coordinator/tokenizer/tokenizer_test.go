@@ -222,6 +222,24 @@ func TestTokenBytes(t *testing.T) {
 	}
 }
 
+func TestTokenText(t *testing.T) {
+	tok := Default()
+	if got := tok.TokenText(35644); got != "analysis" {
+		t.Errorf("TokenText(35644) = %q", got)
+	}
+	if got := tok.TokenText(byteToken(t, 0xF0)); got != "\uFFFD" {
+		t.Errorf("TokenText(byte F0) = %q, want U+FFFD", got)
+	}
+	if got := tok.TokenText(Return); got != "<|return|>" {
+		t.Errorf("TokenText(Return) = %q", got)
+	}
+	for _, id := range []int{-1, VocabSize} {
+		if got := tok.TokenText(id); got != "" {
+			t.Errorf("TokenText(%d) = %q, want empty", id, got)
+		}
+	}
+}
+
 func TestDecode(t *testing.T) {
 	tok := Default()
 	user := tok.Encode("user")

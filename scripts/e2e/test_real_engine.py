@@ -212,3 +212,70 @@ def test_dummy_weights_without_a_checkpoint(make_server):
     assert h["mode"] == "real" and "dummy" in h["mode_reason"], h
     r = client(srv).completions.create(model="gpt-oss-tiny", prompt="Hello", max_tokens=5, temperature=0)
     assert r.usage.completion_tokens <= 5 and r.choices[0].finish_reason in ("length", "stop")
+
+
+def check_chat_logprobs(entries, content, top):
+    """The content tokens' logprobs, greedy: each token is its own top-1."""
+    assert entries, "no logprob entries"
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top_logprobs) == top
+        assert bytes(e.bytes).decode("utf-8", errors="replace") == e.token
+        alts = [a.logprob for a in e.top_logprobs]
+        assert alts == sorted(alts, reverse=True) and all(a <= 0 for a in alts)
+        assert e.top_logprobs[0].logprob == e.logprob and e.top_logprobs[0].token == e.token
+    assert b"".join(bytes(e.bytes) for e in entries).decode("utf-8", errors="replace") == content
+    if not any("\ufffd" in e.token for e in entries):
+        assert "".join(e.token for e in entries) == content
+
+
+def test_logprobs(make_server):
+    """logprobs from the workers' sampler, in OpenAI's shapes, streamed and
+    not, on chat (content tokens) and completions."""
+    srv = make_server("--model", TINY, "--step-timeout", "10s")
+    c = client(srv)
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+    for max_tokens in (20, 90):  # the random model's text is salvaged at the end, or once its header overflows
+        r = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=max_tokens, temperature=0,
+                                      logprobs=True, top_logprobs=3)
+        content = r.choices[0].message.content or ""
+        entries = r.choices[0].logprobs.content
+        check_chat_logprobs(entries, content, 3)
+        streamed, sentries = "", []
+        for ch in c.chat.completions.create(model="tiny", messages=msgs, max_tokens=max_tokens, temperature=0,
+                                            logprobs=True, top_logprobs=3, stream=True):
+            if ch.choices and ch.choices[0].delta.content:
+                streamed += ch.choices[0].delta.content
+                sentries += ch.choices[0].logprobs.content
+        assert streamed == content
+        assert [(e.token, e.logprob) for e in sentries] == [(e.token, e.logprob) for e in entries]
+    # A stop string inside the text: the listed tokens stay a prefix of it.
+    cut = len(content) // 2
+    stop = content[cut:cut + 3]
+    r = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=90, temperature=0, logprobs=True, stop=[stop])
+    short = r.choices[0].message.content or ""
+    assert short == content[:content.index(stop)]
+    listed = b"".join(bytes(e.bytes) for e in r.choices[0].logprobs.content)
+    assert short.encode().startswith(listed) and all(e.top_logprobs == [] for e in r.choices[0].logprobs.content)
+
+    r = c.completions.create(model="tiny", prompt="Once upon a time", max_tokens=40, temperature=0, logprobs=3)
+    text, lp = r.choices[0].text, r.choices[0].logprobs
+    n = len(lp.tokens)
+    assert n > 0 and len(lp.token_logprobs) == n and len(lp.top_logprobs) == n and len(lp.text_offset) == n
+    for tok, v, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert v <= 0 and max(top.values()) == v and top[tok] == v
+        assert len(top) == 3 or "\ufffd" in top  # byte tokens share one text
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    for tok, off in zip(lp.tokens, lp.text_offset):
+        if "\ufffd" not in tok:
+            assert text[off:off + len(tok)] == tok
+    if not any("\ufffd" in t for t in lp.tokens):
+        assert "".join(lp.tokens) == text
+    stokens, slps, soffsets, stext = [], [], [], ""
+    for ch in c.completions.create(model="tiny", prompt="Once upon a time", max_tokens=40, temperature=0, logprobs=3,
+                                   stream=True):
+        if ch.choices and ch.choices[0].logprobs:
+            stext += ch.choices[0].text
+            stokens += ch.choices[0].logprobs.tokens
+            slps += ch.choices[0].logprobs.token_logprobs
+            soffsets += ch.choices[0].logprobs.text_offset
+    assert (stext, stokens, slps, soffsets) == (text, lp.tokens, lp.token_logprobs, lp.text_offset)

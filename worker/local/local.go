@@ -49,13 +49,11 @@ func New(m Model, cfg *model.Config) *Executor {
 	return &Executor{m: m, window: slidingWindow(cfg), seqs: map[uint64]*seqState{}}
 }
 
-// Capabilities: the KV geometry the scheduler allocates in. The sampler
-// computes logprobs and they reach the scheduler's tokens, but the API does
-// not write them into responses yet, so they are not offered (a logprobs
-// request is refused rather than answered without).
+// Capabilities: logprobs (the sampler computes them and Step passes them
+// on) and the KV geometry the scheduler allocates in.
 func (e *Executor) Capabilities() sched.Capabilities {
 	g := e.m.Geometry()
-	return sched.Capabilities{KVTokens: g.Blocks * g.BlockSize, KV: &sched.KVGeometry{
+	return sched.Capabilities{Logprobs: true, KVTokens: g.Blocks * g.BlockSize, KV: &sched.KVGeometry{
 		BlockSize: g.BlockSize, Blocks: g.Blocks, SlidingBlocks: g.SlidingBlocks, SlidingWindow: e.window}}
 }
 
