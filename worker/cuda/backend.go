@@ -308,7 +308,7 @@ func (b *Backend) uploadMat(m *engine.Mat, bias []float32) (mat, error) {
 		data = make([]uint16, n)
 		for r := range m.Rows {
 			for i, f := range m.F32[r*stride : r*stride+m.Cols] {
-				data[r*m.Cols+i] = toBF16(f)
+				data[r*m.Cols+i] = engine.ToBF16(f)
 			}
 		}
 	default:
@@ -392,16 +392,6 @@ func (b *Backend) uploadWeights() error {
 		b.layers = append(b.layers, d)
 	}
 	return nil
-}
-
-// toBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN).
-func toBF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if f != f {
-		return uint16(u>>16) | 0x40
-	}
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
 }
 
 // Close frees the device memory, the graphs and the context. The library

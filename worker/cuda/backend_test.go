@@ -200,7 +200,7 @@ func TestUploadMat(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 1.00390625 is halfway between bf16 1 and 1.0078125: to even (1).
-	if got[0] != 0x3f80 || got[1] != 0x3f80 || got[2] != toBF16(-2.5e-3) || !d.hasBias {
+	if got[0] != 0x3f80 || got[1] != 0x3f80 || got[2] != engine.ToBF16(-2.5e-3) || !d.hasBias {
 		t.Fatalf("f32 upload %#x %#x %#x", got[0], got[1], got[2])
 	}
 }

@@ -34,7 +34,7 @@ func WriteCheckpoint(dir string, w *Weights) error {
 		if b == nil {
 			b = make([]uint16, len(m.F32))
 			for i, f := range m.F32 {
-				b[i] = toBF16(f)
+				b[i] = ToBF16(f)
 			}
 		}
 		ts = append(ts, safetensors.Tensor{Name: name, DType: safetensors.BF16, Shape: []int{m.Rows, m.Cols}, Data: bytesOf(b)})
@@ -42,7 +42,7 @@ func WriteCheckpoint(dir string, w *Weights) error {
 	vec := func(name string, v []float32, shape ...int) {
 		b := make([]uint16, len(v))
 		for i, f := range v {
-			b[i] = toBF16(f)
+			b[i] = ToBF16(f)
 		}
 		ts = append(ts, safetensors.Tensor{Name: name, DType: safetensors.BF16, Shape: shape, Data: bytesOf(b)})
 	}

@@ -25,14 +25,14 @@ func DummyWeights(cfg model.Config, seed uint64, layers int) *Weights {
 		m := Mat{Rows: rows, Cols: cols, BF16: make([]uint16, rows*cols)}
 		std := 1 / math.Sqrt(float64(cols))
 		for i := range m.BF16 {
-			m.BF16[i] = toBF16(float32(rng.NormFloat64() * std))
+			m.BF16[i] = ToBF16(float32(rng.NormFloat64() * std))
 		}
 		return m
 	}
 	vec := func(n int, mean, std float64) []float32 {
 		v := make([]float32, n)
 		for i := range v {
-			v[i] = bf16(toBF16(float32(mean + rng.NormFloat64()*std)))
+			v[i] = bf16(ToBF16(float32(mean + rng.NormFloat64()*std)))
 		}
 		return v
 	}
@@ -70,8 +70,9 @@ func DummyWeights(cfg model.Config, seed uint64, layers int) *Weights {
 	return w
 }
 
-// toBF16 rounds a float32 to bfloat16, to nearest even.
-func toBF16(f float32) uint16 {
+// ToBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN):
+// the one conversion dummy weights, checkpoints and the GPU backends use.
+func ToBF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	if f != f { // NaN stays NaN
 		return uint16(b>>16) | 0x40

@@ -191,12 +191,12 @@ func TestStepErrors(t *testing.T) {
 
 func TestBF16RoundTrip(t *testing.T) {
 	for _, f := range []float32{0, 1, -2.5, 3.140625, 1e-20, 65280, float32(math.Inf(1))} {
-		if got := bf16(toBF16(f)); got != f && !(f == 1e-20 && math.Abs(float64(got-f)) < 1e-22) {
+		if got := bf16(ToBF16(f)); got != f && !(f == 1e-20 && math.Abs(float64(got-f)) < 1e-22) {
 			t.Errorf("%g → %g", f, got)
 		}
 	}
 	// Round to nearest even: 1 + 2^-8 is halfway between 1 and 1+2^-7.
-	if got := bf16(toBF16(1 + 1.0/256)); got != 1 {
+	if got := bf16(ToBF16(1 + 1.0/256)); got != 1 {
 		t.Errorf("tie rounding: %g", got)
 	}
 }
@@ -347,7 +347,7 @@ func TestVectorKernels(t *testing.T) {
 		w := make([]uint16, n)
 		x := make([]float32, n)
 		for i := range w {
-			w[i] = toBF16(float32(rng.NormFloat64()))
+			w[i] = ToBF16(float32(rng.NormFloat64()))
 			x[i] = float32(rng.NormFloat64())
 		}
 		a, b := dotBF16(w, x), dotBF16Scalar(w, x)
@@ -364,7 +364,7 @@ func TestVectorKernels(t *testing.T) {
 		wstride := n + 16
 		w := make([]uint16, rows*wstride)
 		for i := range w {
-			w[i] = toBF16(float32(rng.NormFloat64()))
+			w[i] = ToBF16(float32(rng.NormFloat64()))
 		}
 		bias := make([]float32, rows)
 		for i := range bias {

@@ -319,7 +319,7 @@ func fillStep(b engine.Backend, lay *engine.StepLayout, c *model.Config, rng *ra
 	T, kvd := len(lay.IDs), c.KVHeads*c.HeadDim
 	data := make([]float32, T*kvd)
 	for i := range data {
-		data[i] = fromBF16(toBF16(float32(rng.NormFloat64())))
+		data[i] = fromBF16(engine.ToBF16(float32(rng.NormFloat64())))
 	}
 	k, err := b.Tensor(T, kvd)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gptoss/server/worker/engine"
+
 	"github.com/gptoss/server/shared/model"
 )
 
@@ -82,7 +84,7 @@ func TestWithin(t *testing.T) {
 	r := newRand(1)
 	for i := range ref {
 		ref[i] = float32(r.NormFloat64())
-		rounded[i] = fromBF16(toBF16(ref[i]))
+		rounded[i] = fromBF16(engine.ToBF16(ref[i]))
 		scaled[i] = ref[i] * 1.01
 	}
 	if ok, why := compare(rounded, ref).within(tolBF16); !ok {

@@ -125,7 +125,7 @@ func (g *gen) mat(rows, cols int) engine.Mat {
 	std := float32(1 / math.Sqrt(float64(cols)))
 	g.fill(len(m.BF16), func(r *rand.Rand, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			m.BF16[i] = toBF16(approxNormal(r.Uint64()) * std)
+			m.BF16[i] = engine.ToBF16(approxNormal(r.Uint64()) * std)
 		}
 	})
 	return m
@@ -135,7 +135,7 @@ func (g *gen) vec(n int, mean, std float64) []float32 {
 	v := make([]float32, n)
 	g.fill(n, func(r *rand.Rand, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			v[i] = fromBF16(toBF16(float32(mean + r.NormFloat64()*std)))
+			v[i] = fromBF16(engine.ToBF16(float32(mean + r.NormFloat64()*std)))
 		}
 	})
 	return v
@@ -166,16 +166,6 @@ func (g *gen) mxfp4(experts, rows, cols int) engine.MXFP4 {
 	return m
 }
 
-// toBF16 rounds to bfloat16, to nearest even (NaN stays NaN).
-func toBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if f != f {
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
-
 // fromBF16 widens a bfloat16 bit pattern (exact).
 func fromBF16(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
 
@@ -185,6 +175,6 @@ func fromBF16(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
 // arithmetic, not the storage rounding.
 func roundBF16(v []float32) {
 	for i, x := range v {
-		v[i] = fromBF16(toBF16(x))
+		v[i] = fromBF16(engine.ToBF16(x))
 	}
 }
