@@ -144,7 +144,7 @@ func TestCUDAWorkerOnFakeKernels(t *testing.T) {
 	want := greedy(t, prompt, n)
 	var got []int
 	toks := c.mustStep(t, &wire.Step{StepId: 1, Seqs: []*wire.SeqStep{
-		{Id: 1, Tokens: int32s(prompt), Sample: true, Sampling: &wire.Sampling{TopP: 1}}}})
+		{Id: 1, Tokens: wire.Int32s(prompt), Sample: true, Sampling: &wire.Sampling{TopP: 1}}}})
 	got = append(got, int(toks[1].Token))
 	for i := 1; i < n; i++ {
 		toks = c.mustStep(t, &wire.Step{StepId: uint64(1 + i), Seqs: []*wire.SeqStep{

@@ -614,12 +614,8 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 		if q.Sampling != nil {
 			w.sampling[q.Id] = samplingFromWire(q.Sampling)
 		}
-		toks := make([]int, len(q.Tokens))
-		for i, t := range q.Tokens {
-			toks[i] = int(t)
-		}
-		b.Seqs = append(b.Seqs, sched.SeqStep{ID: q.Id, Tokens: toks, Pos: int(q.Pos), Sample: q.Sample, Sampling: w.sampling[q.Id],
-			Blocks: ints(q.Blocks), SlidingBlocks: ints(q.SlidingBlocks)})
+		b.Seqs = append(b.Seqs, sched.SeqStep{ID: q.Id, Tokens: wire.Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample, Sampling: w.sampling[q.Id],
+			Blocks: wire.Ints(q.Blocks), SlidingBlocks: wire.Ints(q.SlidingBlocks)})
 	}
 	if len(b.Seqs) == 0 {
 		return nil // a release-only step
@@ -645,18 +641,6 @@ func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
 		res.Tokens = append(res.Tokens, t)
 	}
 	return nil
-}
-
-// ints converts a wire block table; nil stays nil.
-func ints(v []int32) []int {
-	if v == nil {
-		return nil
-	}
-	out := make([]int, len(v))
-	for i, x := range v {
-		out[i] = int(x)
-	}
-	return out
 }
 
 func samplingFromWire(p *wire.Sampling) *sched.Sampling {

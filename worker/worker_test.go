@@ -445,14 +445,6 @@ func greedy(t *testing.T, prompt []int, n int) []int {
 	return toks
 }
 
-func int32s(v []int) []int32 {
-	out := make([]int32, len(v))
-	for i, x := range v {
-		out[i] = int32(x)
-	}
-	return out
-}
-
 func wantError(t *testing.T, what, got, want string) {
 	t.Helper()
 	if got == "" || !strings.Contains(got, want) {
@@ -531,8 +523,8 @@ func TestWorkerServes(t *testing.T) {
 		gotA, gotB = append(gotA, int(a.Token)), append(gotB, int(b.Token))
 	}
 	toks := c.mustStep(t, &wire.Step{StepId: 2, Seqs: []*wire.SeqStep{
-		{Id: 1, Tokens: int32s(promptA), Sample: true, Sampling: &wire.Sampling{TopP: 1, Logprobs: true, TopLogprobs: 3}},
-		{Id: 2, Tokens: int32s(promptB[:4]), Sampling: &wire.Sampling{TopP: 1, Logprobs: true, TopLogprobs: 2}},
+		{Id: 1, Tokens: wire.Int32s(promptA), Sample: true, Sampling: &wire.Sampling{TopP: 1, Logprobs: true, TopLogprobs: 3}},
+		{Id: 2, Tokens: wire.Int32s(promptB[:4]), Sampling: &wire.Sampling{TopP: 1, Logprobs: true, TopLogprobs: 2}},
 	}})
 	if len(toks) != 1 || toks[1] == nil {
 		t.Fatalf("first step: %v", toks)
@@ -540,7 +532,7 @@ func TestWorkerServes(t *testing.T) {
 	gotA = append(gotA, int(toks[1].Token))
 	toks = c.mustStep(t, &wire.Step{StepId: 3, Seqs: []*wire.SeqStep{
 		{Id: 1, Tokens: []int32{int32(gotA[0])}, Pos: int32(len(promptA)), Sample: true},
-		{Id: 2, Tokens: int32s(promptB[4:]), Pos: 4, Sample: true},
+		{Id: 2, Tokens: wire.Int32s(promptB[4:]), Pos: 4, Sample: true},
 	}})
 	check(toks, 3)
 	for i := 2; i <= decode; i++ {
@@ -571,11 +563,11 @@ func TestWorkerServes(t *testing.T) {
 	r = c.step(t, &wire.Step{StepId: 100, Seqs: []*wire.SeqStep{{Id: 3, Tokens: []int32{1}, Pos: 0, Sample: true, Blocks: []int32{}, SlidingBlocks: []int32{}}}})
 	wantError(t, "empty table", r.Error, "no block table")
 	// A sequence cannot restart without a release.
-	r = c.step(t, &wire.Step{StepId: 101, Seqs: []*wire.SeqStep{{Id: 1, Tokens: int32s(promptA), Sample: true}}})
+	r = c.step(t, &wire.Step{StepId: 101, Seqs: []*wire.SeqStep{{Id: 1, Tokens: wire.Int32s(promptA), Sample: true}}})
 	wantError(t, "restart without release", r.Error, "position 0")
 	// Released, its blocks serve a new sequence with the same id.
 	toks = c.mustStep(t, &wire.Step{StepId: 102, Release: []uint64{1, 3}, Seqs: []*wire.SeqStep{
-		{Id: 1, Tokens: int32s(promptA), Sample: true, Sampling: &wire.Sampling{TopP: 1}}}})
+		{Id: 1, Tokens: wire.Int32s(promptA), Sample: true, Sampling: &wire.Sampling{TopP: 1}}}})
 	if toks[1] == nil || int(toks[1].Token) != wantA[0] || len(toks[1].TopIds) != 0 {
 		t.Fatalf("restarted sequence: %v, want token %d", toks, wantA[0])
 	}

@@ -511,8 +511,8 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 	msg.Release, c.release = c.release, nil
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
-		ws := &wire.SeqStep{Id: st.ID, Tokens: int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
-			Blocks: int32s(st.Blocks), SlidingBlocks: int32s(st.SlidingBlocks)}
+		ws := &wire.SeqStep{Id: st.ID, Tokens: wire.Int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
+			Blocks: wire.Int32s(st.Blocks), SlidingBlocks: wire.Int32s(st.SlidingBlocks)}
 		if _, ok := c.sent[st.ID]; !ok && st.Sampling != nil {
 			ws.Sampling = toWire(st.Sampling)
 			c.sent[st.ID] = struct{}{}
@@ -547,17 +547,6 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 	c.steps++
 	c.mu.Unlock()
 	return nil
-}
-
-func int32s(v []int) []int32 {
-	if v == nil {
-		return nil
-	}
-	out := make([]int32, len(v))
-	for i, x := range v {
-		out[i] = int32(x)
-	}
-	return out
 }
 
 // request sends the step and decodes rank 0's reply.

@@ -85,3 +85,28 @@ func Unmarshal(b []byte, m proto.Message) error {
 	}
 	return nil
 }
+
+// Int32s converts token ids or a block table to the wire's int32 (nil
+// stays nil, so an absent table stays absent).
+func Int32s(v []int) []int32 {
+	if v == nil {
+		return nil
+	}
+	out := make([]int32, len(v))
+	for i, x := range v {
+		out[i] = int32(x)
+	}
+	return out
+}
+
+// Ints converts back from the wire (nil stays nil).
+func Ints(v []int32) []int {
+	if v == nil {
+		return nil
+	}
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
