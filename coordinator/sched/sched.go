@@ -250,10 +250,11 @@ type Scheduler struct {
 	stop     chan struct{}
 
 	// loop-owned
-	batch []*sequence
-	rr    int
-	kv    *kvManager // nil until the executor reports a KV geometry
-	kvErr bool       // a bad geometry was logged
+	batch   []*sequence
+	rr      int
+	kv      *kvManager // nil until the executor reports a KV geometry
+	kvNoted time.Time  // when usage was last published
+	kvErr   bool       // a bad geometry was logged
 
 	usage atomic.Pointer[KVUsage] // the pools after the last step
 }
@@ -405,7 +406,7 @@ func (s *Scheduler) loop() {
 		s.reap()
 		s.admit()
 		if len(s.batch) == 0 {
-			s.noteKV()
+			s.noteKV(true)
 			if f, ok := s.exec.(Flusher); ok {
 				if err := f.Flush(ctx); err != nil {
 					s.log.Warn("flushing releases failed", zap.Error(err))
@@ -455,7 +456,7 @@ func (s *Scheduler) loop() {
 		if err := s.exec.Step(ctx, &b); err != nil {
 			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
 			s.failBatch(fmt.Errorf("sched: step: %w", err))
-			s.noteKV()
+			s.noteKV(false)
 			continue
 		}
 		if s.opts.OnStep != nil {
@@ -466,7 +467,7 @@ func (s *Scheduler) loop() {
 			s.opts.OnStep(len(b.Seqs), tokens, time.Since(t0))
 		}
 		s.deliver(&b)
-		s.noteKV()
+		s.noteKV(false)
 		if s.opts.checkKV && s.kv != nil {
 			if err := s.kv.check(s.batch); err != nil {
 				panic(err)
@@ -650,15 +651,22 @@ func (s *Scheduler) setupKV() {
 		zap.Int("block_size", g.BlockSize), zap.Int("sliding_window", g.SlidingWindow))
 }
 
+// kvNoteEvery bounds how often a busy loop publishes the pools' occupancy.
+const kvNoteEvery = 100 * time.Millisecond
+
 // KV reports the block pools' occupancy (nil when the executor keeps its
-// own memory).
+// own memory), as of the last step at most kvNoteEvery ago, or of the
+// last idle moment.
 func (s *Scheduler) KV() *KVUsage { return s.usage.Load() }
 
-// noteKV publishes the pools' occupancy (loop goroutine).
-func (s *Scheduler) noteKV() {
-	if s.kv == nil {
+// noteKV publishes the pools' occupancy (loop goroutine). Counting the
+// blocks only the prefix cache holds walks the cache, so between steps it
+// runs at most every kvNoteEvery; idle, always.
+func (s *Scheduler) noteKV(idle bool) {
+	if s.kv == nil || (!idle && time.Since(s.kvNoted) < kvNoteEvery) {
 		return
 	}
+	s.kvNoted = time.Now()
 	u := s.kv.usage()
 	for _, q := range s.batch {
 		if len(q.blocks) > 0 {
