@@ -558,11 +558,10 @@ func (s *Scheduler) build(b *Batch) {
 	var victims, tooBig []*sequence
 	end := len(s.batch) // sequences from end on were preempted for room
 	for i, q := range s.batch {
+		q.stepIdx = -1
 		if i >= end {
-			q.stepIdx = -1
 			continue
 		}
-		q.stepIdx = -1
 		if s.kv != nil && q.prefilled == 0 {
 			// A new (or recomputed) sequence maps the blocks of its prefix
 			// that are cached and starts computing after them.
