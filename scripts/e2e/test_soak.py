@@ -114,7 +114,10 @@ def test_soak_with_a_worker_killed(make_server):
     assert restarts[1] == 1 and restarts[0] <= 1, restarts
     assert metric(srv, "gptoss_step_failures_total") >= 1
     # The first round grows the heap to its working size; the second must
-    # not grow it again by a comparable amount.
-    assert rss2 < rss1 + 32 * 2**20, f"coordinator RSS grew from {rss1/2**20:.0f} MiB to {rss2/2**20:.0f} MiB in the second round"
+    # not grow it again by a comparable amount. RSS between rounds of this
+    # size moves by ±25 MiB with no leak (five rounds of 1 000 measured
+    # 176–201 MiB, heap in use 69–116 MiB, with no trend), so the bound is
+    # 64 MiB: a leak of 64 KiB a request trips it.
+    assert rss2 < rss1 + 64 * 2**20, f"coordinator RSS grew from {rss1/2**20:.0f} MiB to {rss2/2**20:.0f} MiB in the second round"
     print(f"soak: {REQUESTS} requests in {took:.1f}s, {len(errors)} errors, {state['in_flight_at_kill']} in flight "
           f"at the kill; RSS {rss1/2**20:.0f} -> {rss2/2**20:.0f} MiB")
