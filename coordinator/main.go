@@ -35,6 +35,7 @@ import (
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/logging"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/step"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -127,7 +128,7 @@ func run(s config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	var exec sched.Executor
+	var exec step.Executor
 	var workers func() any
 	if mode == "real" {
 		real, err := startReal(s, dir, backend, log)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/gptoss/server/coordinator/config"
 	"github.com/gptoss/server/coordinator/launch"
-	"github.com/gptoss/server/coordinator/natsd"
 	"github.com/gptoss/server/coordinator/remote"
+	"github.com/gptoss/server/shared/natsd"
 	"github.com/gptoss/server/shared/wire"
 )
 

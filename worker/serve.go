@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/shared/wire"
 	"github.com/gptoss/server/worker/collective"
@@ -107,14 +106,12 @@ type worker struct {
 	sequences atomic.Int32
 
 	// Owned by the model goroutine.
-	set      *safetensors.Set
-	coll     *collective.NATS // joins the ranks when the world size is above 1
-	gpu      *cuda.Backend    // the model's GPU memory (--backend cuda)
-	exec     *local.Executor
-	modelID  string
-	sampling map[uint64]*sched.Sampling
-	batch    sched.Batch
-	seen     map[uint64]bool
+	set     *safetensors.Set
+	coll    *collective.NATS // joins the ranks when the world size is above 1
+	gpu     *cuda.Backend    // the model's GPU memory (--backend cuda)
+	exec    *local.Executor
+	modelID string
+	codec   *wire.StepDecoder
 }
 
 func newWorker(c config, log *zap.Logger) *worker {
@@ -122,7 +119,7 @@ func newWorker(c config, log *zap.Logger) *worker {
 	return &worker{
 		cfg: c, log: log.With(zap.String("worker_id", c.WorkerID), zap.Int("rank", c.Rank)), subj: subj,
 		start: time.Now(), jobs: make(chan job, queueDepth), quit: make(chan exitReq, 1),
-		state: stateStarting, sampling: map[uint64]*sched.Sampling{}, seen: map[uint64]bool{},
+		state: stateStarting, codec: wire.NewStepDecoder(),
 	}
 }
 
@@ -552,8 +549,7 @@ func (w *worker) loop() {
 func (w *worker) doStep(j job) {
 	start := time.Now()
 	timer := time.AfterFunc(w.cfg.StepTimeout, func() { w.stepHung(j, w.cfg.StepTimeout) })
-	res := &wire.StepResult{StepId: j.step.StepId, Rank: int32(w.cfg.Rank)}
-	err := w.runStep(j.step, res)
+	res, err := w.runStep(j.step)
 	// A step that ran past the timeout failed even if it came back: the
 	// timer may not have fired yet.
 	if elapsed := time.Since(start); !timer.Stop() || elapsed > w.cfg.StepTimeout {
@@ -583,70 +579,29 @@ func (w *worker) stepHung(j job, elapsed time.Duration) {
 	})
 }
 
-// runStep converts s to a scheduler batch, runs it and fills res.
-func (w *worker) runStep(s *wire.Step, res *wire.StepResult) (err error) {
+// runStep decodes s, runs it and fills res.
+func (w *worker) runStep(s *wire.Step) (res *wire.StepResult, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error("panic in step", zap.Uint64("step_id", s.StepId), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			err = fmt.Errorf("worker: panic in step %d: %v", s.StepId, r)
+			res, err = nil, fmt.Errorf("worker: panic in step %d: %v", s.StepId, r)
 		}
 	}()
 	if w.exec == nil {
-		return errors.New("no model loaded: send Load first")
+		return nil, errors.New("no model loaded: send Load first")
 	}
 	defer w.noteSequences()
-	for _, id := range s.Release {
-		delete(w.sampling, id)
-	}
 	w.exec.Release(s.Release)
-
-	clear(w.seen)
-	b := &w.batch
-	b.Seqs = b.Seqs[:0]
-	for _, q := range s.Seqs {
-		if q == nil {
-			return errors.New("step: empty sequence entry")
-		}
-		if w.seen[q.Id] {
-			return fmt.Errorf("step: sequence %d appears twice", q.Id)
-		}
-		w.seen[q.Id] = true
-		if q.Sampling != nil {
-			w.sampling[q.Id] = samplingFromWire(q.Sampling)
-		}
-		b.Seqs = append(b.Seqs, sched.SeqStep{ID: q.Id, Tokens: wire.Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample, Sampling: w.sampling[q.Id],
-			Blocks: wire.Ints(q.Blocks), SlidingBlocks: wire.Ints(q.SlidingBlocks)})
+	b, err := w.codec.Decode(s)
+	if err != nil {
+		return nil, err
 	}
-	if len(b.Seqs) == 0 {
-		return nil // a release-only step
-	}
-	if err := w.exec.Step(context.Background(), b); err != nil {
-		return err
-	}
-	for i := range b.Seqs {
-		st := &b.Seqs[i]
-		if st.Preempted {
-			res.Preempted = append(res.Preempted, st.ID)
-			delete(w.sampling, st.ID) // resent when the sequence is recomputed
-			continue
+	if len(b.Seqs) > 0 { // else a release-only step
+		if err := w.exec.Step(context.Background(), b); err != nil {
+			return nil, err
 		}
-		if !st.Sample {
-			continue
-		}
-		t := &wire.SampledToken{SeqId: st.ID, Token: int32(st.Out.ID), Logprob: st.Out.Logprob}
-		for _, tl := range st.Out.TopLogprobs {
-			t.TopIds = append(t.TopIds, int32(tl.ID))
-			t.TopLogprobs = append(t.TopLogprobs, tl.Logprob)
-		}
-		res.Tokens = append(res.Tokens, t)
 	}
-	return nil
-}
-
-func samplingFromWire(p *wire.Sampling) *sched.Sampling {
-	return &sched.Sampling{Temperature: p.Temperature, TopP: p.TopP, TopK: int(p.TopK), MinP: p.MinP,
-		Seed: p.Seed, HasSeed: p.HasSeed, PresencePenalty: p.PresencePenalty, FrequencyPenalty: p.FrequencyPenalty,
-		Logprobs: p.Logprobs, TopLogprobs: int(p.TopLogprobs)}
+	return w.codec.Result(s.StepId, w.cfg.Rank, b), nil
 }
 
 // doLoad replaces the model with the one in l.ModelDir. Any Load first
@@ -697,7 +652,7 @@ func (w *worker) unload() {
 	}
 	w.exec, w.modelID = nil, ""
 	w.noteSequences()
-	clear(w.sampling)
+	w.codec.Reset()
 	if w.coll != nil {
 		w.coll.Close()
 		w.coll = nil

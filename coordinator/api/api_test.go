@@ -24,6 +24,7 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/step"
 )
 
 type testEnv struct {
@@ -39,7 +40,7 @@ type testConfig struct {
 	opts    Options
 	timing  mock.Timing
 	profile func(profiles.Set)
-	engine  sched.Executor // instead of the mock engine
+	engine  step.Executor // instead of the mock engine
 }
 
 func newEnv(t testing.TB, mods ...func(*testConfig)) *testEnv {
@@ -67,7 +68,7 @@ func newEnv(t testing.TB, mods ...func(*testConfig)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var engine sched.Executor = exec
+	var engine step.Executor = exec
 	if cfg.engine != nil {
 		engine = cfg.engine
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 func (s *Server) chatCompletions(c echo.Context) error {
@@ -61,7 +62,7 @@ func (s *Server) noteProfile(c echo.Context, name *string) {
 // update is one step of progress of one choice.
 type update struct {
 	ch    *choice
-	toks  []sched.Token
+	toks  []step.Token
 	final *sched.Final
 	err   error
 }

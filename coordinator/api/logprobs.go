@@ -6,8 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gptoss/server/coordinator/harmony"
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // Logprobs are reported for the tokens whose text is in the returned
@@ -21,7 +21,7 @@ import (
 
 // lpEntry is one token to report.
 type lpEntry struct {
-	tok    sched.Token
+	tok    step.Token
 	start  int // byte offset of its text in the content stream
 	offset int // its text's offset in the content, in characters (on release)
 }
@@ -31,14 +31,14 @@ type lpEntry struct {
 type logprobTrack struct {
 	stream  bool
 	parser  *harmony.Parser
-	win     []sched.Token // recently pushed tokens the parser may still report
-	winBase int           // position of win[0]
-	n       int           // tokens pushed to the parser
-	written int           // completions: bytes of text decoded so far
-	pending []lpEntry     // reported, text not (wholly) returned yet
-	done    []lpEntry     // released, in order (streams: this call's only)
-	ends    []int         // per output delta of this call: len(done) after it
-	runeAt  int           // content[:runeAt] holds runes characters
+	win     []step.Token // recently pushed tokens the parser may still report
+	winBase int          // position of win[0]
+	n       int          // tokens pushed to the parser
+	written int          // completions: bytes of text decoded so far
+	pending []lpEntry    // reported, text not (wholly) returned yet
+	done    []lpEntry    // released, in order (streams: this call's only)
+	ends    []int        // per output delta of this call: len(done) after it
+	runeAt  int          // content[:runeAt] holds runes characters
 	runes   int
 }
 
@@ -51,7 +51,7 @@ func (l *logprobTrack) begin() {
 }
 
 // pushed notes a token about to be pushed to the parser.
-func (l *logprobTrack) pushed(t sched.Token, p *harmony.Parser) {
+func (l *logprobTrack) pushed(t step.Token, p *harmony.Parser) {
 	l.parser = p
 	if len(l.win) == 0 {
 		l.winBase = l.n
@@ -79,7 +79,7 @@ func (l *logprobTrack) onToken(pos int, kind harmony.Kind) {
 }
 
 // add queues a content token whose text starts at byte start.
-func (l *logprobTrack) add(t sched.Token, start int) {
+func (l *logprobTrack) add(t step.Token, start int) {
 	l.pending = append(l.pending, lpEntry{tok: t, start: start})
 }
 

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // lpEngine is an executor that generates a fixed script with known
@@ -25,7 +25,7 @@ type lpEngine struct {
 
 func lpAt(n int) float32 { return -float32(n+1) / 8 }
 
-func (f *lpEngine) Capabilities() sched.Capabilities { return sched.Capabilities{Logprobs: true} }
+func (f *lpEngine) Capabilities() step.Capabilities { return step.Capabilities{Logprobs: true} }
 
 func (f *lpEngine) Release(ids []uint64) {
 	f.mu.Lock()
@@ -35,7 +35,7 @@ func (f *lpEngine) Release(ids []uint64) {
 	}
 }
 
-func (f *lpEngine) Step(_ context.Context, b *sched.Batch) error {
+func (f *lpEngine) Step(_ context.Context, b *step.Batch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range b.Seqs {
@@ -49,12 +49,12 @@ func (f *lpEngine) Step(_ context.Context, b *sched.Batch) error {
 		if n < len(f.script) {
 			id = f.script[n]
 		}
-		st.Out = sched.Token{ID: id}
+		st.Out = step.Token{ID: id}
 		if sp := st.Sampling; sp != nil && sp.Logprobs {
 			st.Out.Logprob = lpAt(n)
 			for k := range sp.TopLogprobs {
 				st.Out.TopLogprobs = append(st.Out.TopLogprobs,
-					sched.TokenLogprob{ID: (id + k) % tokenizer.NumOrdinary, Logprob: lpAt(n) - float32(k)})
+					step.TokenLogprob{ID: (id + k) % tokenizer.NumOrdinary, Logprob: lpAt(n) - float32(k)})
 			}
 		}
 	}

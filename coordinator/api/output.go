@@ -10,6 +10,7 @@ import (
 	"github.com/gptoss/server/coordinator/harmony"
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // choice turns one sequence's tokens into response text: Harmony parsing
@@ -32,7 +33,7 @@ type choice struct {
 	itl                []time.Duration
 	streamDelay        []time.Duration // delivery to write, per streamed token
 	deltas             []harmony.Delta
-	recvBuf            []sched.Token
+	recvBuf            []step.Token
 	calls              []toolCall // function calls, in order
 
 	lp *logprobTrack // nil unless the request asked for logprobs
@@ -62,7 +63,7 @@ func newChoice(index int, st *sched.Stream, g *genParams, tok *tokenizer.Tokeniz
 
 // feed consumes a batch of tokens and returns the text deltas they produce.
 // The returned slice is reused by the next call.
-func (c *choice) feed(toks []sched.Token) []harmony.Delta {
+func (c *choice) feed(toks []step.Token) []harmony.Delta {
 	c.deltas = c.deltas[:0]
 	if c.lp != nil {
 		c.lp.begin()

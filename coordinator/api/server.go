@@ -32,12 +32,13 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/step"
 )
 
 // Engine is what the API needs from the generation side: the scheduler.
 type Engine interface {
 	Submit(ctx context.Context, req *sched.Request) (*sched.Stream, error)
-	Capabilities() sched.Capabilities
+	Capabilities() step.Capabilities
 	Load() map[string]sched.Load
 	Drain()
 	Idle() bool

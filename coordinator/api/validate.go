@@ -15,8 +15,8 @@ import (
 
 	"github.com/gptoss/server/coordinator/harmony"
 	"github.com/gptoss/server/coordinator/profiles"
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // Limits caps every size a client controls. The body size itself is capped
@@ -39,7 +39,7 @@ type genParams struct {
 	profile      *profiles.Profile
 	prompt       []int
 	maxTokens    int
-	sampling     sched.Sampling
+	sampling     step.Sampling
 	stop         []string
 	n            int
 	stream       bool

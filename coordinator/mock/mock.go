@@ -1,5 +1,5 @@
 // Package mock is a fake model behind the real scheduler: it implements
-// sched.Executor with deterministic output and realistic step timing, so
+// step.Executor with deterministic output and realistic step timing, so
 // the whole serving path (admission, batching, streaming, cancellation,
 // stats, limits) runs for real on a machine with no weights and no GPU.
 //
@@ -26,8 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // Timing is the simulated cost of a step:
@@ -79,10 +79,10 @@ func (e *Executor) SetMinReply(n int) { e.minReply.Store(int64(n)) }
 
 // Capabilities: the mock has no probability distribution, so it cannot
 // return logprobs; the API refuses logprobs requests instead of faking them.
-func (e *Executor) Capabilities() sched.Capabilities { return sched.Capabilities{} }
+func (e *Executor) Capabilities() step.Capabilities { return step.Capabilities{} }
 
 // Step produces the next scripted token for every sequence that samples.
-func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
+func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 	prefill := 0
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
@@ -121,7 +121,7 @@ func (e *Executor) Step(ctx context.Context, b *sched.Batch) error {
 		}
 		s.pos++
 		s.last = id
-		st.Out = sched.Token{ID: id}
+		st.Out = step.Token{ID: id}
 	}
 	d := e.timing.Step + time.Duration(len(b.Seqs))*e.timing.PerSeq + time.Duration(prefill)*e.timing.PerPrefillToken
 	return e.sleep(ctx, d)
@@ -156,7 +156,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // script builds the whole reply for a prompt, and the token that ends it.
-func (e *Executor) script(prompt []int, sp *sched.Sampling) ([]int, int) {
+func (e *Executor) script(prompt []int, sp *step.Sampling) ([]int, int) {
 	h := fnv.New64a()
 	for _, id := range prompt {
 		_, _ = h.Write([]byte{byte(id), byte(id >> 8), byte(id >> 16)})

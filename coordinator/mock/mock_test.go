@@ -6,14 +6,14 @@ import (
 	"testing"
 
 	"github.com/gptoss/server/coordinator/harmony"
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/tokenizer"
+	"github.com/gptoss/server/shared/step"
 )
 
 // run drives one sequence through the executor the way the scheduler does.
-func run(t *testing.T, e *Executor, id uint64, prompt []int, sp *sched.Sampling, max int) []int {
+func run(t *testing.T, e *Executor, id uint64, prompt []int, sp *step.Sampling, max int) []int {
 	t.Helper()
-	b := &sched.Batch{Seqs: []sched.SeqStep{{ID: id, Tokens: prompt, Pos: 0, Sample: true, Sampling: sp}}}
+	b := &step.Batch{Seqs: []step.Seq{{ID: id, Tokens: prompt, Pos: 0, Sample: true, Sampling: sp}}}
 	var out []int
 	for len(out) < max {
 		if err := e.Step(context.Background(), b); err != nil {
@@ -35,7 +35,7 @@ func TestChatReplyIsWellFormedHarmony(t *testing.T) {
 	tok := tokenizer.Default()
 	e := New(tok, "gpt-oss-20b", Timing{})
 	prompt := harmony.Render(tok, harmony.Conversation{Messages: []harmony.Message{{Role: "user", Content: "What is Python?"}}})
-	out := run(t, e, 1, prompt, &sched.Sampling{}, 10000)
+	out := run(t, e, 1, prompt, &step.Sampling{}, 10000)
 	if out[len(out)-1] != tokenizer.Return {
 		t.Fatalf("reply does not end with <|return|>")
 	}
@@ -65,13 +65,13 @@ func TestDeterminism(t *testing.T) {
 	tok := tokenizer.Default()
 	e := New(tok, "m", Timing{})
 	prompt := tok.Encode("Once upon a time")
-	greedy := &sched.Sampling{}
+	greedy := &step.Sampling{}
 	a, b := run(t, e, 1, prompt, greedy, 500), run(t, e, 2, prompt, greedy, 500)
 	if !equal(a, b) || a[len(a)-1] != tokenizer.EndOfText {
 		t.Fatal("greedy replies differ or raw reply does not end with <|endoftext|>")
 	}
-	s1 := &sched.Sampling{Temperature: 1, Seed: 1, HasSeed: true}
-	s2 := &sched.Sampling{Temperature: 1, Seed: 2, HasSeed: true}
+	s1 := &step.Sampling{Temperature: 1, Seed: 1, HasSeed: true}
+	s2 := &step.Sampling{Temperature: 1, Seed: 2, HasSeed: true}
 	if !equal(run(t, e, 3, prompt, s1, 500), run(t, e, 4, prompt, s1, 500)) {
 		t.Fatal("same seed, different replies")
 	}
@@ -84,7 +84,7 @@ func TestMinReplyPadsOutput(t *testing.T) {
 	tok := tokenizer.Default()
 	e := New(tok, "m", Timing{})
 	e.SetMinReply(2000)
-	out := run(t, e, 1, tok.Encode("x"), &sched.Sampling{}, 5000)
+	out := run(t, e, 1, tok.Encode("x"), &step.Sampling{}, 5000)
 	if len(out) != 2001 || out[2000] != tokenizer.EndOfText {
 		t.Fatalf("reply of %d tokens", len(out))
 	}
@@ -93,7 +93,7 @@ func TestMinReplyPadsOutput(t *testing.T) {
 func TestRejectsInconsistentFeed(t *testing.T) {
 	tok := tokenizer.Default()
 	e := New(tok, "m", Timing{})
-	b := &sched.Batch{Seqs: []sched.SeqStep{{ID: 1, Tokens: []int{1, 2}, Sample: true}}}
+	b := &step.Batch{Seqs: []step.Seq{{ID: 1, Tokens: []int{1, 2}, Sample: true}}}
 	if err := e.Step(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRejectsInconsistentFeed(t *testing.T) {
 	if err := e.Step(context.Background(), b); err == nil {
 		t.Fatal("a decode step that does not follow the generated text was accepted")
 	}
-	b.Seqs[0] = sched.SeqStep{ID: 9, Tokens: []int{1}, Pos: 5}
+	b.Seqs[0] = step.Seq{ID: 9, Tokens: []int{1}, Pos: 5}
 	if err := e.Step(context.Background(), b); err == nil {
 		t.Fatal("a sequence starting mid-way was accepted")
 	}
@@ -128,7 +128,7 @@ func TestToolCallReply(t *testing.T) {
 			Parameters: []byte(`{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string"}},"required":["city"]}`)}},
 		Messages: []harmony.Message{{Role: "user", Content: "Weather in Paris?"}},
 	}
-	out := run(t, e, 1, harmony.Render(tok, conv), &sched.Sampling{}, 1000)
+	out := run(t, e, 1, harmony.Render(tok, conv), &step.Sampling{}, 1000)
 	if out[len(out)-1] != tokenizer.Call {
 		t.Fatal("a tool call must end with <|call|>")
 	}
@@ -142,7 +142,7 @@ func TestToolCallReply(t *testing.T) {
 		harmony.Message{Role: "assistant", Reasoning: msgs[0].Content, ToolCalls: []harmony.ToolCall{{Name: "get_weather", Arguments: msgs[1].Content}}},
 		harmony.Message{Role: "tool", ToolName: "get_weather", Content: `{"temp_c":21}`})
 	e.SetMinReply(0)
-	out = run(t, e, 2, harmony.Render(tok, conv), &sched.Sampling{}, 1000)
+	out = run(t, e, 2, harmony.Render(tok, conv), &step.Sampling{}, 1000)
 	msgs, _ = harmony.ParseMessages(tok, out)
 	if last := msgs[len(msgs)-1]; last.Channel != "final" || !strings.Contains(last.Content, `{"temp_c":21}`) {
 		t.Fatalf("after the tool result: %+v", msgs)

@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/gptoss/server/coordinator/natsd"
-	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/natsd"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -63,9 +63,9 @@ func BenchmarkDispatch(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer c.Shutdown()
-				bt := &sched.Batch{}
+				bt := &step.Batch{}
 				for i := range batch {
-					bt.Seqs = append(bt.Seqs, sched.SeqStep{ID: uint64(i + 1), Tokens: []int{100 + i}, Pos: 50, Sample: true, Sampling: &sched.Sampling{TopP: 1}})
+					bt.Seqs = append(bt.Seqs, step.Seq{ID: uint64(i + 1), Tokens: []int{100 + i}, Pos: 50, Sample: true, Sampling: &step.Sampling{TopP: 1}})
 				}
 				ctx := context.Background()
 				b.ResetTimer()

@@ -1,5 +1,5 @@
 // Package remote is the coordinator's side of the worker processes: it
-// implements sched.Executor over NATS (protocol in shared/wire), tracks
+// implements step.Executor over NATS (protocol in shared/wire), tracks
 // worker registration and liveness for /health, sends the load command, and
 // publishes the coordinator's own heartbeat so that workers notice a dead
 // coordinator.
@@ -27,7 +27,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -107,7 +107,7 @@ type WorkerInfo struct {
 }
 
 // Client is the coordinator's handle on the workers. It implements
-// sched.Executor.
+// step.Executor.
 type Client struct {
 	nc   *nats.Conn
 	subj wire.Subjects
@@ -123,21 +123,19 @@ type Client struct {
 	workers  map[int]*workerState // by rank; guarded by mu
 	lostSeen map[int]bool         // ranks already logged as lost; guarded by mu
 	changed  chan struct{}        // closed and replaced on every worker change; guarded by mu
-	sent     map[uint64]struct{}  // sequences whose Sampling was sent; guarded by mu
-	release  []uint64             // released since the last step; guarded by mu
-	stepID   uint64               // last step id; guarded by mu
+	enc      *wire.StepEncoder    // the step codec's coordinator half; guarded by mu
 	steps    uint64               // successful steps; guarded by mu
 	draining bool                 // guarded by mu
 	kvTokens int64                // smallest KV capacity any rank reported at load; guarded by mu
-	kv       *sched.KVGeometry    // the ranks' KV geometry (the smallest pools); guarded by mu
+	kv       *step.KVGeometry     // the ranks' KV geometry (the smallest pools); guarded by mu
 	loaded   map[int]string       // worker id per rank at the last successful load; guarded by mu
 	failedAt time.Time            // the last failed step, until every rank has been heard from since; guarded by mu
 }
 
 var (
-	_ sched.Executor = (*Client)(nil)
-	_ sched.Readier  = (*Client)(nil)
-	_ sched.Flusher  = (*Client)(nil)
+	_ step.Executor = (*Client)(nil)
+	_ step.Readier  = (*Client)(nil)
+	_ step.Flusher  = (*Client)(nil)
 )
 
 // New subscribes to worker registrations and heartbeats and starts the
@@ -171,7 +169,7 @@ func New(o Options) (*Client, error) {
 		nc: o.Conn, subj: o.Subjects, opts: o, log: o.Logger,
 		stop: make(chan struct{}), beatDone: make(chan struct{}),
 		workers: map[int]*workerState{}, lostSeen: map[int]bool{}, changed: make(chan struct{}),
-		sent: map[uint64]struct{}{},
+		enc: wire.NewStepEncoder(),
 	}
 	for _, s := range []struct {
 		subject string
@@ -474,7 +472,7 @@ func (c *Client) loadRank(ctx context.Context, rank int, data []byte) error {
 	if r.BlockSize > 0 {
 		// Every rank's pools have the same geometry in practice (same
 		// Load); if they differ, plan for the smallest.
-		g := sched.KVGeometry{BlockSize: int(r.BlockSize), Blocks: int(r.KvBlocks), SlidingBlocks: int(r.SlidingBlocks),
+		g := step.KVGeometry{BlockSize: int(r.BlockSize), Blocks: int(r.KvBlocks), SlidingBlocks: int(r.SlidingBlocks),
 			SlidingWindow: int(r.SlidingWindow)}
 		if c.kv != nil && c.kv.BlockSize == g.BlockSize {
 			g.Blocks, g.SlidingBlocks = min(g.Blocks, c.kv.Blocks), min(g.SlidingBlocks, c.kv.SlidingBlocks)
@@ -502,46 +500,23 @@ func requestErr(parent, ctx context.Context, err error, timeout time.Duration, w
 
 // Step sends one forward pass to every rank and fills Out for the sampled
 // sequences from rank 0's reply.
-func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
-	msg := &wire.Step{Seqs: make([]*wire.SeqStep, len(b.Seqs))}
-	var newlySent []uint64
+func (c *Client) Step(ctx context.Context, b *step.Batch) error {
 	c.mu.Lock()
-	c.stepID++
-	msg.StepId = c.stepID
-	msg.Release, c.release = c.release, nil
-	for i := range b.Seqs {
-		st := &b.Seqs[i]
-		ws := &wire.SeqStep{Id: st.ID, Tokens: wire.Int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
-			Blocks: wire.Int32s(st.Blocks), SlidingBlocks: wire.Int32s(st.SlidingBlocks)}
-		if _, ok := c.sent[st.ID]; !ok && st.Sampling != nil {
-			ws.Sampling = toWire(st.Sampling)
-			c.sent[st.ID] = struct{}{}
-			newlySent = append(newlySent, st.ID)
-		}
-		msg.Seqs[i] = ws
-	}
+	msg, fresh := c.enc.Encode(b)
 	c.mu.Unlock()
 
-	res, err := c.request(ctx, msg)
+	err := c.request(ctx, b, msg)
 	if err != nil {
-		// Put the release list back: the workers may not have seen it. A
-		// repeated release of an id is a no-op for them (ids are never
-		// reused). The sequences of the batch are failed and released by
-		// the scheduler, so forgetting their Sampling does not matter,
-		// but keep the set exact anyway.
+		// The workers may not have seen the step: its releases go back on
+		// the list and its Sampling will be sent again (the sequences of
+		// the batch are failed and released by the scheduler anyway).
 		c.mu.Lock()
-		c.release = append(msg.Release, c.release...)
-		for _, id := range newlySent {
-			delete(c.sent, id)
-		}
+		c.enc.Undo(msg, fresh)
 		if ctx.Err() == nil {
 			c.failedAt = time.Now()
 		}
 		c.mu.Unlock()
 		return err
-	}
-	if err := fill(b, res); err != nil {
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
 	c.mu.Lock()
 	c.steps++
@@ -549,105 +524,56 @@ func (c *Client) Step(ctx context.Context, b *sched.Batch) error {
 	return nil
 }
 
-// request sends the step and decodes rank 0's reply.
-func (c *Client) request(ctx context.Context, msg *wire.Step) (*wire.StepResult, error) {
+// request sends the step and decodes rank 0's reply into b.
+func (c *Client) request(ctx context.Context, b *step.Batch, msg *wire.Step) error {
 	data, err := wire.Marshal(msg)
 	if err != nil {
-		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, err)
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.opts.StepTimeout)
 	defer cancel()
 	m, err := c.nc.RequestWithContext(sctx, c.subj.Step(), data)
 	if err != nil {
-		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, requestErr(ctx, sctx, err, c.opts.StepTimeout, "step timeout"))
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, requestErr(ctx, sctx, err, c.opts.StepTimeout, "step timeout"))
 	}
 	var res wire.StepResult
 	if err := wire.Unmarshal(m.Data, &res); err != nil {
-		return nil, fmt.Errorf("remote: step %d: %w", msg.StepId, err)
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
-	if res.Error != "" {
-		return nil, fmt.Errorf("remote: step %d: rank %d: %s", msg.StepId, res.Rank, res.Error)
-	}
-	if res.StepId != msg.StepId {
-		return nil, fmt.Errorf("remote: step %d: reply is for step %d", msg.StepId, res.StepId)
-	}
-	return &res, nil
-}
-
-// fill copies the sampled tokens and the preemptions into the batch.
-func fill(b *sched.Batch, res *wire.StepResult) error {
-	byID := make(map[uint64]*wire.SampledToken, len(res.Tokens))
-	for _, t := range res.Tokens {
-		byID[t.SeqId] = t
-	}
-	preempted := make(map[uint64]bool, len(res.Preempted))
-	for _, id := range res.Preempted {
-		preempted[id] = true
-	}
-	for i := range b.Seqs {
-		st := &b.Seqs[i]
-		if preempted[st.ID] {
-			st.Preempted = true
-			continue
-		}
-		if !st.Sample {
-			continue
-		}
-		t := byID[st.ID]
-		if t == nil {
-			return fmt.Errorf("no token for sequence %d in the reply", st.ID)
-		}
-		if len(t.TopIds) != len(t.TopLogprobs) {
-			return fmt.Errorf("sequence %d: %d top ids but %d top logprobs", st.ID, len(t.TopIds), len(t.TopLogprobs))
-		}
-		st.Out = sched.Token{ID: int(t.Token), Logprob: t.Logprob}
-		if len(t.TopIds) > 0 {
-			st.Out.TopLogprobs = make([]sched.TokenLogprob, len(t.TopIds))
-			for j, id := range t.TopIds {
-				st.Out.TopLogprobs[j] = sched.TokenLogprob{ID: int(id), Logprob: t.TopLogprobs[j]}
-			}
-		}
+	c.mu.Lock()
+	err = c.enc.Decode(b, msg, &res)
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
 	return nil
-}
-
-func toWire(s *sched.Sampling) *wire.Sampling {
-	return &wire.Sampling{
-		Temperature: s.Temperature, TopP: s.TopP, TopK: int32(s.TopK), MinP: s.MinP,
-		Seed: s.Seed, HasSeed: s.HasSeed, PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty,
-		Logprobs: s.Logprobs, TopLogprobs: int32(s.TopLogprobs),
-	}
 }
 
 // Flush sends the pending releases in a step of their own, when there are
 // any: the scheduler calls it when it has nothing else to run.
 func (c *Client) Flush(ctx context.Context) error {
 	c.mu.Lock()
-	pending := len(c.release) > 0
+	pending := c.enc.Pending()
 	c.mu.Unlock()
 	if !pending || !c.Ready() {
 		return nil // workers that are coming back start with empty caches anyway
 	}
-	return c.Step(ctx, &sched.Batch{})
+	return c.Step(ctx, &step.Batch{})
 }
 
-// Release queues ids for the next step's release list and forgets that
-// their Sampling was sent.
+// Release queues ids for the next step's release list.
 func (c *Client) Release(ids []uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.release = append(c.release, ids...)
-	for _, id := range ids {
-		delete(c.sent, id)
-	}
+	c.enc.Release(ids)
 }
 
 // Capabilities: logprobs (the workers compute them and Step passes them
 // on) and the KV cache the workers reported.
-func (c *Client) Capabilities() sched.Capabilities {
+func (c *Client) Capabilities() step.Capabilities {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return sched.Capabilities{Logprobs: true, KVTokens: int(c.kvTokens), KV: c.kv}
+	return step.Capabilities{Logprobs: true, KVTokens: int(c.kvTokens), KV: c.kv}
 }
 
 // Workers reports every known worker, sorted by rank.

@@ -16,9 +16,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gptoss/server/coordinator/natsd"
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/shared/natsd"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -339,33 +340,33 @@ func TestLoadTimeout(t *testing.T) {
 	}
 }
 
-func seq(id uint64, pos int, sample bool, s *sched.Sampling, toks ...int) sched.SeqStep {
-	return sched.SeqStep{ID: id, Tokens: toks, Pos: pos, Sample: sample, Sampling: s}
+func seq(id uint64, pos int, sample bool, s *step.Sampling, toks ...int) step.Seq {
+	return step.Seq{ID: id, Tokens: toks, Pos: pos, Sample: sample, Sampling: s}
 }
 
 func TestStep(t *testing.T) {
 	e := newEnv(t)
 	c := e.client(t, 2, nil)
 	w0, w1 := e.worker(t, 0, 2).up(), e.worker(t, 1, 2).up()
-	s1 := &sched.Sampling{Temperature: 0.7, TopP: 0.9, TopK: 40, Seed: 5, HasSeed: true, Logprobs: true, TopLogprobs: 2}
-	s2 := &sched.Sampling{Temperature: 0}
+	s1 := &step.Sampling{Temperature: 0.7, TopP: 0.9, TopK: 40, Seed: 5, HasSeed: true, Logprobs: true, TopLogprobs: 2}
+	s2 := &step.Sampling{Temperature: 0}
 	ctx := waitCtx(t)
 
 	// Step 1: seq 1 prefills a chunk (no sample); seq 2 prefills fully.
-	b := &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, false, s1, 10, 11, 12), seq(2, 0, true, s2, 20, 21)}}
+	b := &step.Batch{Seqs: []step.Seq{seq(1, 0, false, s1, 10, 11, 12), seq(2, 0, true, s2, 20, 21)}}
 	if err := c.Step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if b.Seqs[0].Out.ID != 0 {
 		t.Fatalf("unsampled sequence got %+v", b.Seqs[0].Out)
 	}
-	want := sched.Token{ID: 22, Logprob: -0.5, TopLogprobs: []sched.TokenLogprob{{ID: 22, Logprob: -0.5}, {ID: 23, Logprob: -1.5}}}
+	want := step.Token{ID: 22, Logprob: -0.5, TopLogprobs: []step.TokenLogprob{{ID: 22, Logprob: -0.5}, {ID: 23, Logprob: -1.5}}}
 	if got := b.Seqs[1].Out; got.ID != want.ID || got.Logprob != want.Logprob || !slices.Equal(got.TopLogprobs, want.TopLogprobs) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 
 	// Step 2: both sample; sampling is not sent again. Then release 2.
-	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 3, true, s1, 13), seq(2, 2, true, s2, 22)}}
+	b = &step.Batch{Seqs: []step.Seq{seq(1, 3, true, s1, 13), seq(2, 2, true, s2, 22)}}
 	if err := c.Step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -376,12 +377,12 @@ func TestStep(t *testing.T) {
 	c.Release([]uint64{9})
 
 	// Step 3: the release list rides on it; seq 3 is new.
-	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 4, true, s1, 14), seq(3, 0, true, s2, 30)}}
+	b = &step.Batch{Seqs: []step.Seq{seq(1, 4, true, s1, 14), seq(3, 0, true, s2, 30)}}
 	if err := c.Step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	// Step 4: nothing released since.
-	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 5, true, s1, 15)}}
+	b = &step.Batch{Seqs: []step.Seq{seq(1, 5, true, s1, 15)}}
 	if err := c.Step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func TestStep(t *testing.T) {
 	// A released id that comes back (ids are not reused by the
 	// scheduler, but the set must forget) gets its sampling again.
 	c.Release([]uint64{1})
-	b = &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, s1, 1)}}
+	b = &step.Batch{Seqs: []step.Seq{seq(1, 0, true, s1, 1)}}
 	if err := c.Step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +450,7 @@ func TestStepTimeout(t *testing.T) {
 	w.set(func(w *fakeWorker) { w.noReply = true })
 	c.Release([]uint64{42})
 	t0 := time.Now()
-	err := c.Step(waitCtx(t), &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, &sched.Sampling{}, 5)}})
+	err := c.Step(waitCtx(t), &step.Batch{Seqs: []step.Seq{seq(1, 0, true, &step.Sampling{}, 5)}})
 	took := time.Since(t0)
 	if err == nil || !strings.Contains(err.Error(), "step timeout") || !strings.Contains(err.Error(), "200ms") ||
 		!errors.Is(err, context.DeadlineExceeded) {
@@ -461,7 +462,7 @@ func TestStepTimeout(t *testing.T) {
 	// The release list was not lost with the failed step, and the
 	// sampling of the failed sequence is sent again if it comes back.
 	w.set(func(w *fakeWorker) { w.noReply = false })
-	if err := c.Step(waitCtx(t), &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, &sched.Sampling{}, 5)}}); err != nil {
+	if err := c.Step(waitCtx(t), &step.Batch{Seqs: []step.Seq{seq(1, 0, true, &step.Sampling{}, 5)}}); err != nil {
 		t.Fatal(err)
 	}
 	got := w.received()
@@ -477,7 +478,7 @@ func TestStepCancelled(t *testing.T) {
 	w.set(func(w *fakeWorker) { w.noReply = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err := c.Step(ctx, &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, nil, 5)}})
+	err := c.Step(ctx, &step.Batch{Seqs: []step.Seq{seq(1, 0, true, nil, 5)}})
 	if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "step timeout") {
 		t.Fatalf("got %v", err)
 	}
@@ -486,8 +487,8 @@ func TestStepCancelled(t *testing.T) {
 func TestStepErrors(t *testing.T) {
 	e := newEnv(t)
 	c := e.client(t, 1, nil)
-	batch := func() *sched.Batch {
-		return &sched.Batch{Seqs: []sched.SeqStep{seq(1, 0, true, nil, 5), seq(2, 0, true, nil, 6)}}
+	batch := func() *step.Batch {
+		return &step.Batch{Seqs: []step.Seq{seq(1, 0, true, nil, 5), seq(2, 0, true, nil, 6)}}
 	}
 
 	// No worker subscribed: fails at once.
@@ -679,11 +680,11 @@ func TestScheduler(t *testing.T) {
 
 	ctx := waitCtx(t)
 	st, err := s.Submit(ctx, &sched.Request{Profile: p, Prompt: []int{1, 2, 3, 4, 5}, MaxTokens: 4,
-		Sampling: sched.Sampling{Temperature: 0.5}})
+		Sampling: step.Sampling{Temperature: 0.5}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var toks []sched.Token
+	var toks []step.Token
 	for {
 		got, fin, err := st.Recv(ctx, nil)
 		if err != nil {
@@ -739,7 +740,7 @@ func TestReadyAfterFailure(t *testing.T) {
 	w0.mu.Lock()
 	w0.stepErr = "collective: rank 1 did not answer"
 	w0.mu.Unlock()
-	b := &sched.Batch{Seqs: []sched.SeqStep{{ID: 1, Tokens: []int{1}, Sample: true}}}
+	b := &step.Batch{Seqs: []step.Seq{{ID: 1, Tokens: []int{1}, Sample: true}}}
 	if err := c.Step(waitCtx(t), b); err == nil {
 		t.Fatal("step succeeded")
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/step"
 )
 
 // sleepExec samples token 1 for everyone and sleeps a fixed time per step
@@ -20,13 +21,13 @@ type sleepExec struct {
 	inSteps atomic.Int64 // nanoseconds spent inside Step
 }
 
-func (*sleepExec) Capabilities() Capabilities { return Capabilities{} }
-func (*sleepExec) Release([]uint64)           {}
-func (e *sleepExec) Step(_ context.Context, b *Batch) error {
+func (*sleepExec) Capabilities() step.Capabilities { return step.Capabilities{} }
+func (*sleepExec) Release([]uint64)                {}
+func (e *sleepExec) Step(_ context.Context, b *step.Batch) error {
 	t := time.Now()
 	for i := range b.Seqs {
 		if b.Seqs[i].Sample {
-			b.Seqs[i].Out = Token{ID: 1}
+			b.Seqs[i].Out = step.Token{ID: 1}
 		}
 	}
 	time.Sleep(e.d)
@@ -53,7 +54,7 @@ func BenchmarkStep(b *testing.B) {
 					b.Fatal(err)
 				}
 				go func() {
-					var buf []Token
+					var buf []step.Token
 					for {
 						var err error
 						if buf, _, err = st.Recv(ctx, buf[:0]); err != nil {

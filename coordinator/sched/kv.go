@@ -5,38 +5,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+
+	"github.com/gptoss/server/shared/step"
 )
-
-// KVGeometry describes the workers' paged KV cache. The scheduler owns the
-// block tables: it decides which blocks hold which sequence's positions and
-// sends the tables with every step; the workers own only the memory.
-type KVGeometry struct {
-	// BlockSize is the number of token positions per block.
-	BlockSize int
-	// Blocks is the full-attention pool's size.
-	Blocks int
-	// SlidingBlocks is the sliding-window layers' pool size (their tables
-	// only need the blocks that overlap the window).
-	SlidingBlocks int
-	// SlidingWindow is the window of the sliding layers (0: none).
-	SlidingWindow int
-}
-
-// MaxTokens is the most positions one sequence can hold.
-func (g KVGeometry) MaxTokens() int { return g.Blocks * g.BlockSize }
-
-// Validate checks that the geometry can hold at least one token.
-func (g KVGeometry) Validate() error {
-	if g.BlockSize < 1 || g.Blocks < 1 || g.SlidingBlocks < 1 || g.SlidingWindow < 0 {
-		return fmt.Errorf("sched: kv geometry %+v", g)
-	}
-	// A sliding table spans the window plus the block being filled, and
-	// one more when the window straddles a block boundary.
-	if g.SlidingWindow > 0 && g.SlidingBlocks < g.SlidingWindow/g.BlockSize+2 {
-		return fmt.Errorf("sched: %d sliding blocks of %d cannot hold a window of %d", g.SlidingBlocks, g.BlockSize, g.SlidingWindow)
-	}
-	return nil
-}
 
 // blockPool is a free list of block ids with a reference count per block:
 // a block is held by every sequence whose table has it and by the prefix
@@ -93,7 +64,7 @@ type cachedBlock struct {
 // nobody uses are evicted, least recently used first, when a reservation
 // needs room. Used from the scheduler's loop goroutine only.
 type kvManager struct {
-	geo           KVGeometry
+	geo           step.KVGeometry
 	full, sliding *blockPool
 
 	prefix  bool // the prefix cache is on
@@ -104,7 +75,7 @@ type kvManager struct {
 	lookups int64     // blocks looked up
 }
 
-func newKVManager(g KVGeometry, prefix bool) *kvManager {
+func newKVManager(g step.KVGeometry, prefix bool) *kvManager {
 	return &kvManager{geo: g, full: newBlockPool(g.Blocks), sliding: newBlockPool(g.SlidingBlocks),
 		prefix: prefix, seed: maphash.MakeSeed(), cache: map[uint64]*cachedBlock{}}
 }
@@ -336,7 +307,7 @@ func (m *kvManager) usage() *KVUsage {
 
 // KVUsage is the block pools' occupancy.
 type KVUsage struct {
-	Geometry KVGeometry
+	Geometry step.KVGeometry
 	// Free blocks, blocks held by running sequences, and blocks held only
 	// by the prefix cache (free for the taking when room is needed).
 	FreeBlocks, UsedBlocks, CachedBlocks    int

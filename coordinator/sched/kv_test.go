@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/step"
 )
 
 // kvFake is a fakeExec that reports a KV geometry and checks the block
@@ -18,19 +19,19 @@ import (
 // by two live sequences at once.
 type kvFake struct {
 	*fakeExec
-	geo    KVGeometry
+	geo    step.KVGeometry
 	mu     sync.Mutex
 	tables map[uint64][2][]int // live sequences' tables
 	kv     map[[2]int]int      // (full block, offset) → token written there
 	bad    atomic.Value
 }
 
-func newKVFake(g KVGeometry) *kvFake {
+func newKVFake(g step.KVGeometry) *kvFake {
 	return &kvFake{fakeExec: newFake(), geo: g, tables: map[uint64][2][]int{}, kv: map[[2]int]int{}}
 }
 
-func (f *kvFake) Capabilities() Capabilities {
-	return Capabilities{KVTokens: f.geo.MaxTokens(), KV: &f.geo}
+func (f *kvFake) Capabilities() step.Capabilities {
+	return step.Capabilities{KVTokens: f.geo.MaxTokens(), KV: &f.geo}
 }
 
 func (f *kvFake) fail(format string, a ...any) {
@@ -39,7 +40,7 @@ func (f *kvFake) fail(format string, a ...any) {
 	}
 }
 
-func (f *kvFake) Step(ctx context.Context, b *Batch) error {
+func (f *kvFake) Step(ctx context.Context, b *step.Batch) error {
 	f.mu.Lock()
 	bs, w := f.geo.BlockSize, f.geo.SlidingWindow
 	for _, st := range b.Seqs {
@@ -123,7 +124,7 @@ func (f *kvFake) Release(ids []uint64) {
 // always consistent, it preempts and recomputes, every request completes
 // with the right tokens, and all blocks are free at the end.
 func TestSchedulerOwnsBlockTables(t *testing.T) {
-	g := KVGeometry{BlockSize: 4, Blocks: 24, SlidingBlocks: 12, SlidingWindow: 8}
+	g := step.KVGeometry{BlockSize: 4, Blocks: 24, SlidingBlocks: 12, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 16, 6, 100)
 	var preemptions atomic.Int64
@@ -165,7 +166,7 @@ func TestSchedulerOwnsBlockTables(t *testing.T) {
 // Long sequences keep a bounded number of sliding blocks: the ones behind
 // the window go back to the pool as the sequence advances.
 func TestSlidingBlocksTrimmed(t *testing.T) {
-	g := KVGeometry{BlockSize: 4, Blocks: 64, SlidingBlocks: 4, SlidingWindow: 8}
+	g := step.KVGeometry{BlockSize: 4, Blocks: 64, SlidingBlocks: 4, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 4, 8, 10)
 	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
@@ -185,7 +186,7 @@ func TestSlidingBlocksTrimmed(t *testing.T) {
 // uses are evicted rather than preempting anyone; the accounting holds
 // after every step (checkKV).
 func TestPrefixCache(t *testing.T) {
-	g := KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
+	g := step.KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 8, 64, 100)
 	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
@@ -240,7 +241,7 @@ func TestPrefixCache(t *testing.T) {
 
 // With the cache off nothing is shared.
 func TestPrefixCacheOff(t *testing.T) {
-	g := KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
+	g := step.KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 8, 64, 100)
 	s := New(f, profiles.Set{"p": p}, Options{checkKV: true, NoPrefixCache: true})
@@ -265,7 +266,7 @@ func FuzzKVManager(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
 	f.Add([]byte{3, 3, 3, 200, 7, 7, 7, 100, 9, 9, 250, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		g := KVGeometry{BlockSize: 4, Blocks: 24, SlidingBlocks: 10, SlidingWindow: 8}
+		g := step.KVGeometry{BlockSize: 4, Blocks: 24, SlidingBlocks: 10, SlidingWindow: 8}
 		m := newKVManager(g, true)
 		prompts := [][]int{prompt(13), prompt(21), append(prompt(9), 77, 78, 79, 80), prompt(5)}
 		var live []*sequence

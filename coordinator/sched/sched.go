@@ -4,9 +4,11 @@
 // leaves the batch between any two steps), hands each step to an Executor
 // and delivers the sampled tokens to the waiting HTTP handlers.
 //
-// The Executor is the boundary behind which the model runs: the mock engine
-// today, the NATS-connected tensor-parallel workers later. The API layer only
-// sees Submit and Stream, so swapping the executor changes nothing above.
+// The executor (step.Executor, the contract in shared/step) is the boundary
+// behind which the model runs: the mock engine (coordinator/mock) or the
+// tensor-parallel worker processes over NATS (coordinator/remote). The API
+// layer only sees Submit and Stream, so swapping the executor changes
+// nothing above.
 //
 // Concurrency: one goroutine (the loop) owns the running batch and calls the
 // Executor; Submit and the Stream methods are safe from any goroutine. Lock
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/step"
 )
 
 // Errors returned by Submit and carried in Final.Err. The API layer maps
@@ -64,21 +67,6 @@ const (
 	FinishError     FinishReason = "error"
 )
 
-// Sampling carries the sampling parameters to the executor, which samples
-// (on the workers, rank 0 does).
-type Sampling struct {
-	Temperature      float64
-	TopP             float64
-	TopK             int
-	MinP             float64
-	Seed             int64
-	HasSeed          bool
-	PresencePenalty  float64
-	FrequencyPenalty float64
-	Logprobs         bool
-	TopLogprobs      int
-}
-
 // Request is one sequence to generate.
 type Request struct {
 	// ID is the caller's request id, for logs.
@@ -92,23 +80,7 @@ type Request struct {
 	// StopTokens end generation when sampled; the stop token is delivered
 	// (so the caller can tell <|call|> from <|return|>) and counted.
 	StopTokens []int
-	Sampling   Sampling
-}
-
-// Token is one generated token as delivered to the caller.
-type Token struct {
-	ID int
-	// Logprob of ID, and the most likely alternatives when requested.
-	Logprob     float32
-	TopLogprobs []TokenLogprob
-	// At is when the scheduler delivered the token.
-	At time.Time
-}
-
-// TokenLogprob is one alternative token and its log probability.
-type TokenLogprob struct {
-	ID      int
-	Logprob float32
+	Sampling   step.Sampling
 }
 
 // Final is the end of a sequence.
@@ -121,78 +93,6 @@ type Final struct {
 	CompletionTokens int
 	// Queue is the time from Submit to admission into the batch.
 	Queue time.Duration
-}
-
-// Capabilities tells the API layer what the executor can honour, so that it
-// refuses what it cannot instead of silently ignoring it.
-type Capabilities struct {
-	Logprobs bool
-	// KVTokens is the most tokens one sequence can hold in the KV cache
-	// (0: unknown); a request that could never fit is refused at admission.
-	KVTokens int
-	// KV, when set, is the geometry of a paged KV cache whose block tables
-	// the scheduler owns: every SeqStep then carries its tables. Nil for
-	// executors that keep their own memory (the mock).
-	KV *KVGeometry
-}
-
-// Executor runs forward passes. Step and Release are only ever called from
-// the scheduler's loop goroutine.
-type Executor interface {
-	// Step runs one forward pass over the batch and fills Out for every
-	// entry with Sample set. An error fails every sequence in the batch.
-	Step(ctx context.Context, b *Batch) error
-	// Release frees the executor-side state (KV cache) of sequences that
-	// will not be stepped again.
-	Release(ids []uint64)
-	// Capabilities reports what the executor supports.
-	Capabilities() Capabilities
-}
-
-// Readier is implemented by executors that can be unable to step for a
-// while (workers restarting and reloading after a crash). The scheduler
-// does not step while Ready is false; queued and running requests keep
-// their timeouts and cancellations meanwhile.
-type Readier interface {
-	Ready() bool
-}
-
-// Flusher is implemented by executors that batch releases into the next
-// step (the workers' release list): the scheduler flushes them when it has
-// nothing to run, so an idle server holds no KV blocks for finished
-// requests.
-type Flusher interface {
-	Flush(ctx context.Context) error
-}
-
-// Batch is one step.
-type Batch struct {
-	Seqs []SeqStep
-}
-
-// SeqStep is one sequence's part of a step.
-type SeqStep struct {
-	// ID identifies the sequence across steps (its KV state).
-	ID uint64
-	// Tokens are this step's input: a chunk of the prompt, or the previous
-	// generated token when decoding.
-	Tokens []int
-	// Pos is the position of Tokens[0] in the sequence.
-	Pos int
-	// Sample asks for a next token (last prefill chunk, or decode).
-	Sample   bool
-	Sampling *Sampling
-	// Blocks and SlidingBlocks are the sequence's block tables (when the
-	// executor's Capabilities has KV): the full-attention table covers
-	// positions [0, Pos+len(Tokens)); the sliding table too, with -1 for
-	// blocks wholly behind the window. Valid until the next step.
-	Blocks, SlidingBlocks []int
-	// Out is filled by the executor when Sample is set.
-	Out Token
-	// Preempted is set by the executor when it could not make room for
-	// this sequence (KV cache full): it ran nothing for it and dropped its
-	// state. The scheduler requeues it to be recomputed from its tokens.
-	Preempted bool
 }
 
 // Options configures a Scheduler.
@@ -232,7 +132,7 @@ type Load struct {
 
 // Scheduler batches sequences over an Executor.
 type Scheduler struct {
-	exec Executor
+	exec step.Executor
 	opts Options
 	log  *zap.Logger
 
@@ -260,7 +160,7 @@ type Scheduler struct {
 }
 
 // New starts a scheduler over exec for the given profiles.
-func New(exec Executor, set profiles.Set, opts Options) *Scheduler {
+func New(exec step.Executor, set profiles.Set, opts Options) *Scheduler {
 	if opts.MaxRunning <= 0 {
 		opts.MaxRunning = 1024
 	}
@@ -292,7 +192,7 @@ func New(exec Executor, set profiles.Set, opts Options) *Scheduler {
 }
 
 // Capabilities reports what the executor supports.
-func (s *Scheduler) Capabilities() Capabilities { return s.exec.Capabilities() }
+func (s *Scheduler) Capabilities() step.Capabilities { return s.exec.Capabilities() }
 
 // Submit queues a request. It fails fast, before any output, when the
 // profile's queue is full or the server is draining, so the API can answer
@@ -394,7 +294,7 @@ func (s *Scheduler) loop() {
 	defer close(s.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var b Batch
+	var b step.Batch
 	var unready time.Time // since when the executor has not been ready with work waiting
 	for {
 		select {
@@ -407,7 +307,7 @@ func (s *Scheduler) loop() {
 		s.admit()
 		if len(s.batch) == 0 {
 			s.noteKV(true)
-			if f, ok := s.exec.(Flusher); ok {
+			if f, ok := s.exec.(step.Flusher); ok {
 				if err := f.Flush(ctx); err != nil {
 					s.log.Warn("flushing releases failed", zap.Error(err))
 				}
@@ -423,7 +323,7 @@ func (s *Scheduler) loop() {
 			t.Stop()
 			continue
 		}
-		if r, ok := s.exec.(Readier); ok && !r.Ready() {
+		if r, ok := s.exec.(step.Readier); ok && !r.Ready() {
 			// Workers are coming back: hold the batch (reap above still
 			// ends cancelled and expired requests), but not forever.
 			if unready.IsZero() {
@@ -546,7 +446,7 @@ func (s *Scheduler) admit() {
 // sequence, then prompt chunks in admission order within the step budget.
 // A sequence feeds the part of its tokens not yet in the KV cache (all of
 // them after a preemption) and samples when the chunk reaches the end.
-func (s *Scheduler) build(b *Batch) {
+func (s *Scheduler) build(b *step.Batch) {
 	b.Seqs = b.Seqs[:0]
 	budget := s.opts.MaxStepTokens
 	for _, q := range s.batch {
@@ -609,7 +509,7 @@ func (s *Scheduler) build(b *Batch) {
 		}
 		q.stepIdx = len(b.Seqs)
 		q.stepChunk = n
-		b.Seqs = append(b.Seqs, SeqStep{
+		b.Seqs = append(b.Seqs, step.Seq{
 			ID: q.id, Tokens: q.tokens[q.prefilled : q.prefilled+n], Pos: q.prefilled,
 			Sample: q.prefilled+n == len(q.tokens), Sampling: &q.req.Sampling,
 			Blocks: q.blocks, SlidingBlocks: q.sliding,
@@ -677,7 +577,7 @@ func (s *Scheduler) noteKV(idle bool) {
 
 // deliver hands sampled tokens to their streams and retires sequences that
 // hit a stop token or their budget.
-func (s *Scheduler) deliver(b *Batch) {
+func (s *Scheduler) deliver(b *step.Batch) {
 	now := time.Now()
 	s.retire(func(q *sequence) bool {
 		if q.stepIdx < 0 {

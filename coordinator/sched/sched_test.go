@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/step"
 )
 
 // fakeExec returns token = 1000 + position of the sampled token, and
@@ -19,7 +20,7 @@ type fakeExec struct {
 	maxBatch int
 	maxChunk int
 	steps    int
-	fail     func(*Batch) error
+	fail     func(*step.Batch) error
 	delay    time.Duration
 	stopAt   int // emit stop token 7 at this generated index (0: never)
 	gen      map[uint64]int
@@ -30,9 +31,9 @@ type fakeExec struct {
 
 func newFake() *fakeExec { return &fakeExec{state: map[uint64]int{}, gen: map[uint64]int{}} }
 
-func (f *fakeExec) Capabilities() Capabilities { return Capabilities{} }
+func (f *fakeExec) Capabilities() step.Capabilities { return step.Capabilities{} }
 
-func (f *fakeExec) Step(ctx context.Context, b *Batch) error {
+func (f *fakeExec) Step(ctx context.Context, b *step.Batch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.steps++
@@ -64,7 +65,7 @@ func (f *fakeExec) Step(ctx context.Context, b *Batch) error {
 			if f.stopAt > 0 && f.gen[st.ID] == f.stopAt {
 				id = 7
 			}
-			st.Out = Token{ID: id}
+			st.Out = step.Token{ID: id}
 		}
 	}
 	if f.delay > 0 {
@@ -94,11 +95,11 @@ func testProfile(name string, maxBatch, chunk, queue int) *profiles.Profile {
 		Scheduling: profiles.Scheduling{MaxBatch: maxBatch, PrefillChunk: chunk, QueueLimit: queue, QueueTimeout: 5 * time.Second}}
 }
 
-func collect(t *testing.T, st *Stream) ([]Token, *Final) {
+func collect(t *testing.T, st *Stream) ([]step.Token, *Final) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var all []Token
+	var all []step.Token
 	for {
 		toks, f, err := st.Recv(ctx, nil)
 		if err != nil {
@@ -262,7 +263,7 @@ func TestStepBudgetInterleavesPrefill(t *testing.T) {
 func TestStepFailureRetried(t *testing.T) {
 	f := newFake()
 	var once sync.Once
-	f.fail = func(b *Batch) error {
+	f.fail = func(b *step.Batch) error {
 		var err error
 		once.Do(func() { err = errors.New("boom") })
 		return err
@@ -287,7 +288,7 @@ func TestStepFailureRetried(t *testing.T) {
 func TestPoisonRequestRefusedOthersFinish(t *testing.T) {
 	f := newFake()
 	f.delay = time.Millisecond
-	f.fail = func(b *Batch) error {
+	f.fail = func(b *step.Batch) error {
 		for _, st := range b.Seqs {
 			if st.Pos == 0 && len(st.Tokens) == 7 { // the poison prompt's first chunk
 				return errors.New("worker crashed")

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gptoss/server/shared/step"
 )
 
 // sequence is one request inside the scheduler. Fields above mu are fixed at
@@ -20,15 +22,15 @@ type sequence struct {
 	stopped  atomic.Bool // Stream.Cancel was called
 
 	mu      sync.Mutex
-	pending []Token // delivered, not yet received; guarded by mu
-	final   *Final  // guarded by mu
+	pending []step.Token // delivered, not yet received; guarded by mu
+	final   *Final       // guarded by mu
 
 	admitted  time.Time
 	tokens    []int // prompt, then every generated token
 	prefilled int   // leading tokens held in the executor's KV cache
 	generated int
 	stepChunk int
-	stepIdx   int // index in the current Batch, -1 when not in it
+	stepIdx   int // index in the current step.Batch, -1 when not in it
 	strikes   int // failed steps this sequence was in
 	// Block tables (when the scheduler manages the KV cache): full
 	// attention, and sliding window with -1 behind the window.
@@ -57,7 +59,7 @@ func (q *sequence) dead() (FinishReason, error, bool) {
 // request_timeout).
 var ErrDeadline = errors.New("sched: request deadline exceeded")
 
-func (q *sequence) push(t Token) {
+func (q *sequence) push(t step.Token) {
 	q.mu.Lock()
 	q.pending = append(q.pending, t)
 	q.mu.Unlock()
@@ -90,7 +92,7 @@ type Stream struct {
 // last call to buf and returns it, with the Final once the sequence ended
 // (tokens delivered before the end come in the same call). It returns
 // ctx.Err() if ctx ends first.
-func (s *Stream) Recv(ctx context.Context, buf []Token) ([]Token, *Final, error) {
+func (s *Stream) Recv(ctx context.Context, buf []step.Token) ([]step.Token, *Final, error) {
 	q := s.seq
 	for {
 		q.mu.Lock()

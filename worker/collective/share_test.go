@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/gptoss/server/coordinator/natsd"
+	"github.com/gptoss/server/shared/natsd"
 	"github.com/gptoss/server/shared/wire"
 )
 

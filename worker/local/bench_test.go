@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/worker/engine"
 )
 
@@ -42,8 +42,8 @@ func benchDecodeStep(b *testing.B, n int, temp float64) {
 	m.ReuseLogits = true // as the worker runs it
 	e := New(m, &w.Config)
 	alloc := engine.NewAllocator(n * perSeq)
-	sampling := &sched.Sampling{Temperature: temp, TopP: 1, Seed: 1, HasSeed: true}
-	batch := &sched.Batch{Seqs: make([]sched.SeqStep, n)}
+	sampling := &step.Sampling{Temperature: temp, TopP: 1, Seed: 1, HasSeed: true}
+	batch := &step.Batch{Seqs: make([]step.Seq, n)}
 	ids := make([]uint64, n)
 	gen := uint64(0)
 	start := func() { // fresh sequences with their prompts prefilled

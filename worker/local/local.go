@@ -1,8 +1,8 @@
-// Package local runs the engine in-process behind the coordinator's
-// scheduler boundary (sched.Executor): it keeps a sampler per sequence and
-// turns each scheduler step, with the scheduler's block tables, into one
-// engine step. Worker processes run it behind NATS; tests run it in
-// process under the real scheduler and API.
+// Package local runs the engine in-process behind the executor contract
+// (step.Executor, shared/step): it keeps a sampler per sequence and turns
+// each scheduler step, with the scheduler's block tables, into one engine
+// step. Worker processes run it behind NATS (worker/service);
+// scripts/integration runs it in process under the real scheduler and API.
 package local
 
 import (
@@ -13,8 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/sample"
 )
@@ -26,7 +26,7 @@ type Model interface {
 	Geometry() engine.KVGeometry
 }
 
-// Executor is an in-process sched.Executor over a Model. The
+// Executor is an in-process step.Executor over a Model. The
 // scheduler owns the KV block tables (they come with every step); the
 // executor keeps a sampler and the cached length per sequence.
 type Executor struct {
@@ -51,9 +51,9 @@ func New(m Model, cfg *model.Config) *Executor {
 
 // Capabilities: logprobs (the sampler computes them and Step passes them
 // on) and the KV geometry the scheduler allocates in.
-func (e *Executor) Capabilities() sched.Capabilities {
+func (e *Executor) Capabilities() step.Capabilities {
 	g := e.m.Geometry()
-	return sched.Capabilities{Logprobs: true, KVTokens: g.Blocks * g.BlockSize, KV: &sched.KVGeometry{
+	return step.Capabilities{Logprobs: true, KVTokens: g.Blocks * g.BlockSize, KV: &step.KVGeometry{
 		BlockSize: g.BlockSize, Blocks: g.Blocks, SlidingBlocks: g.SlidingBlocks, SlidingWindow: e.window}}
 }
 
@@ -68,7 +68,7 @@ func slidingWindow(c *model.Config) int {
 }
 
 // Step runs one engine step for the batch and samples where asked.
-func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
+func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	e.steps, e.owners = e.steps[:0], e.owners[:0]
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
@@ -126,9 +126,9 @@ func (e *Executor) Step(_ context.Context, b *sched.Batch) error {
 			return
 		}
 		sp.Accept(r.Token)
-		out := sched.Token{ID: r.Token, Logprob: r.Logprob}
+		out := step.Token{ID: r.Token, Logprob: r.Logprob}
 		for _, t := range r.Top {
-			out.TopLogprobs = append(out.TopLogprobs, sched.TokenLogprob{ID: t.ID, Logprob: t.Logprob})
+			out.TopLogprobs = append(out.TopLogprobs, step.TokenLogprob{ID: t.ID, Logprob: t.Logprob})
 		}
 		st.Out = out
 	})
@@ -157,7 +157,7 @@ func parallel(n int, f func(int)) {
 	wg.Wait()
 }
 
-func newSampler(p *sched.Sampling) (*sample.Sampler, error) {
+func newSampler(p *step.Sampling) (*sample.Sampler, error) {
 	sp := sample.Params{TopP: 1}
 	if p != nil {
 		sp = sample.Params{Temperature: p.Temperature, TopP: p.TopP, TopK: p.TopK, MinP: p.MinP,

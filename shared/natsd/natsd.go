@@ -1,9 +1,14 @@
-// Package natsd runs the NATS server embedded in the coordinator: the bus
-// between the coordinator and its worker processes (subjects and messages in
-// shared/wire). It listens on loopback by default, requires a token that the
-// coordinator hands to the workers it launches, accepts messages up to
-// wire.MaxMessage, runs without JetStream, leaves signals to the coordinator
-// and writes its logs through zap.
+// Package natsd runs the NATS server of a deployment: embedded in the
+// coordinator by default, the bus between it and its worker processes
+// (subjects and messages in shared/wire). It listens on loopback by
+// default, requires a token that the coordinator hands to the workers it
+// launches, accepts messages up to wire.MaxMessage, runs without JetStream,
+// leaves signals to its host process and writes its logs through zap.
+//
+// It lives in shared/ because its limits are part of the wire contract:
+// the tests of both sides (the worker's collective and service, the
+// coordinator's remote client) run against this server, configured as in
+// production, so that a message the bus would refuse fails a test too.
 //
 //	srv, err := natsd.Start(natsd.Options{Logger: log.Named("nats")})
 //	...

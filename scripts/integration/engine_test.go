@@ -1,4 +1,4 @@
-package local
+package integration
 
 import (
 	"bufio"
@@ -21,6 +21,7 @@ import (
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/worker/engine"
+	"github.com/gptoss/server/worker/local"
 )
 
 func newModel(t testing.TB, cfg model.Config, w *engine.Weights, blocks, sliding int) *engine.Model {
@@ -117,7 +118,7 @@ func matchAlone(t *testing.T, ref *engine.Model, prompts, got [][]int, n int) {
 
 // waitAllFree waits until every KV block is back in the scheduler's pools
 // and the executor holds no sequence.
-func waitAllFree(t *testing.T, s *sched.Scheduler, exec *Executor) {
+func waitAllFree(t *testing.T, s *sched.Scheduler, exec *local.Executor) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
@@ -148,7 +149,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 	cfg.Vocab, cfg.SlidingWindow = 400, 8
 	w := engine.DummyWeights(cfg, 11, 0)
 	ref := newModel(t, cfg, w, 64, 0)
-	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
+	exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
 	profs := testProfiles(t)
 	p := profs["balanced"]
 	s := sched.New(exec, profs, sched.Options{MaxStepTokens: 24})
@@ -170,7 +171,7 @@ func TestSchedulerOverEngine(t *testing.T) {
 func TestChatAPIOverEngine(t *testing.T) {
 	cfg := model.Presets["tiny"].Architecture()
 	w := engine.DummyWeights(cfg, 5, 0)
-	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
+	exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
 	profs := testProfiles(t)
 	reg := prometheus.NewRegistry()
 	rec, err := stats.New(profs.Names(), reg)
@@ -251,7 +252,7 @@ func TestKVExhaustionPreempts(t *testing.T) {
 	ref := newModel(t, cfg, w, 64, 0)
 	// 12 blocks of 8 tokens: each sequence needs 4 (≤ 32 tokens), so at
 	// most three run at once out of eight.
-	exec := New(newModel(t, cfg, w, 12, 12), &cfg)
+	exec := local.New(newModel(t, cfg, w, 12, 12), &cfg)
 	profs := testProfiles(t)
 	p := profs["balanced"]
 	preemptions := 0
@@ -285,7 +286,7 @@ func TestPrefixCacheOverEngine(t *testing.T) {
 	cfg.Vocab, cfg.SlidingWindow = 400, 8
 	w := engine.DummyWeights(cfg, 11, 0)
 	ref := newModel(t, cfg, w, 64, 0)
-	exec := New(newModel(t, cfg, w, 256, 64), &cfg)
+	exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
 	profs := testProfiles(t)
 	p := profs["balanced"]
 	s := sched.New(exec, profs, sched.Options{})

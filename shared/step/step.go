@@ -1,0 +1,158 @@
+// Package step is the executor contract: what the coordinator's scheduler
+// hands to whatever runs the model for one forward step, and what comes
+// back. The scheduler (coordinator/sched) produces Batches; executors
+// consume them: the mock engine and the worker client over NATS in the
+// coordinator (coordinator/mock, coordinator/remote), the in-process engine
+// executor in the worker (worker/local). It lives in shared/ because both
+// sides of the NATS boundary speak it: shared/wire encodes a Batch into a
+// Step message on the coordinator and decodes it back on the worker, so the
+// worker binary never links the coordinator's scheduler, profiles or
+// configuration.
+//
+// The package holds only types and their invariants; no behaviour beyond
+// what a value can check about itself.
+package step
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Sampling carries a sequence's sampling parameters to the executor, which
+// samples (on the workers, rank 0 does).
+type Sampling struct {
+	Temperature      float64
+	TopP             float64
+	TopK             int
+	MinP             float64
+	Seed             int64
+	HasSeed          bool
+	PresencePenalty  float64
+	FrequencyPenalty float64
+	Logprobs         bool
+	TopLogprobs      int
+}
+
+// Token is one generated token as delivered to the caller.
+type Token struct {
+	ID int
+	// Logprob of ID, and the most likely alternatives when requested.
+	Logprob     float32
+	TopLogprobs []TokenLogprob
+	// At is when the scheduler delivered the token (set by the scheduler,
+	// not by executors).
+	At time.Time
+}
+
+// TokenLogprob is one alternative token and its log probability.
+type TokenLogprob struct {
+	ID      int
+	Logprob float32
+}
+
+// Batch is one step: the sequences that run in it.
+type Batch struct {
+	Seqs []Seq
+}
+
+// Seq is one sequence's part of a step.
+type Seq struct {
+	// ID identifies the sequence across steps (its KV state). IDs are
+	// never reused within a coordinator's life.
+	ID uint64
+	// Tokens are this step's input: a chunk of the prompt, or the previous
+	// generated token when decoding.
+	Tokens []int
+	// Pos is the position of Tokens[0] in the sequence.
+	Pos int
+	// Sample asks for a next token (last prefill chunk, or decode).
+	Sample   bool
+	Sampling *Sampling
+	// Blocks and SlidingBlocks are the sequence's block tables (when the
+	// executor's Capabilities has KV): the full-attention table covers
+	// positions [0, Pos+len(Tokens)); the sliding table too, with -1 for
+	// blocks wholly behind the window. Valid until the next step.
+	Blocks, SlidingBlocks []int
+	// Out is filled by the executor when Sample is set.
+	Out Token
+	// Preempted is set by the executor when it could not make room for
+	// this sequence (KV cache full): it ran nothing for it and dropped its
+	// state. The scheduler requeues it to be recomputed from its tokens.
+	Preempted bool
+}
+
+// Capabilities tells the API layer and the scheduler what the executor can
+// honour, so that they refuse what it cannot instead of silently ignoring
+// it.
+type Capabilities struct {
+	Logprobs bool
+	// KVTokens is the most tokens one sequence can hold in the KV cache
+	// (0: unknown); a request that could never fit is refused at admission.
+	KVTokens int
+	// KV, when set, is the geometry of a paged KV cache whose block tables
+	// the scheduler owns: every Seq then carries its tables. Nil for
+	// executors that keep their own memory (the mock).
+	KV *KVGeometry
+}
+
+// KVGeometry describes the workers' paged KV cache. The scheduler owns the
+// block tables: it decides which blocks hold which sequence's positions and
+// sends the tables with every step; the workers own only the memory.
+type KVGeometry struct {
+	// BlockSize is the number of token positions per block.
+	BlockSize int
+	// Blocks is the full-attention pool's size.
+	Blocks int
+	// SlidingBlocks is the sliding-window layers' pool size (their tables
+	// only need the blocks that overlap the window).
+	SlidingBlocks int
+	// SlidingWindow is the window of the sliding layers (0: none).
+	SlidingWindow int
+}
+
+// MaxTokens is the most positions one sequence can hold.
+func (g KVGeometry) MaxTokens() int { return g.Blocks * g.BlockSize }
+
+// Validate checks that the geometry can hold at least one token.
+func (g KVGeometry) Validate() error {
+	if g.BlockSize < 1 || g.Blocks < 1 || g.SlidingBlocks < 1 || g.SlidingWindow < 0 {
+		return fmt.Errorf("step: kv geometry %+v", g)
+	}
+	// A sliding table spans the window plus the block being filled, and
+	// one more when the window straddles a block boundary.
+	if g.SlidingWindow > 0 && g.SlidingBlocks < g.SlidingWindow/g.BlockSize+2 {
+		return fmt.Errorf("step: %d sliding blocks of %d cannot hold a window of %d", g.SlidingBlocks, g.BlockSize, g.SlidingWindow)
+	}
+	return nil
+}
+
+// Executor runs forward passes. Step and Release are only ever called from
+// one goroutine at a time (the scheduler's loop, or the worker's model
+// goroutine).
+type Executor interface {
+	// Step runs one forward pass over the batch and fills Out for every
+	// entry with Sample set. An error fails every sequence in the batch.
+	Step(ctx context.Context, b *Batch) error
+	// Release frees the executor-side state (KV cache) of sequences that
+	// will not be stepped again.
+	Release(ids []uint64)
+	// Capabilities reports what the executor supports.
+	Capabilities() Capabilities
+}
+
+// Readier is implemented by executors that can be unable to step for a
+// while (workers restarting and reloading after a crash). The scheduler
+// does not step while Ready is false; queued and running requests keep
+// their timeouts and cancellations meanwhile.
+type Readier interface {
+	Ready() bool
+}
+
+// Flusher is implemented by executors that batch releases into the next
+// step (the workers' release list): the scheduler flushes them when it has
+// nothing to run, so an idle server holds no KV blocks for finished
+// requests.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}

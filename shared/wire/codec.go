@@ -1,0 +1,219 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/gptoss/server/shared/step"
+)
+
+// The step codec: both halves of the conversion between the executor
+// contract (shared/step) and the Step and StepResult messages, kept in one
+// file so that one round-trip test ties the coordinator's encoder to the
+// worker's decoder.
+//
+// Two pieces of protocol state live on each side:
+//   - a sequence's Sampling travels with its first step only (it is the
+//     same for every later step, and steps are the hot path); the encoder
+//     remembers what it sent, the decoder what it received;
+//   - releases are not sent on their own: they ride on the next step's
+//     release list, and the decoder forgets their Sampling before it runs
+//     the step.
+//
+// A preempted sequence's Sampling is forgotten on both sides (the
+// scheduler recomputes it as a new sequence, which sends it again), as is
+// every sequence's when a step fails on the coordinator's side.
+
+// StepEncoder is the coordinator's half: it turns the scheduler's batches
+// into Step messages and fills the batches from the StepResults. Not safe
+// for concurrent use; the caller serialises it (the scheduler's loop calls
+// it, under the remote client's lock).
+type StepEncoder struct {
+	sent    map[uint64]struct{} // sequences whose Sampling was sent
+	release []uint64            // released since the last step
+	id      uint64              // last step id
+}
+
+// NewStepEncoder returns an encoder that has sent nothing yet.
+func NewStepEncoder() *StepEncoder { return &StepEncoder{sent: map[uint64]struct{}{}} }
+
+// Encode builds the Step message of b with a fresh step id, the pending
+// releases and the Sampling of every sequence that has not sent it yet.
+// fresh lists those sequences, for Undo.
+func (e *StepEncoder) Encode(b *step.Batch) (msg *Step, fresh []uint64) {
+	e.id++
+	msg = &Step{StepId: e.id, Seqs: make([]*SeqStep, len(b.Seqs))}
+	msg.Release, e.release = e.release, nil
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
+			Blocks: Int32s(st.Blocks), SlidingBlocks: Int32s(st.SlidingBlocks)}
+		if _, ok := e.sent[st.ID]; !ok && st.Sampling != nil {
+			ws.Sampling = SamplingToWire(st.Sampling)
+			e.sent[st.ID] = struct{}{}
+			fresh = append(fresh, st.ID)
+		}
+		msg.Seqs[i] = ws
+	}
+	return msg, fresh
+}
+
+// Undo takes back an Encode whose step may not have reached the workers:
+// its releases go back to the front of the pending list (a repeated release
+// is a no-op for the workers: ids are never reused) and its fresh
+// sequences will send their Sampling again.
+func (e *StepEncoder) Undo(msg *Step, fresh []uint64) {
+	e.release = append(msg.Release, e.release...)
+	for _, id := range fresh {
+		delete(e.sent, id)
+	}
+}
+
+// Release queues ids for the next step's release list and forgets that
+// their Sampling was sent.
+func (e *StepEncoder) Release(ids []uint64) {
+	e.release = append(e.release, ids...)
+	for _, id := range ids {
+		delete(e.sent, id)
+	}
+}
+
+// Pending reports whether releases wait for a step.
+func (e *StepEncoder) Pending() bool { return len(e.release) > 0 }
+
+// Decode checks rank 0's reply to msg and copies its sampled tokens and
+// preemptions into b, the batch msg was encoded from. A preempted
+// sequence's Sampling is forgotten: it is sent again when the sequence is
+// recomputed.
+func (e *StepEncoder) Decode(b *step.Batch, msg *Step, res *StepResult) error {
+	if res.Error != "" {
+		return fmt.Errorf("rank %d: %s", res.Rank, res.Error)
+	}
+	if res.StepId != msg.StepId {
+		return fmt.Errorf("reply is for step %d", res.StepId)
+	}
+	byID := make(map[uint64]*SampledToken, len(res.Tokens))
+	for _, t := range res.Tokens {
+		byID[t.SeqId] = t
+	}
+	preempted := make(map[uint64]bool, len(res.Preempted))
+	for _, id := range res.Preempted {
+		preempted[id] = true
+	}
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		if preempted[st.ID] {
+			st.Preempted = true
+			delete(e.sent, st.ID)
+			continue
+		}
+		if !st.Sample {
+			continue
+		}
+		t := byID[st.ID]
+		if t == nil {
+			return fmt.Errorf("no token for sequence %d in the reply", st.ID)
+		}
+		if len(t.TopIds) != len(t.TopLogprobs) {
+			return fmt.Errorf("sequence %d: %d top ids but %d top logprobs", st.ID, len(t.TopIds), len(t.TopLogprobs))
+		}
+		st.Out = step.Token{ID: int(t.Token), Logprob: t.Logprob}
+		if len(t.TopIds) > 0 {
+			st.Out.TopLogprobs = make([]step.TokenLogprob, len(t.TopIds))
+			for j, id := range t.TopIds {
+				st.Out.TopLogprobs[j] = step.TokenLogprob{ID: int(id), Logprob: t.TopLogprobs[j]}
+			}
+		}
+	}
+	return nil
+}
+
+// StepDecoder is the worker's half: it turns Step messages back into
+// batches for its executor and the executor's output into StepResults.
+// Not safe for concurrent use (the worker's model goroutine owns it).
+type StepDecoder struct {
+	sampling map[uint64]*step.Sampling // received with each sequence's first step
+	seen     map[uint64]bool           // ids of the step being decoded
+	batch    step.Batch                // reused from step to step
+}
+
+// NewStepDecoder returns a decoder that knows no sequence yet.
+func NewStepDecoder() *StepDecoder {
+	return &StepDecoder{sampling: map[uint64]*step.Sampling{}, seen: map[uint64]bool{}}
+}
+
+// Decode applies msg's release list (forgetting those sequences'
+// Sampling) and returns msg's batch. The batch and its slices are valid
+// until the next Decode. A malformed message (an empty or repeated
+// sequence) is an error; its releases are applied all the same, since the
+// caller releases them from its executor too.
+func (d *StepDecoder) Decode(msg *Step) (*step.Batch, error) {
+	for _, id := range msg.Release {
+		delete(d.sampling, id)
+	}
+	clear(d.seen)
+	b := &d.batch
+	b.Seqs = b.Seqs[:0]
+	for _, q := range msg.Seqs {
+		if q == nil {
+			return nil, errors.New("step: empty sequence entry")
+		}
+		if d.seen[q.Id] {
+			return nil, fmt.Errorf("step: sequence %d appears twice", q.Id)
+		}
+		d.seen[q.Id] = true
+		if q.Sampling != nil {
+			d.sampling[q.Id] = SamplingFromWire(q.Sampling)
+		}
+		b.Seqs = append(b.Seqs, step.Seq{ID: q.Id, Tokens: Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample,
+			Sampling: d.sampling[q.Id], Blocks: Ints(q.Blocks), SlidingBlocks: Ints(q.SlidingBlocks)})
+	}
+	return b, nil
+}
+
+// Result is the StepResult of b after the executor ran it: the sampled
+// tokens (rank 0 sends them) and the preempted sequences, whose Sampling
+// is forgotten (the coordinator sends it again when it recomputes them).
+func (d *StepDecoder) Result(stepID uint64, rank int, b *step.Batch) *StepResult {
+	res := &StepResult{StepId: stepID, Rank: int32(rank)}
+	for i := range b.Seqs {
+		st := &b.Seqs[i]
+		if st.Preempted {
+			res.Preempted = append(res.Preempted, st.ID)
+			delete(d.sampling, st.ID)
+			continue
+		}
+		if !st.Sample {
+			continue
+		}
+		t := &SampledToken{SeqId: st.ID, Token: int32(st.Out.ID), Logprob: st.Out.Logprob}
+		for _, tl := range st.Out.TopLogprobs {
+			t.TopIds = append(t.TopIds, int32(tl.ID))
+			t.TopLogprobs = append(t.TopLogprobs, tl.Logprob)
+		}
+		res.Tokens = append(res.Tokens, t)
+	}
+	return res
+}
+
+// Reset forgets every sequence (the model was unloaded).
+func (d *StepDecoder) Reset() { clear(d.sampling) }
+
+// Known is how many sequences' Sampling the decoder holds.
+func (d *StepDecoder) Known() int { return len(d.sampling) }
+
+// SamplingToWire is the message form of s.
+func SamplingToWire(s *step.Sampling) *Sampling {
+	return &Sampling{
+		Temperature: s.Temperature, TopP: s.TopP, TopK: int32(s.TopK), MinP: s.MinP,
+		Seed: s.Seed, HasSeed: s.HasSeed, PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty,
+		Logprobs: s.Logprobs, TopLogprobs: int32(s.TopLogprobs),
+	}
+}
+
+// SamplingFromWire is the contract form of p.
+func SamplingFromWire(p *Sampling) *step.Sampling {
+	return &step.Sampling{Temperature: p.Temperature, TopP: p.TopP, TopK: int(p.TopK), MinP: p.MinP,
+		Seed: p.Seed, HasSeed: p.HasSeed, PresencePenalty: p.PresencePenalty, FrequencyPenalty: p.FrequencyPenalty,
+		Logprobs: p.Logprobs, TopLogprobs: int(p.TopLogprobs)}
+}
