@@ -35,10 +35,10 @@ func TestParseConfigBackend(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--backend", "rocm"}, "--backend"},
+		{[]string{"--backend", "rocm"}, "want cpu or cuda"},
 		{[]string{"--gpu-memory-utilization", "0"}, "--gpu-memory-utilization"},
 		{[]string{"--gpu-memory-utilization", "1.2"}, "--gpu-memory-utilization"},
-		{[]string{"--load-format", "pt"}, "--load-format"},
+		{[]string{"--load-format", "pt"}, "want auto or dummy"},
 		{[]string{"--nccl"}, "--nccl needs --backend cuda"},
 	} {
 		if _, err := parseConfig(tc.args, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {

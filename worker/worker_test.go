@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/natsd"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/shared/wire"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/safetensors"
@@ -57,18 +58,14 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, Authorization: testToken,
-		NoSigs: true, NoLog: true, MaxPayload: wire.MaxMessage})
+	// The bus as the coordinator runs it (shared/natsd), with a known
+	// token for the workers' environment.
+	srv, err := natsd.Start(natsd.Options{Token: testToken})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	go srv.Start()
 	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		fmt.Fprintln(os.Stderr, "nats-server not ready")
-		return 1
-	}
 	natsURL = srv.ClientURL()
 	return m.Run()
 }
@@ -259,19 +256,17 @@ func (c *coord) waitRegister(t *testing.T) *wire.Register {
 // waitHeartbeat waits until the worker's latest heartbeat satisfies ok.
 func (c *coord) waitHeartbeat(t *testing.T, id string, what string, ok func(h *wire.Heartbeat, n int) bool) *wire.Heartbeat {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var h *wire.Heartbeat
+	if !testkit.Within(5*time.Second, func() bool {
 		c.mu.Lock()
-		h, n := c.last[id], c.beats[id]
+		var n int
+		h, n = c.last[id], c.beats[id]
 		c.mu.Unlock()
-		if h != nil && ok(h, n) {
-			return h
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker %s: no heartbeat with %s (last %v)", id, what, h)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return h != nil && ok(h, n)
+	}) {
+		t.Fatalf("worker %s: no heartbeat with %s (last %v)", id, what, h)
 	}
+	return h
 }
 
 func (c *coord) waitState(t *testing.T, id, state string) *wire.Heartbeat {
@@ -696,18 +691,13 @@ func TestParentDeath(t *testing.T) {
 	if _, err := fmt.Sscan(string(b), &pid); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(4 * time.Second)
-	for {
+	if !testkit.Within(4*time.Second, func() bool {
 		// Gone, or a zombie that init has not reaped yet.
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil || procState(st) == "Z" {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatal("the orphaned worker is still running")
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err != nil || procState(st) == "Z"
+	}) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal("the orphaned worker is still running")
 	}
 	log, _ := os.ReadFile(logFile)
 	if !bytes.Contains(log, []byte("parent process")) {
@@ -843,13 +833,8 @@ func TestNATSLateAndBack(t *testing.T) {
 	for round := range 2 {
 		// First the worker's failed connection, then its disconnection.
 		want := []string{"NATS connection attempt failed", "disconnected from NATS"}[round]
-		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(p.stderr.String(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: no %q in the worker's log", round, want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testkit.Eventually(t, 5*time.Second, fmt.Sprintf("round %d: %q in the worker's log", round, want),
+			func() bool { return strings.Contains(p.stderr.String(), want) })
 		g.set(true)
 		if r := c.waitRegister(t); r.WorkerId != id {
 			t.Fatalf("round %d: register %v", round, r)

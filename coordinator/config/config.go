@@ -3,22 +3,20 @@
 // variables and command-line flags. Every setting has one name: the flag
 // --max-body-bytes is the file key max_body_bytes and the environment
 // variable GPTOSS_MAX_BODY_BYTES. Environment is read here and nowhere else.
+//
+// The mechanism (layers, parsers, usage text) is shared/config, in shared/
+// so that the worker can use it too; this package holds the coordinator's
+// settings, their table, defaults and the checks across settings.
 package config
 
 import (
-	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	sc "github.com/gptoss/server/shared/config"
 )
 
 // EnvPrefix prefixes every environment variable name.
@@ -84,105 +82,14 @@ func Defaults() Settings {
 	}
 }
 
-// setting binds one name to a field.
-type setting struct {
-	name    string   // flag name
-	aliases []string // extra environment names (legacy spellings)
-	usage   string
-	list    bool
-	set     func(*Settings, string) error
-	reset   func(*Settings) // lists: cleared before a layer sets them
-	isBool  bool
-}
-
-func str(f func(*Settings) *string) func(*Settings, string) error {
-	return func(s *Settings, v string) error { *f(s) = v; return nil }
-}
-
-// oneOf sets a string setting that takes one of a few values.
-func oneOf(f func(*Settings) *string, allowed ...string) func(*Settings, string) error {
-	return func(s *Settings, v string) error {
-		v = strings.TrimSpace(v)
-		if !slices.Contains(allowed, v) {
-			n := len(allowed)
-			return fmt.Errorf("want %s or %s, got %q", strings.Join(allowed[:n-1], ", "), allowed[n-1], v)
-		}
-		*f(s) = v
-		return nil
-	}
-}
-
-func integer(f func(*Settings) *int) func(*Settings, string) error {
-	return func(s *Settings, v string) error {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("want an integer, got %q", v)
-		}
-		*f(s) = n
-		return nil
-	}
-}
-
-func boolean(f func(*Settings) *bool) func(*Settings, string) error {
-	return func(s *Settings, v string) error {
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("want true or false, got %q", v)
-		}
-		*f(s) = b
-		return nil
-	}
-}
-
-func duration(f func(*Settings) *time.Duration) func(*Settings, string) error {
-	return func(s *Settings, v string) error {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("want a duration such as 30s, got %q", v)
-		}
-		*f(s) = d
-		return nil
-	}
-}
-
-func bytesize(f func(*Settings) *int64) func(*Settings, string) error {
-	return func(s *Settings, v string) error {
-		n, err := parseBytes(v)
-		if err != nil {
-			return err
-		}
-		*f(s) = n
-		return nil
-	}
-}
-
-// parseBytes accepts 1048576, 512KiB, 8MiB, 1GiB (and KB/MB/GB as powers of
-// 1000).
-func parseBytes(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
-		if strings.HasSuffix(v, u.suf) {
-			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suf)), u.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("want a byte size such as 8MiB, got %q", v)
-	}
-	return n * mult, nil
-}
-
-var settings = []setting{
-	{name: "model", usage: "model to serve: 20b, 120b, tiny or a checkpoint directory", set: str(func(s *Settings) *string { return &s.Model })},
-	{name: "profile", usage: "default serving profile (latency_first, balanced, quality_first)", set: str(func(s *Settings) *string { return &s.Profile })},
-	{name: "host", usage: "address to listen on", set: str(func(s *Settings) *string { return &s.Host })},
-	{name: "port", usage: "port to listen on", set: integer(func(s *Settings) *int { return &s.Port })},
-	{name: "mock", usage: "mock engine: auto (fall back to mock when no real engine can start), true, false", set: func(s *Settings, v string) error {
+// settings is the coordinator's table: every setting's name, help and
+// parser, read by shared/config in every layer.
+var settings = []sc.Setting[Settings]{
+	{Name: "model", Usage: "model to serve: 20b, 120b, tiny or a checkpoint directory", Set: sc.String(func(s *Settings) *string { return &s.Model })},
+	{Name: "profile", Usage: "default serving profile (latency_first, balanced, quality_first)", Set: sc.String(func(s *Settings) *string { return &s.Profile })},
+	{Name: "host", Usage: "address to listen on", Set: sc.String(func(s *Settings) *string { return &s.Host })},
+	{Name: "port", Usage: "port to listen on", Set: sc.Int(func(s *Settings) *int { return &s.Port })},
+	{Name: "mock", Usage: "mock engine: auto (fall back to mock when no real engine can start), true, false", Set: func(s *Settings, v string) error {
 		switch v = strings.ToLower(strings.TrimSpace(v)); v {
 		case "auto", "true", "false":
 			s.Mock = v
@@ -194,188 +101,64 @@ var settings = []setting{
 			return fmt.Errorf("want auto, true or false, got %q", v)
 		}
 		return nil
-	}, isBool: true},
-	{name: "api-key", aliases: []string{"GPTOSS_API_KEYS"}, usage: "API key clients must send (repeatable; env: comma-separated)", list: true,
-		set: func(s *Settings, v string) error {
-			for _, k := range strings.Split(v, ",") {
-				if k = strings.TrimSpace(k); k != "" {
-					s.APIKeys = append(s.APIKeys, k)
-				}
-			}
-			return nil
-		}, reset: func(s *Settings) { s.APIKeys = nil }},
-	{name: "allow-unauthenticated", usage: "allow listening on a non-loopback address without API keys", set: boolean(func(s *Settings) *bool { return &s.AllowUnauthenticated }), isBool: true},
-	{name: "enable-streaming", aliases: []string{"ENABLE_STREAMING"}, usage: "serve stream=true requests (false: they get a 400)", set: boolean(func(s *Settings) *bool { return &s.EnableStreaming }), isBool: true},
-	{name: "reasoning-field", usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", set: oneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},
-	{name: "profiles-file", usage: "profiles YAML (default: the built-in configs/profiles.yaml)", set: str(func(s *Settings) *string { return &s.ProfilesFile })},
-	{name: "max-body-bytes", usage: "largest request body (413 above), e.g. 8MiB", set: bytesize(func(s *Settings) *int64 { return &s.MaxBodyBytes })},
-	{name: "shutdown-timeout", usage: "on SIGTERM, how long running requests may finish before they are aborted", set: duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},
-	{name: "sse-write-timeout", usage: "longest a streamed write may block on a client that stopped reading", set: duration(func(s *Settings) *time.Duration { return &s.SSEWriteTimeout })},
-	{name: "max-running", usage: "most sequences in one batch over all profiles", set: integer(func(s *Settings) *int { return &s.MaxRunning })},
-	{name: "prefix-cache", usage: "share the KV blocks of identical prompt prefixes between requests (real engine)", set: boolean(func(s *Settings) *bool { return &s.PrefixCache }), isBool: true},
-	{name: "max-step-tokens", usage: "most tokens processed in one step (prefill chunks plus decodes)", set: integer(func(s *Settings) *int { return &s.MaxStepTokens })},
-	{name: "max-messages", usage: "most messages in one chat request", set: integer(func(s *Settings) *int { return &s.MaxMessages })},
-	{name: "max-n", usage: "largest n (choices per request)", set: integer(func(s *Settings) *int { return &s.MaxN })},
-	{name: "max-stop", usage: "most stop sequences per request", set: integer(func(s *Settings) *int { return &s.MaxStop })},
-	{name: "max-tools", usage: "most tools per request", set: integer(func(s *Settings) *int { return &s.MaxTools })},
-	{name: "key-rate", usage: "requests per second per API key (or client address without keys); 0 = no limit (429 above)", set: func(s *Settings, v string) error {
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || f < 0 {
-			return fmt.Errorf("want a non-negative number, got %q", v)
-		}
-		s.KeyRate = f
-		return nil
-	}},
-	{name: "key-burst", usage: "requests a key may send at once above --key-rate", set: integer(func(s *Settings) *int { return &s.KeyBurst })},
-	{name: "key-concurrency", usage: "requests in flight per API key; 0 = no limit (429 above)", set: integer(func(s *Settings) *int { return &s.KeyConcurrency })},
-	{name: "mock-step", usage: "mock engine: fixed time per step", set: duration(func(s *Settings) *time.Duration { return &s.MockStep })},
-	{name: "mock-per-seq", usage: "mock engine: extra step time per sequence in the batch", set: duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
-	{name: "mock-prefill-per-token", usage: "mock engine: extra step time per prompt token", set: duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
-	{name: "mock-min-reply-tokens", usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", set: integer(func(s *Settings) *int { return &s.MockMinReplyTokens })},
-	{name: "backend", usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", set: oneOf(func(s *Settings) *string { return &s.Backend }, "auto", "cpu", "cuda")},
-	{name: "load-format", usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", set: oneOf(func(s *Settings) *string { return &s.LoadFormat }, "auto", "dummy")},
-	{name: "worker-bin", usage: "worker executable for the real engine (default: \"worker\" next to this binary)", set: str(func(s *Settings) *string { return &s.WorkerBin })},
-	{name: "workers", usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", set: oneOf(func(s *Settings) *string { return &s.Workers }, "launch", "external")},
-	{name: "nats-url", usage: "external NATS server or cluster (default: an embedded server on loopback)", set: str(func(s *Settings) *string { return &s.NATSURL })},
-	{name: "nats-token", aliases: []string{"GPTOSS_NATS_TOKEN"}, usage: "token for --nats-url", set: str(func(s *Settings) *string { return &s.NATSToken })},
-	{name: "tp", usage: "tensor-parallel degree: worker processes to launch", set: integer(func(s *Settings) *int { return &s.TP })},
-	{name: "deployment", usage: "NATS subject namespace of this server and its workers", set: str(func(s *Settings) *string { return &s.Deployment })},
-	{name: "step-timeout", usage: "watchdog: a forward step with no answer within this fails its requests", set: duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
-	{name: "load-timeout", usage: "longest a worker may take to load the model", set: duration(func(s *Settings) *time.Duration { return &s.LoadTimeout })},
-	{name: "log-level", usage: "debug, info, warn or error", set: str(func(s *Settings) *string { return &s.LogLevel })},
-	{name: "log-format", usage: "json, console or auto (console on a terminal)", set: str(func(s *Settings) *string { return &s.LogFormat })},
+	}, Bool: true},
+	{Name: "api-key", Aliases: []string{"GPTOSS_API_KEYS"}, Usage: "API key clients must send (repeatable; env: comma-separated)", List: true,
+		Set: sc.Strings(func(s *Settings) *[]string { return &s.APIKeys }), Reset: sc.Clear(func(s *Settings) *[]string { return &s.APIKeys })},
+	{Name: "allow-unauthenticated", Usage: "allow listening on a non-loopback address without API keys", Set: sc.Bool(func(s *Settings) *bool { return &s.AllowUnauthenticated }), Bool: true},
+	{Name: "enable-streaming", Aliases: []string{"ENABLE_STREAMING"}, Usage: "serve stream=true requests (false: they get a 400)", Set: sc.Bool(func(s *Settings) *bool { return &s.EnableStreaming }), Bool: true},
+	{Name: "reasoning-field", Usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", Set: sc.OneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},
+	{Name: "profiles-file", Usage: "profiles YAML (default: the built-in configs/profiles.yaml)", Set: sc.String(func(s *Settings) *string { return &s.ProfilesFile })},
+	{Name: "max-body-bytes", Usage: "largest request body (413 above), e.g. 8MiB", Set: sc.Bytes(func(s *Settings) *int64 { return &s.MaxBodyBytes })},
+	{Name: "shutdown-timeout", Usage: "on SIGTERM, how long running requests may finish before they are aborted", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},
+	{Name: "sse-write-timeout", Usage: "longest a streamed write may block on a client that stopped reading", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.SSEWriteTimeout })},
+	{Name: "max-running", Usage: "most sequences in one batch over all profiles", Set: sc.Int(func(s *Settings) *int { return &s.MaxRunning })},
+	{Name: "prefix-cache", Usage: "share the KV blocks of identical prompt prefixes between requests (real engine)", Set: sc.Bool(func(s *Settings) *bool { return &s.PrefixCache }), Bool: true},
+	{Name: "max-step-tokens", Usage: "most tokens processed in one step (prefill chunks plus decodes)", Set: sc.Int(func(s *Settings) *int { return &s.MaxStepTokens })},
+	{Name: "max-messages", Usage: "most messages in one chat request", Set: sc.Int(func(s *Settings) *int { return &s.MaxMessages })},
+	{Name: "max-n", Usage: "largest n (choices per request)", Set: sc.Int(func(s *Settings) *int { return &s.MaxN })},
+	{Name: "max-stop", Usage: "most stop sequences per request", Set: sc.Int(func(s *Settings) *int { return &s.MaxStop })},
+	{Name: "max-tools", Usage: "most tools per request", Set: sc.Int(func(s *Settings) *int { return &s.MaxTools })},
+	{Name: "key-rate", Usage: "requests per second per API key (or client address without keys); 0 = no limit (429 above)", Set: sc.NonNegativeFloat(func(s *Settings) *float64 { return &s.KeyRate })},
+	{Name: "key-burst", Usage: "requests a key may send at once above --key-rate", Set: sc.Int(func(s *Settings) *int { return &s.KeyBurst })},
+	{Name: "key-concurrency", Usage: "requests in flight per API key; 0 = no limit (429 above)", Set: sc.Int(func(s *Settings) *int { return &s.KeyConcurrency })},
+	{Name: "mock-step", Usage: "mock engine: fixed time per step", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.MockStep })},
+	{Name: "mock-per-seq", Usage: "mock engine: extra step time per sequence in the batch", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.MockPerSeq })},
+	{Name: "mock-prefill-per-token", Usage: "mock engine: extra step time per prompt token", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
+	{Name: "mock-min-reply-tokens", Usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", Set: sc.Int(func(s *Settings) *int { return &s.MockMinReplyTokens })},
+	{Name: "backend", Usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", Set: sc.OneOf(func(s *Settings) *string { return &s.Backend }, "auto", "cpu", "cuda")},
+	{Name: "load-format", Usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", Set: sc.OneOf(func(s *Settings) *string { return &s.LoadFormat }, "auto", "dummy")},
+	{Name: "worker-bin", Usage: "worker executable for the real engine (default: \"worker\" next to this binary)", Set: sc.String(func(s *Settings) *string { return &s.WorkerBin })},
+	{Name: "workers", Usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", Set: sc.OneOf(func(s *Settings) *string { return &s.Workers }, "launch", "external")},
+	{Name: "nats-url", Usage: "external NATS server or cluster (default: an embedded server on loopback)", Set: sc.String(func(s *Settings) *string { return &s.NATSURL })},
+	{Name: "nats-token", Usage: "token for --nats-url", Set: sc.String(func(s *Settings) *string { return &s.NATSToken })},
+	{Name: "tp", Usage: "tensor-parallel degree: worker processes to launch", Set: sc.Int(func(s *Settings) *int { return &s.TP })},
+	{Name: "deployment", Usage: "NATS subject namespace of this server and its workers", Set: sc.String(func(s *Settings) *string { return &s.Deployment })},
+	{Name: "step-timeout", Usage: "watchdog: a forward step with no answer within this fails its requests", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
+	{Name: "load-timeout", Usage: "longest a worker may take to load the model", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.LoadTimeout })},
+	{Name: "log-level", Usage: "debug, info, warn or error", Set: sc.String(func(s *Settings) *string { return &s.LogLevel })},
+	{Name: "log-format", Usage: "json, console or auto (console on a terminal)", Set: sc.String(func(s *Settings) *string { return &s.LogFormat })},
 }
 
-func envName(flagName string) string {
-	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+// table reads the settings; api_keys is the file key a list reads best as.
+var table = &sc.Table[Settings]{
+	Program:        "coordinator",
+	EnvPrefix:      EnvPrefix,
+	Settings:       settings,
+	FileKeyAliases: map[string]string{"api_keys": "api_key"},
+	ConfigFlag:     true,
 }
-
-func fileKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }
-
-// rawFlag records a flag's values as given, to apply them as the last layer.
-type rawFlag struct {
-	s      *setting
-	values []string
-	isBool bool
-}
-
-func (r *rawFlag) String() string     { return strings.Join(r.values, ",") }
-func (r *rawFlag) Set(v string) error { r.values = append(r.values, v); return r.s.set(&Settings{}, v) }
-func (r *rawFlag) IsBoolFlag() bool   { return r.isBool }
 
 // Load builds the settings from args (without the program name), the
 // environment (getenv) and the config file named by --config or
-// GPTOSS_CONFIG. Usage and errors go to out.
+// GPTOSS_CONFIG, in the precedence shared/config gives them. Usage and
+// errors go to out.
 func Load(args []string, getenv func(string) string, out io.Writer) (Settings, error) {
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
-	fs.SetOutput(out)
-	configPath := fs.String("config", "", "YAML config file (keys are the flag names with _ for -)")
-	raws := make([]*rawFlag, len(settings))
-	for i := range settings {
-		raws[i] = &rawFlag{s: &settings[i], isBool: settings[i].isBool}
-		fs.Var(raws[i], settings[i].name, settings[i].usage+" (env "+envName(settings[i].name)+")")
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: coordinator [flags]\n\nPrecedence: flags > environment (GPTOSS_*) > --config file > defaults.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	s, file, err := table.Load(args, getenv, out, Defaults())
+	if err != nil {
 		return Settings{}, err
 	}
-	if fs.NArg() > 0 {
-		return Settings{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
-	}
-	s := Defaults()
-	path := *configPath
-	if path == "" {
-		path = getenv(EnvPrefix + "CONFIG")
-	}
-	if path != "" {
-		if err := applyFile(&s, path); err != nil {
-			return Settings{}, err
-		}
-		s.ConfigFile = path
-	}
-	for i := range settings {
-		st := &settings[i]
-		for _, name := range append([]string{envName(st.name)}, st.aliases...) {
-			if v, ok := lookup(getenv, name); ok {
-				if st.list && st.reset != nil {
-					st.reset(&s)
-				}
-				if err := st.set(&s, v); err != nil {
-					return Settings{}, fmt.Errorf("config: environment %s: %w", name, err)
-				}
-			}
-		}
-	}
-	for _, r := range raws {
-		if len(r.values) == 0 {
-			continue
-		}
-		if r.s.list && r.s.reset != nil {
-			r.s.reset(&s)
-		}
-		for _, v := range r.values {
-			if err := r.s.set(&s, v); err != nil {
-				return Settings{}, fmt.Errorf("config: --%s: %w", r.s.name, err)
-			}
-		}
-	}
+	s.ConfigFile = file
 	return s, s.Validate()
-}
-
-func lookup(getenv func(string) string, name string) (string, bool) {
-	v := getenv(name)
-	return v, v != ""
-}
-
-// applyFile applies a YAML file. Unknown keys are errors, so a misspelt
-// setting is caught at start rather than silently ignored.
-func applyFile(s *Settings, path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	var doc map[string]any
-	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config: %s: %w", path, err)
-	}
-	byKey := map[string]*setting{}
-	for i := range settings {
-		byKey[fileKey(settings[i].name)] = &settings[i]
-	}
-	byKey["api_keys"] = byKey["api_key"]
-	keys := make([]string, 0, len(doc))
-	for k := range doc {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		st, ok := byKey[k]
-		if !ok {
-			return fmt.Errorf("config: %s: unknown key %q", path, k)
-		}
-		vals := []string{}
-		switch v := doc[k].(type) {
-		case []any:
-			for _, x := range v {
-				vals = append(vals, fmt.Sprint(x))
-			}
-		case nil:
-		default:
-			vals = append(vals, fmt.Sprint(v))
-		}
-		if st.list && st.reset != nil {
-			st.reset(s)
-		}
-		for _, v := range vals {
-			if err := st.set(s, v); err != nil {
-				return fmt.Errorf("config: %s: %s: %w", path, k, err)
-			}
-		}
-	}
-	return nil
 }
 
 // Validate checks ranges that no single setter can.

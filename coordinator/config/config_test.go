@@ -111,15 +111,6 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"1024": 1024, "8MiB": 8 << 20, "512KiB": 512 << 10, "2MB": 2e6, "1GiB": 1 << 30, "10B": 10} {
-		got, err := parseBytes(in)
-		if err != nil || got != want {
-			t.Errorf("%s: %d %v", in, got, err)
-		}
-	}
-}
-
 // The example file shipped in configs/ must stay loadable.
 func TestExampleConfig(t *testing.T) {
 	s, err := Load([]string{"--config", "../../configs/coordinator.yaml"}, env(nil), io.Discard)

@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/gptoss/server/shared/natsd"
 	"github.com/gptoss/server/shared/step"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -23,11 +23,7 @@ func BenchmarkDispatch(b *testing.B) {
 	for _, world := range []int{1, 2, 4} {
 		for _, batch := range []int{1, 64} {
 			b.Run(fmt.Sprintf("tp%d/batch%d", world, batch), func(b *testing.B) {
-				srv, err := natsd.Start(natsd.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer srv.Shutdown()
+				srv := testkit.NATS(b)
 				subj, _ := wire.NewSubjects("bench")
 				connect := func() *nats.Conn {
 					nc, err := nats.Connect(srv.ClientURL(), nats.Token(srv.Token()))

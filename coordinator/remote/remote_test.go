@@ -20,6 +20,7 @@ import (
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/shared/natsd"
 	"github.com/gptoss/server/shared/step"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -31,11 +32,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := testkit.NATS(t)
 	subj, err := wire.NewSubjects("test")
 	if err != nil {
 		t.Fatal(err)
@@ -45,12 +42,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) connect(t *testing.T) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(e.srv.ClientURL(), nats.Token(e.srv.Token()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testkit.Connect(t, e.srv)
 }
 
 // client starts a Client; tweak adjusts its options.
@@ -239,23 +231,7 @@ func (w *fakeWorker) received() []*wire.Step {
 	return slices.Clone(w.steps)
 }
 
-// checkFor polls cond until it holds or d passes.
-func checkFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func waitCtx(t *testing.T) context.Context { return testkit.Context(t, 3*time.Second) }
 
 func TestWaitWorkers(t *testing.T) {
 	e := newEnv(t)
@@ -388,7 +364,7 @@ func TestStep(t *testing.T) {
 	}
 
 	// Every rank saw every step, identically.
-	checkFor(t, 2*time.Second, "rank 1 to see 4 steps", func() bool { return len(w1.received()) == 4 })
+	testkit.Eventually(t, 2*time.Second, "rank 1 to see 4 steps", func() bool { return len(w1.received()) == 4 })
 	got0, got1 := w0.received(), w1.received()
 	for i := range got0 {
 		if !proto.Equal(got0[i], got1[i]) {
@@ -521,7 +497,7 @@ func TestWorkersAndLost(t *testing.T) {
 	if err := c.WaitWorkers(waitCtx(t), 2); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 2*time.Second, "heartbeats", func() bool {
+	testkit.Eventually(t, 2*time.Second, "heartbeats", func() bool {
 		ws := c.Workers()
 		return len(ws) == 2 && ws[0].State == "ready" && ws[1].State == "ready"
 	})
@@ -534,11 +510,11 @@ func TestWorkersAndLost(t *testing.T) {
 		}
 	}
 	w1.stopBeats()
-	checkFor(t, 2*time.Second, "rank 1 lost", func() bool { return c.Workers()[1].Lost })
+	testkit.Eventually(t, 2*time.Second, "rank 1 lost", func() bool { return c.Workers()[1].Lost })
 	if c.Workers()[0].Lost {
 		t.Fatal("rank 0 lost too")
 	}
-	checkFor(t, time.Second, "lost log", func() bool { return logs.FilterMessage("worker lost: no heartbeat").Len() == 1 })
+	testkit.Eventually(t, time.Second, "lost log", func() bool { return logs.FilterMessage("worker lost: no heartbeat").Len() == 1 })
 	// A lost worker no longer counts as present.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -547,7 +523,7 @@ func TestWorkersAndLost(t *testing.T) {
 	}
 	// It comes back when it heartbeats again.
 	w1.startBeats()
-	checkFor(t, 2*time.Second, "rank 1 back", func() bool { return !c.Workers()[1].Lost })
+	testkit.Eventually(t, 2*time.Second, "rank 1 back", func() bool { return !c.Workers()[1].Lost })
 }
 
 func TestRegisterValidation(t *testing.T) {
@@ -556,14 +532,14 @@ func TestRegisterValidation(t *testing.T) {
 	e.worker(t, 2, 2).up()      // rank out of range: register and heartbeats ignored
 	e.worker(t, 0, 4).up()      // wrong world size: register refused
 	w := e.worker(t, 1, 2).up() // fine
-	checkFor(t, 2*time.Second, "rank 1", func() bool {
+	testkit.Eventually(t, 2*time.Second, "rank 1", func() bool {
 		ws := c.Workers()
 		return len(ws) > 0 && ws[len(ws)-1].Rank == 1 && ws[len(ws)-1].Registered && ws[len(ws)-1].State == "ready"
 	})
 	// Heartbeats from a worker that is not the one registered for its
 	// rank are ignored.
 	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "stranger", Rank: 1, State: "failed"})
-	checkFor(t, 2*time.Second, "rank 0's heartbeats", func() bool { return len(c.Workers()) == 2 })
+	testkit.Eventually(t, 2*time.Second, "rank 0's heartbeats", func() bool { return len(c.Workers()) == 2 })
 	time.Sleep(100 * time.Millisecond)
 	ws := c.Workers()
 	// Rank 0 heartbeats but its registration was refused: listed, not
@@ -587,7 +563,7 @@ func TestHeartbeatBeforeRegister(t *testing.T) {
 	c := e.client(t, 1, nil)
 	w := e.worker(t, 0, 1)
 	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "starting"})
-	checkFor(t, 2*time.Second, "heartbeat", func() bool { return len(c.Workers()) == 1 })
+	testkit.Eventually(t, 2*time.Second, "heartbeat", func() bool { return len(c.Workers()) == 1 })
 	if ws := c.Workers(); ws[0].Registered || ws[0].State != "starting" {
 		t.Fatalf("got %+v", ws)
 	}
@@ -636,10 +612,10 @@ func TestCoordinatorHeartbeatDrainShutdown(t *testing.T) {
 	if err := c.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 2*time.Second, "draining heartbeat", func() bool { return next().State == "draining" })
+	testkit.Eventually(t, 2*time.Second, "draining heartbeat", func() bool { return next().State == "draining" })
 	c.Shutdown()
 	c.Shutdown()
-	checkFor(t, 2*time.Second, "control commands", func() bool {
+	testkit.Eventually(t, 2*time.Second, "control commands", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return slices.Equal(w.controls, []string{"drain", "shutdown"})
@@ -752,7 +728,7 @@ func TestReadyAfterFailure(t *testing.T) {
 	back := e.worker(t, 1, 2)
 	back.id = "w1-restarted"
 	back.up()
-	checkFor(t, 2*time.Second, "new rank 1", func() bool {
+	testkit.Eventually(t, 2*time.Second, "new rank 1", func() bool {
 		for _, w := range c.Workers() {
 			if w.Rank == 1 && w.ID == "w1-restarted" {
 				return true

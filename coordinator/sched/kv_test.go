@@ -11,6 +11,7 @@ import (
 
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/shared/step"
+	"github.com/gptoss/server/shared/testkit"
 )
 
 // kvFake is a fakeExec that reports a KV geometry and checks the block
@@ -155,7 +156,7 @@ func TestSchedulerOwnsBlockTables(t *testing.T) {
 	if preemptions.Load() == 0 {
 		t.Fatal("the cache never ran out: the test does not exercise preemption")
 	}
-	checkFor(t, time.Second, func() bool {
+	testkit.Eventually(t, time.Second, "the condition", func() bool {
 		u := s.KV()
 		return u != nil && u.UsedBlocks == 0 && u.SlidingUsed == 0 && u.Sequences == 0 &&
 			u.FreeBlocks+u.CachedBlocks == g.Blocks && u.SlidingFree+u.SlidingCached == g.SlidingBlocks
@@ -233,7 +234,7 @@ func TestPrefixCache(t *testing.T) {
 	if bad := f.bad.Load(); bad != nil {
 		t.Fatal(bad)
 	}
-	checkFor(t, time.Second, func() bool {
+	testkit.Eventually(t, time.Second, "the condition", func() bool {
 		u := s.KV()
 		return u.UsedBlocks == 0 && u.CachedBlocks > 0 && u.FreeBlocks+u.CachedBlocks == g.Blocks
 	})

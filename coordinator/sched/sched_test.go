@@ -10,6 +10,7 @@ import (
 
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/shared/step"
+	"github.com/gptoss/server/shared/testkit"
 )
 
 // fakeExec returns token = 1000 + position of the sampled token, and
@@ -120,18 +121,6 @@ func prompt(n int) []int {
 	return p
 }
 
-// checkFor polls cond until it holds or the deadline passes.
-func checkFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestGenerateToLength(t *testing.T) {
 	f := newFake()
 	p := testProfile("p", 4, 3, 10)
@@ -155,7 +144,7 @@ func TestGenerateToLength(t *testing.T) {
 	if f.maxChunk != 3 {
 		t.Fatalf("prefill chunk %d, want 3", f.maxChunk)
 	}
-	checkFor(t, time.Second, func() bool { return f.live() == 0 })
+	testkit.Eventually(t, time.Second, "the condition", func() bool { return f.live() == 0 })
 }
 
 func TestStopToken(t *testing.T) {
@@ -210,7 +199,7 @@ func TestCancelFreesState(t *testing.T) {
 	if fin.Reason != FinishCancelled {
 		t.Fatalf("final %+v", fin)
 	}
-	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
+	testkit.Eventually(t, time.Second, "the condition", func() bool { return f.live() == 0 && s.Idle() })
 
 	// Stream.Cancel works the same way.
 	st2, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 100000})
@@ -219,7 +208,7 @@ func TestCancelFreesState(t *testing.T) {
 	if fin.Reason != FinishCancelled {
 		t.Fatalf("final %+v", fin)
 	}
-	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
+	testkit.Eventually(t, time.Second, "the condition", func() bool { return f.live() == 0 && s.Idle() })
 }
 
 func TestMaxBatchPerProfile(t *testing.T) {
@@ -408,7 +397,7 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, time.Second, func() bool {
+	testkit.Eventually(t, time.Second, "the condition", func() bool {
 		l := s.Load()
 		return l["a"].Active == 1 && l["a"].Queued == 2 && l["b"] == (Load{})
 	})
@@ -436,7 +425,7 @@ func TestPreemptionRecomputes(t *testing.T) {
 	if preemptions != 1 {
 		t.Fatalf("%d preemptions", preemptions)
 	}
-	checkFor(t, time.Second, func() bool { return f.live() == 0 && s.Idle() })
+	testkit.Eventually(t, time.Second, "the condition", func() bool { return f.live() == 0 && s.Idle() })
 }
 
 // An executor that never becomes ready again does not hang its running

@@ -20,6 +20,7 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/local"
 )
@@ -120,16 +121,11 @@ func matchAlone(t *testing.T, ref *engine.Model, prompts, got [][]int, n int) {
 // and the executor holds no sequence.
 func waitAllFree(t *testing.T, s *sched.Scheduler, exec *local.Executor) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	if !testkit.Within(2*time.Second, func() bool {
 		u := s.KV()
-		if u != nil && u.UsedBlocks == 0 && u.SlidingUsed == 0 && exec.Sequences() == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leaked: %+v, executor holds %d sequences", u, exec.Sequences())
-		}
-		time.Sleep(5 * time.Millisecond)
+		return u != nil && u.UsedBlocks == 0 && u.SlidingUsed == 0 && exec.Sequences() == 0
+	}) {
+		t.Fatalf("leaked: %+v, executor holds %d sequences", s.KV(), exec.Sequences())
 	}
 }
 

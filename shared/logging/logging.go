@@ -6,7 +6,9 @@ package logging
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -41,4 +43,18 @@ func New(level, format string) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
 	return zap.New(core, zap.AddCaller()), nil
+}
+
+// RedactURL hides the credentials (user and password, or a token in the
+// user field) of every URL of a comma-separated list, such as a NATS
+// server list, for logs. Text that does not parse as a URL is kept.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

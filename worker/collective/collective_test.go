@@ -7,27 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/gptoss/server/shared/natsd"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/shared/wire"
 )
 
 func group(t *testing.T, world int, timeout time.Duration) []*NATS {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := testkit.NATS(t)
 	subjects, _ := wire.NewSubjects("test")
 	var out []*NATS
 	for r := range world {
-		nc, err := nats.Connect(srv.ClientURL(), nats.Token(srv.Token()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+		nc := testkit.Connect(t, srv)
 		c, err := New(nc, subjects, 42, r, world, timeout)
 		if err != nil {
 			t.Fatal(err)

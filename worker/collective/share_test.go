@@ -10,25 +10,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/gptoss/server/shared/natsd"
+	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/shared/wire"
 )
 
 func conns(t *testing.T, n int) []*nats.Conn {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := testkit.NATS(t)
 	var out []*nats.Conn
 	for range n {
-		nc, err := nats.Connect(srv.ClientURL(), nats.Token(srv.Token()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		out = append(out, nc)
+		out = append(out, testkit.Connect(t, srv))
 	}
 	return out
 }

@@ -1,6 +1,7 @@
-package main
+package service
 
 import (
+	"bufio"
 	"os"
 	"strconv"
 	"strings"
@@ -40,4 +41,45 @@ func device() (name string, total, used uint64) {
 		total, used = m.Total, m.Used
 	}
 	return name, total, used
+}
+
+// memoryInfo reports the machine's total and used memory in bytes.
+func memoryInfo() (total, used uint64) {
+	t, avail := readMeminfo()
+	if t > avail {
+		used = t - avail
+	}
+	return t, used
+}
+
+// readMeminfo reads MemTotal and MemAvailable from /proc/meminfo (zeros
+// where it is unreadable).
+func readMeminfo() (total, avail uint64) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "MemTotal":
+			total = n << 10
+		case "MemAvailable":
+			avail = n << 10
+		}
+	}
+	return total, avail
 }
