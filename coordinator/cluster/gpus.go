@@ -1,4 +1,4 @@
-package main
+package cluster
 
 import (
 	"os"
@@ -8,11 +8,11 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
-// gpus lists the GPUs the launched workers may use, as CUDA numbers them
+// GPUs lists the GPUs the launched workers may use, as CUDA numbers them
 // for the coordinator's own CUDA_VISIBLE_DEVICES (every GPU NVML finds
 // when it is unset). NVML is loaded at run time and fails soft: no NVIDIA
 // driver means no GPUs.
-func gpus() []string {
+func GPUs() []string {
 	if v, ok := os.LookupEnv("CUDA_VISIBLE_DEVICES"); ok {
 		var out []string
 		for _, d := range strings.Split(v, ",") {
@@ -37,9 +37,9 @@ func gpus() []string {
 	return out
 }
 
-// backendFor picks the launched workers' backend: "auto" is cuda when
+// BackendFor picks the launched workers' backend: "auto" is cuda when
 // there is a GPU for every rank, else cpu.
-func backendFor(want string, tp int, devices []string) string {
+func BackendFor(want string, tp int, devices []string) string {
 	if want != "auto" {
 		return want
 	}

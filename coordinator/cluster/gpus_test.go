@@ -1,4 +1,4 @@
-package main
+package cluster
 
 import (
 	"slices"
@@ -18,19 +18,19 @@ func TestBackendFor(t *testing.T) {
 		{"cpu", 1, []string{"0"}, "cpu"},
 		{"cuda", 1, nil, "cuda"}, // refused later, with the reason, by launch
 	} {
-		if got := backendFor(c.want, c.tp, c.devices); got != c.out {
-			t.Errorf("backendFor(%q, %d, %v) = %q, want %q", c.want, c.tp, c.devices, got, c.out)
+		if got := BackendFor(c.want, c.tp, c.devices); got != c.out {
+			t.Errorf("BackendFor(%q, %d, %v) = %q, want %q", c.want, c.tp, c.devices, got, c.out)
 		}
 	}
 }
 
 func TestGPUsFollowVisibleDevices(t *testing.T) {
 	t.Setenv("CUDA_VISIBLE_DEVICES", "2, 3,")
-	if got := gpus(); !slices.Equal(got, []string{"2", "3"}) {
-		t.Fatalf("gpus() = %v", got)
+	if got := GPUs(); !slices.Equal(got, []string{"2", "3"}) {
+		t.Fatalf("GPUs() = %v", got)
 	}
 	t.Setenv("CUDA_VISIBLE_DEVICES", "")
-	if got := gpus(); len(got) != 0 {
+	if got := GPUs(); len(got) != 0 {
 		t.Fatalf("empty CUDA_VISIBLE_DEVICES: %v", got)
 	}
 }
