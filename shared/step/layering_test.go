@@ -1,6 +1,7 @@
 package step_test
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -48,6 +49,51 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s depends on %s (design.md: coordinator/ and worker/ depend only on shared/)", c.pkgs, d)
 				}
 			}
+		}
+	}
+}
+
+// TestPackageMap holds docs/packages.md to the tree: its table names
+// every package of the module, and nothing that is not one.
+func TestPackageMap(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	cmd := exec.Command("go", "list", "./...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]bool{}
+	for _, p := range strings.Fields(string(out)) {
+		p = strings.TrimPrefix(strings.TrimPrefix(p, module), "/")
+		if p == "" {
+			continue
+		}
+		pkgs[p] = true
+	}
+	doc, err := os.ReadFile("../../docs/packages.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		// Table rows: | `path` | what it owns |
+		if cell, ok := strings.CutPrefix(line, "| `"); ok {
+			if path, _, ok := strings.Cut(cell, "`"); ok {
+				listed[path] = true
+			}
+		}
+	}
+	for p := range pkgs {
+		if !listed[p] {
+			t.Errorf("docs/packages.md does not list package %s", p)
+		}
+	}
+	for p := range listed {
+		if !pkgs[p] {
+			t.Errorf("docs/packages.md lists %s, which is not a package of the module", p)
 		}
 	}
 }
