@@ -97,10 +97,12 @@ build/kernels/%.o: kernels/%.cu $(KERNELS_HDR)
 
 # The GPU check (scripts/gpu-check; docs/performance.md, "GPU check"): build
 # here, without a GPU, what the device machine runs, and print the command.
-# The commit travels inside the binary (the device copy has no .git).
-GPU_CHECK_CARRY := ["$(BIN)/worker", "$(KERNELS_LIB)"]
-gpu-check: kernels ## build bin/worker and the kernels for the device check; print the device command
-	$(GO) build -ldflags "$(LDFLAGS) -X github.com/gptoss/server/worker/gpucheck.Version=$(VERSION)" -o $(BIN)/worker ./worker
+# bin/gpu-check is its own binary (worker/gpucheck), not part of make build:
+# the worker does not link the device checks. The commit travels inside the
+# binary (the device copy has no .git).
+GPU_CHECK_CARRY := ["$(BIN)/gpu-check", "$(KERNELS_LIB)"]
+gpu-check: kernels ## build bin/gpu-check and the kernels for the device check; print the device command
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-check ./worker/gpucheck
 	@echo
 	@echo "Device check (one call, under 8 minutes on one H100; results come back from \$$OUT):"
 	@echo '  run  command: scripts/gpu-check'

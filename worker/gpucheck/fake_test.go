@@ -1,4 +1,4 @@
-package gpucheck
+package main
 
 import (
 	"bytes"
@@ -41,9 +41,11 @@ func fakeKernels(t *testing.T) string {
 // fake library. Its ops compute in fp32 on the host with the real bf16 KV
 // cache, so every op and model check passes; its sampler implements
 // greedy decoding, the penalties, the raw logprobs and the temperature, but
-// no truncation ("enough to exercise the plumbing", it says), so the top-k
-// and top-p checks (one with min-p) must fail: they do, which shows they
-// see a sampler that ignores its truncation.
+// no truncation ("enough to exercise the plumbing", it says), so the
+// distribution checks of top-k and top-p (one with min-p) must fail: they
+// do, which shows they see a sampler that ignores its truncation. The
+// other sampler checks (greedy, the logprobs of those same draws, the
+// temperature's distribution) must pass.
 func TestFakeKernels(t *testing.T) {
 	lib := fakeKernels(t)
 	dir := t.TempDir()
@@ -54,14 +56,21 @@ func TestFakeKernels(t *testing.T) {
 		t.Fatalf("exit %d, want 1 (the fake sampler's top-k and top-p)\n%s\n%s", code, out.String(), errb.String())
 	}
 	rep := readReport(t, dir)
-	graphs := 0
+	graphs, sampler, failed := 0, map[string]bool{}, 0
 	for _, c := range rep.Checks {
-		wantFail := c.Group == "sampler" && (strings.Contains(c.Name, "top-k") || strings.Contains(c.Name, "top-p"))
+		wantFail := c.Group == "sampler" && strings.Contains(c.Name, ": distribution") &&
+			(strings.Contains(c.Name, "top-k") || strings.Contains(c.Name, "top-p"))
 		switch {
 		case wantFail && c.Status != Fail:
 			t.Errorf("%s: %s, want fail (the fake ignores top-k and top-p)", c.Name, c.Status)
 		case !wantFail && c.Status != Pass && c.Status != Skip:
 			t.Errorf("%s: %s %s", c.Name, c.Status, c.Detail)
+		}
+		if c.Group == "sampler" {
+			sampler[c.Name] = c.Status != Skip
+		}
+		if wantFail {
+			failed++
 		}
 		if strings.HasSuffix(c.Name, "graphs") && c.Extra["graph_replayed"] > 0 {
 			graphs++
@@ -69,6 +78,15 @@ func TestFakeKernels(t *testing.T) {
 	}
 	if graphs == 0 {
 		t.Error("no golden variant replayed a CUDA graph")
+	}
+	// Every named sampler check ran through the binding.
+	for _, name := range samplerCheckNames(true) {
+		if !sampler[name] {
+			t.Errorf("sampler check %q did not run", name)
+		}
+	}
+	if failed != 3 {
+		t.Errorf("%d distribution checks of top-k and top-p, want 3", failed)
 	}
 	if rep.Device != "cuda" || !strings.Contains(rep.Machine.GPU, "Fake") {
 		t.Errorf("device %q, GPU %q", rep.Device, rep.Machine.GPU)

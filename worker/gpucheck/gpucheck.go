@@ -1,10 +1,23 @@
-// Package gpucheck is the one-command check of the CUDA backend on a
-// device machine (`worker gpu-check`, scripts/gpu-check): it compares
+// Command gpu-check is the one-command check of the CUDA backend on a
+// device machine (bin/gpu-check, run by scripts/gpu-check): it compares
 // every op of engine.Backend, the sampler, the tiny golden models end to
 // end and one full-size 20b layer against the CPU reference on fresh
 // random inputs, then benchmarks decode and prefill of dummy full-size
 // 20b and 120b models against the copy-bandwidth roofline measured in the
 // same run. Results go to gpu-check.json and gpu-check.txt.
+//
+// It is a binary of its own, built beside the product binaries but not
+// into them (`make gpu-check`, or go build -o bin/gpu-check
+// ./worker/gpucheck, with -ldflags "-X main.version=COMMIT"), so that
+// the worker binary does not link its 4,000 lines of device checks.
+//
+// Usage:
+//
+//	gpu-check [--quick] [--only checks|bench] [--skip op,sampler,e2e,layer20b] [--seed N] [flags]
+//
+// gpu-check -h lists the flags; the exit status is 0 when every check
+// passed, 1 when one failed or timed out, 2 when the check could not
+// start, 3 when its watchdog (or SIGTERM, SIGINT) ended it.
 //
 // Device time is scarce (one short call), so the run is bounded: each
 // phase has its own timeout inside a deadline for the whole run, the
@@ -15,7 +28,7 @@
 // The harness takes any Device: the tests run it with the CPU reference
 // as the device under test, where every check must pass, and with a
 // perturbed CPU backend, where the checks must fail.
-package gpucheck
+package main
 
 import (
 	"context"
@@ -409,7 +422,11 @@ func (r *runner) bench(ctx context.Context) {
 	}
 }
 
-// Main is the gpu-check command (worker gpu-check ARGS): it parses args,
+func main() {
+	os.Exit(Main(os.Args[1:]))
+}
+
+// Main is the gpu-check command (bin/gpu-check ARGS): it parses args,
 // runs, prints the table and returns the exit status: 0 when every check
 // passed, 1 when a check failed or timed out, 2 when it could not start
 // (bad flags, no kernels library, no device).
@@ -438,7 +455,7 @@ func mainWith(args []string, stdout, stderr io.Writer, open func(o *Options) (De
 	fs.IntVar(&o.DecodeSteps, "decode-steps", 0, "greedy decode steps of the end-to-end checks (default 32, quick 8)")
 	skip := fs.String("skip", "", "comma-separated check groups not to run: op, sampler, e2e, layer20b")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: worker gpu-check [flags]\n\nChecks the CUDA backend against the CPU reference and benchmarks it; writes gpu-check.json and gpu-check.txt.\n\n")
+		fmt.Fprintf(stderr, "Usage: gpu-check [flags]\n\nChecks the CUDA backend against the CPU reference and benchmarks it; writes gpu-check.json and gpu-check.txt.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

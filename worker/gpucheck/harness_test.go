@@ -1,4 +1,4 @@
-package gpucheck
+package main
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,6 +162,12 @@ func TestCPUAgainstCPU(t *testing.T) {
 			t.Errorf("no %s checks ran: %v", g, groups)
 		}
 	}
+	// Every named sampler check ran, once, and passed.
+	for _, name := range samplerCheckNames(true) {
+		if cs := statusOf(rep, "sampler", name); len(cs) != 1 || cs[0].Name != name || cs[0].Status != Pass {
+			t.Errorf("sampler check %q: %+v", name, cs)
+		}
+	}
 	// Graph variants are skipped on the CPU, not failed.
 	for _, c := range statusOf(rep, "e2e", "") {
 		if strings.Contains(c.Name, "graphs") && c.Status != Skip {
@@ -253,70 +260,269 @@ func TestGoldenCatchesPerturbation(t *testing.T) {
 	}
 }
 
-// TestSamplerCatchesErrors: a greedy sampler that returns the runner-up,
-// a temperature sampler that ignores the temperature, a top-k one that
-// keeps a token too many and one that ignores min-p fail; so does a
-// sampler that reports the logprobs of the penalised logits instead of
-// the raw ones.
-func TestSamplerCatchesErrors(t *testing.T) {
-	wrong := func(logits [][]float32, p []SampleParams) ([]Sampled, error) {
-		q := make([]SampleParams, len(p))
-		copy(q, p)
-		for i := range q {
-			if q[i].Temperature > 0 && q[i].TopK == 0 && q[i].TopP >= 1 {
-				q[i].Temperature = 1.3 // wrong temperature
-			}
-			if q[i].TopK > 0 {
-				q[i].TopK++ // one token too many
-			}
-			q[i].MinP = 0 // min-p ignored
-		}
-		res, err := refSample(logits, q)
-		if err == nil && len(p) == 16 {
-			res[0].Token = (res[0].Token + 1) % len(logits[0]) // greedy: wrong token
-		}
-		return res, err
-	}
-	var got []Check
-	runSampler(context.Background(), testDevice{sample: wrong}, nil, newRand(5), true, func(c Check) { got = append(got, c) })
-	want := map[string]string{"greedy": Fail, "temperature 0.8": Fail, "temperature 1, top-k": Fail, "temperature 1, top-p": Pass,
-		"temperature 0.7, min-p": Fail}
-	for _, c := range got {
-		for prefix, st := range want {
-			if strings.HasPrefix(c.Name, prefix) && c.Status != st {
-				t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, st)
-			}
-		}
-	}
-	if len(got) != 5 {
-		t.Fatalf("%d sampler checks, want 5", len(got))
-	}
-
-	// Logprobs of the penalised logits: the same tokens (the penalties are
-	// applied to the logits instead), logprobs off.
-	penalisedLP := func(logits [][]float32, p []SampleParams) ([]Sampled, error) {
-		l := make([][]float32, len(logits))
-		q := make([]SampleParams, len(p))
+// sampled is refSample with each row's result edited by f (nil: as is)
+// after drawing with the parameters q makes of the row's (nil: as given)
+// and the logits l makes of the row's (nil: as given).
+func sampled(l func([]float32, SampleParams) []float32, q func(SampleParams) SampleParams,
+	f func(row []float32, p SampleParams, r *Sampled)) func([][]float32, []SampleParams) ([]Sampled, error) {
+	return func(logits [][]float32, p []SampleParams) ([]Sampled, error) {
+		ls := make([][]float32, len(logits))
+		qs := make([]SampleParams, len(p))
 		for i := range p {
-			l[i] = penalised(logits[i], p[i])
-			q[i] = p[i]
-			q[i].PresencePenalty, q[i].FrequencyPenalty, q[i].History = 0, 0, nil
-		}
-		return refSample(l, q)
-	}
-	got = got[:0]
-	runSampler(context.Background(), testDevice{sample: penalisedLP}, nil, newRand(6), true, func(c Check) { got = append(got, c) })
-	want = map[string]string{"greedy": Fail, "temperature 0.8": Pass, "temperature 1, top-k": Pass, "temperature 1, top-p": Pass,
-		"temperature 0.7, min-p": Fail}
-	for _, c := range got {
-		for prefix, st := range want {
-			if strings.HasPrefix(c.Name, prefix) && c.Status != st {
-				t.Errorf("penalised logprobs: %s: %s (%s), want %s", c.Name, c.Status, c.Detail, st)
+			ls[i], qs[i] = logits[i], p[i]
+			if l != nil {
+				ls[i] = l(logits[i], p[i])
+			}
+			if q != nil {
+				qs[i] = q(p[i])
 			}
 		}
-		if strings.HasPrefix(c.Name, "greedy") && c.Extra["mismatches"] != 0 {
-			t.Errorf("penalised logprobs: greedy tokens differ: %s", c.Detail)
+		res, err := refSample(ls, qs)
+		if err != nil || f == nil {
+			return res, err
 		}
+		for i := range res {
+			f(logits[i], p[i], &res[i])
+		}
+		return res, nil
+	}
+}
+
+// samplerPerturbations are wrong samplers, each with the sampler checks
+// (name prefixes) it must fail; every other sampler check must pass. Each
+// check fails under one of them at least, and the sets show that each
+// fails on its own.
+type samplerPerturbation struct {
+	name   string
+	sample func([][]float32, []SampleParams) ([]Sampled, error)
+	fail   []string
+}
+
+var samplerPerturbations = []samplerPerturbation{
+	{"greedy: ties to the higher id", sampled(nil, nil, func(row []float32, p SampleParams, r *Sampled) {
+		if p.Temperature != 0 || penalisedRow(p) {
+			return
+		}
+		best := -1
+		for i, v := range row {
+			if best < 0 || v >= row[best] {
+				best = i
+			}
+		}
+		r.Token, r.Logprob = best, float32(rawLogprobs(row)[best])
+	}), []string{"greedy argmax"}},
+	{"greedy: the next token, with the logprob of the argmax", sampled(nil, nil, func(row []float32, p SampleParams, r *Sampled) {
+		if p.Temperature == 0 && !penalisedRow(p) {
+			r.Token = (r.Token + 1) % len(row)
+		}
+	}), []string{"greedy argmax", "greedy logprobs"}},
+	{"penalties ignored", sampled(nil, func(p SampleParams) SampleParams {
+		p.PresencePenalty, p.FrequencyPenalty, p.History = 0, 0, nil
+		return p
+	}, nil), []string{"greedy with penalties", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution"}},
+	{"logprobs of the penalised logits", sampled(func(l []float32, p SampleParams) []float32 { return penalised(l, p) },
+		func(p SampleParams) SampleParams {
+			p.PresencePenalty, p.FrequencyPenalty, p.History = 0, 0, nil
+			return p
+		}, nil), []string{"greedy logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs"}},
+	{"logprobs 0.01 too small", sampled(nil, nil, func(_ []float32, _ SampleParams, r *Sampled) {
+		r.Logprob -= 0.01
+		r.Top = slices.Clone(r.Top)
+		for k := range r.Top {
+			r.Top[k].Logprob -= 0.01
+		}
+	}), []string{"greedy logprobs", "temperature 0.8: logprobs", "temperature 1, top-k 5: logprobs",
+		"temperature 1, top-p 0.9: logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs"}},
+	{"temperature 1.3 instead of 0.8", sampled(nil, func(p SampleParams) SampleParams {
+		if p.Temperature == 0.8 {
+			p.Temperature = 1.3
+		}
+		return p
+	}, nil), []string{"temperature 0.8: distribution"}},
+	{"top-k keeps a token too many", sampled(nil, func(p SampleParams) SampleParams {
+		if p.TopK > 0 && p.Temperature > 0 {
+			p.TopK++
+		}
+		return p
+	}, nil), []string{"temperature 1, top-k 5: distribution"}},
+	{"top-p ignored", sampled(nil, func(p SampleParams) SampleParams {
+		if p.Temperature > 0 && p.MinP == 0 {
+			p.TopP = 1
+		}
+		return p
+	}, nil), []string{"temperature 1, top-p 0.9: distribution"}},
+	{"min-p ignored", sampled(nil, func(p SampleParams) SampleParams {
+		p.MinP = 0
+		return p
+	}, nil), []string{"temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution"}},
+}
+
+// runSamplerOn runs the sampler checks (quick) on dev's sampler and
+// checks that each named check reported once, in order.
+func runSamplerOn(t *testing.T, dev Device, seed uint64, quick bool) map[string]Check {
+	t.Helper()
+	var got []Check
+	runSampler(context.Background(), dev, nil, newRand(seed), quick, func(c Check) { got = append(got, c) })
+	names := samplerCheckNames(quick)
+	if len(got) != len(names) {
+		t.Fatalf("%d sampler checks, want %d: %+v", len(got), len(names), got)
+	}
+	out := map[string]Check{}
+	for i, c := range got {
+		if c.Group != "sampler" || c.Name != names[i] {
+			t.Errorf("check %d: %s %q, want sampler %q", i, c.Group, c.Name, names[i])
+		}
+		out[c.Name] = c
+	}
+	return out
+}
+
+// TestSamplerCheckNames: the named sampler checks, one per behaviour, each
+// name unique.
+func TestSamplerCheckNames(t *testing.T) {
+	want := []string{
+		"greedy argmax, vocabulary 201088",
+		"greedy with penalties, vocabulary 201088",
+		"greedy logprobs, 5 top logprobs, vocabulary 201088",
+		"temperature 0.8: distribution of 4096 draws",
+		"temperature 0.8: logprobs of 4096 draws",
+		"temperature 1, top-k 5: distribution of 4096 draws",
+		"temperature 1, top-k 5: logprobs of 4096 draws",
+		"temperature 1, top-p 0.9: distribution of 4096 draws",
+		"temperature 1, top-p 0.9: logprobs of 4096 draws",
+		"temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution of 4096 draws",
+		"temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs of 4096 draws",
+	}
+	if got := samplerCheckNames(true); !slices.Equal(got, want) {
+		t.Errorf("quick names:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	full := samplerCheckNames(false)
+	if len(full) != len(want) || !strings.HasSuffix(full[3], "of 8192 draws") {
+		t.Errorf("full names: %q", full)
+	}
+}
+
+// TestSamplerChecksPassOnCPU: worker/sample as the device passes every
+// sampler check, quick and full.
+func TestSamplerChecksPassOnCPU(t *testing.T) {
+	for _, quick := range []bool{true, false} {
+		for name, c := range runSamplerOn(t, testDevice{}, 4, quick) {
+			if c.Status != Pass {
+				t.Errorf("quick %v: %s: %s (%s)", quick, name, c.Status, c.Detail)
+			}
+		}
+	}
+}
+
+// TestSamplerCatchesErrors: each wrong sampler fails exactly the checks
+// of the behaviour it gets wrong, and every sampler check is failed by
+// one of them.
+func TestSamplerCatchesErrors(t *testing.T) {
+	names := samplerCheckNames(true)
+	failedBy := map[string]int{}
+	for i, tc := range samplerPerturbations {
+		t.Run(tc.name, func(t *testing.T) {
+			want := map[string]bool{}
+			for _, prefix := range tc.fail {
+				n := 0
+				for _, name := range names {
+					if strings.HasPrefix(name, prefix) {
+						want[name] = true
+						failedBy[name]++
+						n++
+					}
+				}
+				if n != 1 {
+					t.Fatalf("prefix %q names %d checks", prefix, n)
+				}
+			}
+			for name, c := range runSamplerOn(t, testDevice{sample: tc.sample}, uint64(5+i), true) {
+				st := Pass
+				if want[name] {
+					st = Fail
+				}
+				if c.Status != st {
+					t.Errorf("%s: %s (%s), want %s", name, c.Status, c.Detail, st)
+				}
+			}
+		})
+	}
+	for _, name := range names {
+		if failedBy[name] == 0 {
+			t.Errorf("%s: no perturbation fails it", name)
+		}
+	}
+}
+
+// TestSamplerChecksInReport: each sampler check is in the JSON report and
+// the table under its own name, and fails there on its own; --skip
+// sampler skips them all.
+func TestSamplerChecksInReport(t *testing.T) {
+	run := func(dev Device, skip ...string) (*Report, string) {
+		dir := t.TempDir()
+		var log bytes.Buffer
+		_, err := Run(context.Background(), Options{Out: dir, Only: "checks", Quick: true, Seed: 7, Golden: goldenRoot,
+			Skip: append([]string{"op", "e2e", "layer20b"}, skip...), Open: func(*Options) (Device, error) { return dev, nil },
+			Log: &log, Deadline: 5 * time.Minute})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, log.String())
+		}
+		txt, err := os.ReadFile(filepath.Join(dir, "gpu-check.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readReport(t, dir), string(txt)
+	}
+	names := samplerCheckNames(true)
+	// A sampler whose top-k keeps one token too many fails that check alone.
+	i := slices.IndexFunc(samplerPerturbations, func(p samplerPerturbation) bool { return p.name == "top-k keeps a token too many" })
+	if i < 0 {
+		t.Fatal("no top-k perturbation")
+	}
+	topk := samplerPerturbations[i]
+	for _, dev := range []testDevice{{}, {sample: topk.sample}} {
+		rep, txt := run(dev)
+		got := map[string]Check{}
+		for _, c := range rep.Checks {
+			if c.Group == "sampler" {
+				got[c.Name] = c
+			}
+		}
+		if len(got) != len(names) {
+			t.Errorf("%d sampler checks in the report, want %d", len(got), len(names))
+		}
+		for _, name := range names {
+			want := Pass
+			if dev.sample != nil && strings.HasPrefix(name, topk.fail[0]) {
+				want = Fail
+			}
+			if c, ok := got[name]; !ok || c.Status != want {
+				t.Errorf("report: %s: %+v, want %s", name, c, want)
+			}
+			line := ""
+			for _, l := range strings.Split(txt, "\n") {
+				if strings.HasPrefix(l, "sampler") && strings.Contains(l, " "+name+" ") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, " "+strings.ToUpper(want)+" ") {
+				t.Errorf("table: %s: line %q, want %s", name, line, strings.ToUpper(want))
+			}
+		}
+		if wantPass := dev.sample == nil; rep.Pass != wantPass {
+			t.Errorf("report pass %v, want %v", rep.Pass, wantPass)
+		}
+	}
+	// --skip sampler: none of them runs; the group is reported skipped.
+	rep, _ := run(testDevice{sample: topk.sample}, "sampler")
+	var sampler []Check
+	for _, c := range rep.Checks {
+		if c.Group == "sampler" {
+			sampler = append(sampler, c)
+		}
+	}
+	if len(sampler) != 1 || sampler[0].Status != Skip || sampler[0].Name != "sampler checks" || !rep.Pass {
+		t.Errorf("--skip sampler: %+v (pass %v)", sampler, rep.Pass)
 	}
 }
 

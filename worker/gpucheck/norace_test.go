@@ -1,5 +1,5 @@
 //go:build !race
 
-package gpucheck
+package main
 
 const raceEnabled = false

@@ -1,6 +1,6 @@
 //go:build race
 
-package gpucheck
+package main
 
 // raceEnabled skips the numeric tests that build full-size layers under
 // the race detector, which slows the CPU reference about tenfold; the

@@ -1,4 +1,4 @@
-package gpucheck
+package main
 
 import (
 	"bytes"
@@ -201,7 +201,7 @@ func (r *Report) table(w io.Writer) {
 
 // tableKeys are the Extra numbers the table shows (the JSON has all).
 var tableKeys = []string{"med_rel", "med_rel_bound", "p90_kl", "p90_kl_bound", "flips", "flip_bound", "graph_replayed",
-	"mismatches", "tv", "tv_bound", "outside"}
+	"mismatches", "logprob_mismatches", "tv", "tv_bound", "outside"}
 
 func orDash(s string) string {
 	if s == "" {
@@ -210,16 +210,16 @@ func orDash(s string) string {
 	return s
 }
 
-// Version is the source revision, set at build time by the Makefile
-// (-X github.com/gptoss/server/worker/gpucheck.Version=...); without it
-// the Go toolchain's VCS stamp is used. The device machine has no .git,
-// so the commit must travel inside the binary.
-var Version = ""
+// version is the source revision, set at build time by the Makefile
+// (go build -ldflags "-X main.version=..."); without it the Go
+// toolchain's VCS stamp is used. The device machine has no .git, so the
+// commit must travel inside the binary.
+var version = ""
 
 // commit returns the build's source revision.
 func commit() string {
-	if Version != "" {
-		return Version
+	if version != "" {
+		return version
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		rev, dirty := "", false

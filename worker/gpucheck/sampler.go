@@ -1,4 +1,4 @@
-package gpucheck
+package main
 
 import (
 	"context"
@@ -198,258 +198,470 @@ func tvTest(tokens []int, p []float64) (tv, bound float64, outside int) {
 	return tv / 2, 2.5*mean/2 + 0.005, outside
 }
 
-// runSampler checks the device's sampler against worker/sample, with its
-// semantics (kernels/gptoss.h, gx_sample): greedy rows over the full
-// vocabulary must give the same tokens exactly (the argmax of the
-// penalised logits, ties to the lower id; top-k, min-p and top-p ignored),
-// the same top-logprob ids, and logprobs of the raw logits (before
-// penalties and temperature) within lpClose of worker/sample's;
-// temperature, top-k, min-p, top-p and penalised draws must follow the
-// exact distribution (total variation test), never pick a token the
-// truncation removed, and report the raw logprob of the token drawn.
+// The sampler checks compare the device's sampler with worker/sample, with
+// its semantics (kernels/gptoss.h, gx_sample). They come in sets: each set
+// is one device call (and worker/sample's draws for the same inputs), and
+// the set's named checks each judge one behaviour of those draws, so each
+// passes or fails on its own while the device time stays one call per set.
+//
+//   - greedy argmax: greedy rows over the full vocabulary without
+//     penalties (random rows, a tie for the maximum, all logits equal, the
+//     maximum at the last id, NaN and −Inf logits) give worker/sample's
+//     token exactly: the argmax, ties to the lower id;
+//   - greedy with penalties: rows whose presence and frequency penalties
+//     make, break or reverse the order of the best tokens (one with
+//     truncation parameters, which greedy decoding ignores) give
+//     worker/sample's token exactly: the argmax of the penalised logits;
+//   - greedy logprobs: on every greedy row, the logprob of the token drawn
+//     is the raw one (log_softmax of the logits before penalties and
+//     temperature) within lpClose of worker/sample's, and the top-logprob
+//     ids equal worker/sample's, their logprobs within lpClose;
+//   - for temperature 0.8, top-k 5, top-p 0.9, and min-p 0.2 with top-p
+//     0.95 and penalties: "distribution", the draws follow the exact
+//     distribution (total variation test) and none picks a token the
+//     truncation removed; "logprobs", every draw reports the raw logprob
+//     of its token and the raw top logprobs, most likely first.
+//
 // worker/sample's own draws go through the same tests, so a harness error
-// shows as an error of the reference.
+// shows as an error of the reference, not as a failure of the device.
+
+// samplerSet is one device call and the named checks that judge its
+// draws. draw samples on the device and with worker/sample (an error
+// wrapping ErrUnsupported: the device has no sampler); each judge reads
+// what draw left in the closure they share.
+type samplerSet struct {
+	draw   func(e *samplerEnv) error
+	checks []samplerCheck
+}
+
+// samplerCheck is one named sampler check.
+type samplerCheck struct {
+	name  string
+	judge func() Check
+}
+
+// samplerEnv is what the sets draw with.
+type samplerEnv struct {
+	dev Device
+	b   engine.Backend
+	rng *rand.Rand
+}
+
+// The greedy set: greedyRows rows of the full vocabulary, greedyTop top
+// logprobs each.
+const greedyV, greedyRows, greedyTop = 201088, 16, 5
+
+// The distribution sets: drawV tokens, drawTop top logprobs, drawCount
+// draws (drawCountQuick with --quick).
+const drawV, drawTop, drawCount, drawCountQuick = 256, 3, 8192, 4096
+
+// drawCases are the distribution sets' parameters; hist is how many draws
+// among the likely tokens make the history (the penalised tokens).
+var drawCases = []struct {
+	name string
+	p    SampleParams
+	hist int
+}{
+	{"temperature 0.8", SampleParams{Temperature: 0.8, TopP: 1}, 0},
+	{"temperature 1, top-k 5", SampleParams{Temperature: 1, TopK: 5, TopP: 1}, 0},
+	{"temperature 1, top-p 0.9", SampleParams{Temperature: 1, TopP: 0.9}, 0},
+	{"temperature 0.7, min-p 0.2, top-p 0.95, penalties",
+		SampleParams{Temperature: 0.7, TopP: 0.95, MinP: 0.2, PresencePenalty: 0.5, FrequencyPenalty: 0.25}, 6},
+}
+
+// samplerSets lists the sampler checks, in the order they run. Each set
+// draws fresh inputs from e.rng (in the same order as before the checks
+// were split, so --seed repeats earlier runs' inputs).
+func samplerSets(quick bool) []samplerSet {
+	g := &greedyDraws{}
+	sets := []samplerSet{{
+		draw: func(e *samplerEnv) error { return g.draw(e) },
+		checks: []samplerCheck{
+			{fmt.Sprintf("greedy argmax, vocabulary %d", greedyV), func() Check { return g.tokens(false) }},
+			{fmt.Sprintf("greedy with penalties, vocabulary %d", greedyV), func() Check { return g.tokens(true) }},
+			{fmt.Sprintf("greedy logprobs, %d top logprobs, vocabulary %d", greedyTop, greedyV), g.logprobs},
+		},
+	}}
+	N := drawCount
+	if quick {
+		N = drawCountQuick
+	}
+	for _, tc := range drawCases {
+		d := &sampledDraws{n: N, params: tc.p, hist: tc.hist}
+		sets = append(sets, samplerSet{
+			draw: d.draw,
+			checks: []samplerCheck{
+				{fmt.Sprintf("%s: distribution of %d draws", tc.name, N), d.distribution},
+				{fmt.Sprintf("%s: logprobs of %d draws", tc.name, N), d.logprobs},
+			},
+		})
+	}
+	return sets
+}
+
+// samplerCheckNames are the names of the sampler checks, in order.
+func samplerCheckNames(quick bool) []string {
+	var names []string
+	for _, s := range samplerSets(quick) {
+		for _, c := range s.checks {
+			names = append(names, c.name)
+		}
+	}
+	return names
+}
+
+// runSampler runs the sampler checks on dev's sampler (with b, the op
+// checks' backend) and reports each. A set's draw time is counted in its
+// first check's seconds.
 func runSampler(ctx context.Context, dev Device, b engine.Backend, rng *rand.Rand, quick bool, report func(Check)) {
-	run := func(name string, f func() Check) {
+	e := &samplerEnv{dev: dev, b: b, rng: rng}
+	for _, set := range samplerSets(quick) {
 		if ctx.Err() != nil {
-			report(Check{Group: "sampler", Name: name, Status: Skip, Detail: "out of time"})
-			return
+			for _, sc := range set.checks {
+				report(Check{Group: "sampler", Name: sc.name, Status: Skip, Detail: "out of time"})
+			}
+			continue
 		}
 		start := now()
-		c := func() (c Check) {
+		err := func() (err error) {
 			defer func() {
 				if p := recover(); p != nil {
-					c = Check{Status: Error, Detail: fmt.Sprintf("panic: %v", p)}
+					err = fmt.Errorf("panic: %v", p)
 				}
 			}()
-			return f()
+			return set.draw(e)
 		}()
-		c.Group, c.Name, c.Seconds = "sampler", name, since(start)
-		report(c)
+		drawn := since(start)
+		for i, sc := range set.checks {
+			start := now()
+			var c Check
+			switch {
+			case errors.Is(err, ErrUnsupported):
+				c = Check{Status: Skip, Detail: "the device has no sampler"}
+			case err != nil:
+				c = Check{Status: Error, Detail: err.Error()}
+			default:
+				c = func() (c Check) {
+					defer func() {
+						if p := recover(); p != nil {
+							c = Check{Status: Error, Detail: fmt.Sprintf("panic: %v", p)}
+						}
+					}()
+					return sc.judge()
+				}()
+			}
+			c.Group, c.Name, c.Seconds = "sampler", sc.name, since(start)
+			if i == 0 {
+				c.Seconds += drawn
+			}
+			report(c)
+		}
 	}
-	unsupported := func(err error) bool { return errors.Is(err, ErrUnsupported) }
+}
 
-	run("greedy, vocabulary 201088", func() Check {
-		const S, V, nTop = 16, 201088, 5
-		logits := make([][]float32, S)
-		params := make([]SampleParams, S)
-		for i := range logits {
-			logits[i] = make([]float32, V)
-			for j := range logits[i] {
-				logits[i][j] = float32(rng.NormFloat64() * 2)
-			}
-			params[i] = SampleParams{TopP: 1, TopLogprobs: nTop}
+// notes keeps the first of a check's notes as its detail.
+type notes string
+
+func (n *notes) add(f string, args ...any) {
+	if *n == "" {
+		*n = notes(fmt.Sprintf(f, args...))
+	}
+}
+
+// greedyDraws is the greedy set: the rows, their parameters, the device's
+// draws and worker/sample's.
+type greedyDraws struct {
+	logits    [][]float32
+	params    []SampleParams
+	got, want []Sampled
+}
+
+// penalisedRow says whether a row's penalties apply (the greedy with
+// penalties check's rows; the argmax check has the others).
+func penalisedRow(p SampleParams) bool {
+	return (p.PresencePenalty != 0 || p.FrequencyPenalty != 0) && len(p.History) > 0
+}
+
+func (g *greedyDraws) draw(e *samplerEnv) error {
+	const S, V, nTop = greedyRows, greedyV, greedyTop
+	rng := e.rng
+	logits := make([][]float32, S)
+	params := make([]SampleParams, S)
+	for i := range logits {
+		logits[i] = make([]float32, V)
+		for j := range logits[i] {
+			logits[i][j] = float32(rng.NormFloat64() * 2)
 		}
-		lo, hi := func() int { return rng.IntN(V / 2) }, func() int { return V/2 + rng.IntN(V/2) }
-		// Row 3: a tie for the maximum (the lower id wins); row 5: all
-		// equal (id 0); row 7: the maximum at the last id.
-		i, j := lo(), hi()
-		logits[3][i], logits[3][j] = 100, 100
-		for k := range logits[5] {
-			logits[5][k] = 0.25
+		params[i] = SampleParams{TopP: 1, TopLogprobs: nTop}
+	}
+	lo, hi := func() int { return rng.IntN(V / 2) }, func() int { return V/2 + rng.IntN(V/2) }
+	// Row 3: a tie for the maximum (the lower id wins); row 5: all
+	// equal (id 0); row 7: the maximum at the last id.
+	i, j := lo(), hi()
+	logits[3][i], logits[3][j] = 100, 100
+	for k := range logits[5] {
+		logits[5][k] = 0.25
+	}
+	logits[7][V-1] = 100
+	// Row 9: the penalties (0.5 + 0.25 × 2 = 1, exact in float32) make
+	// a tie: 100 − 1 against a 99 at a lower id, which wins. Raw
+	// logprobs differ from penalised ones by about 0.3 here.
+	a, d := hi(), lo()
+	logits[9][a], logits[9][d] = 100, 99
+	params[9] = SampleParams{TopP: 1, TopLogprobs: nTop, PresencePenalty: 0.5, FrequencyPenalty: 0.25, History: []int{a, a}}
+	// Row 11: a negative presence penalty lifts an 8 over the 9, and
+	// the truncation parameters are ignored by greedy decoding.
+	a, d = lo(), hi()
+	logits[11][a], logits[11][d] = 9, 8
+	params[11] = SampleParams{TopP: 0.5, TopK: 3, MinP: 0.5, TopLogprobs: nTop, PresencePenalty: -2, History: []int{d, lo()}}
+	// Row 13: NaN and −Inf logits (never chosen, ranked last).
+	for range 64 {
+		logits[13][rng.IntN(V)] = float32(math.NaN())
+		logits[13][rng.IntN(V)] = float32(math.Inf(-1))
+	}
+	// Row 15: the frequency penalty on the two best tokens, repeated.
+	a, d = lo(), hi()
+	logits[15][a], logits[15][d] = 12, 11.5
+	params[15] = SampleParams{TopP: 1, TopLogprobs: nTop, PresencePenalty: 0.25, FrequencyPenalty: 1.5,
+		History: []int{a, d, a, lo(), a}}
+	got, err := e.dev.Sample(e.b, logits, params)
+	if err != nil {
+		return err
+	}
+	if len(got) != S {
+		return fmt.Errorf("%s sampler: %d results for %d rows", e.dev.Name(), len(got), S)
+	}
+	want, err := refSample(logits, params)
+	if err != nil {
+		return err
+	}
+	g.logits, g.params, g.got, g.want = logits, params, got, want
+	return nil
+}
+
+// tokens checks the greedy tokens of the rows with penalties (or of those
+// without) against worker/sample's.
+func (g *greedyDraws) tokens(penalties bool) Check {
+	rows, bad := 0, 0
+	var detail notes
+	for r := range g.want {
+		if penalisedRow(g.params[r]) != penalties {
+			continue
 		}
-		logits[7][V-1] = 100
-		// Row 9: the penalties (0.5 + 0.25 × 2 = 1, exact in float32) make
-		// a tie: 100 − 1 against a 99 at a lower id, which wins. Raw
-		// logprobs differ from penalised ones by about 0.3 here.
-		a, d := hi(), lo()
-		logits[9][a], logits[9][d] = 100, 99
-		params[9] = SampleParams{TopP: 1, TopLogprobs: nTop, PresencePenalty: 0.5, FrequencyPenalty: 0.25, History: []int{a, a}}
-		// Row 11: a negative presence penalty lifts an 8 over the 9, and
-		// the truncation parameters are ignored by greedy decoding.
-		a, d = lo(), hi()
-		logits[11][a], logits[11][d] = 9, 8
-		params[11] = SampleParams{TopP: 0.5, TopK: 3, MinP: 0.5, TopLogprobs: nTop, PresencePenalty: -2, History: []int{d, lo()}}
-		// Row 13: NaN and −Inf logits (never chosen, ranked last).
-		for range 64 {
-			logits[13][rng.IntN(V)] = float32(math.NaN())
-			logits[13][rng.IntN(V)] = float32(math.Inf(-1))
+		rows++
+		if gt, wt := g.got[r].Token, g.want[r].Token; gt != wt {
+			bad++
+			detail.add("row %d: token %d, worker/sample %d", r, gt, wt)
 		}
-		// Row 15: the frequency penalty on the two best tokens, repeated.
-		a, d = lo(), hi()
-		logits[15][a], logits[15][d] = 12, 11.5
-		params[15] = SampleParams{TopP: 1, TopLogprobs: nTop, PresencePenalty: 0.25, FrequencyPenalty: 1.5,
-			History: []int{a, d, a, lo(), a}}
-		got, err := dev.Sample(b, logits, params)
-		if unsupported(err) {
-			return Check{Status: Skip, Detail: "the device has no sampler"}
-		}
-		if err != nil {
-			return Check{Status: Error, Detail: err.Error()}
-		}
-		want, err := refSample(logits, params)
-		if err != nil {
-			return Check{Status: Error, Detail: err.Error()}
-		}
-		bad, badLP := 0, 0
-		var worst float64
-		detail := ""
-		note := func(f string, args ...any) {
-			if detail == "" {
-				detail = fmt.Sprintf(f, args...)
-			}
-		}
-		for r := range want {
-			g, w := got[r], want[r]
-			if g.Token != w.Token {
-				bad++
-				note("row %d: token %d, worker/sample %d", r, g.Token, w.Token)
-				continue
-			}
-			lpOK := lpClose(g.Logprob, float64(w.Logprob))
-			if !math.IsInf(float64(w.Logprob), -1) {
-				worst = max(worst, math.Abs(float64(g.Logprob-w.Logprob)))
-			}
-			if !lpOK {
-				note("row %d: logprob of %d %g, worker/sample %g", r, g.Token, g.Logprob, w.Logprob)
-			}
-			if len(g.Top) != len(w.Top) {
-				lpOK = false
-				note("row %d: %d top logprobs, worker/sample %d", r, len(g.Top), len(w.Top))
+	}
+	c := Check{Status: Pass, Detail: string(detail), Extra: map[string]float64{"rows": float64(rows), "mismatches": float64(bad)}}
+	switch {
+	case rows == 0:
+		c.Status, c.Detail = Error, "no rows: the harness is wrong"
+	case bad > 0:
+		c.Status = Fail
+	}
+	return c
+}
+
+// logprobs checks the logprob of each greedy row's token and its top
+// logprobs. Where the device drew another token than worker/sample (the
+// token checks fail), its logprob must still be the raw one of the token
+// it drew.
+func (g *greedyDraws) logprobs() Check {
+	badLP := 0
+	var worst float64
+	var detail notes
+	for r := range g.want {
+		gr, w := g.got[r], g.want[r]
+		ok := true
+		want := float64(w.Logprob)
+		if gr.Token != w.Token {
+			if gr.Token < 0 || gr.Token >= len(g.logits[r]) {
+				ok = false
+				detail.add("row %d: token %d out of range", r, gr.Token)
 			} else {
-				for k := range w.Top {
-					if g.Top[k].ID != w.Top[k].ID || !lpClose(g.Top[k].Logprob, float64(w.Top[k].Logprob)) {
-						lpOK = false
-						note("row %d: top %d is %d (%g), worker/sample %d (%g)", r, k, g.Top[k].ID, g.Top[k].Logprob,
-							w.Top[k].ID, w.Top[k].Logprob)
-						break
-					}
-				}
-			}
-			if !lpOK {
-				badLP++
+				want = rawLogprobs(g.logits[r])[gr.Token]
 			}
 		}
-		c := Check{Status: Pass, Detail: detail, Extra: map[string]float64{"rows": S, "mismatches": float64(bad),
-			"logprob_mismatches": float64(badLP), "logprob_max_abs": worst}}
-		if bad+badLP > 0 {
-			c.Status = Fail
+		if ok {
+			if !math.IsInf(want, -1) {
+				// (Finite differences only: the report is JSON.)
+				if d := math.Abs(float64(gr.Logprob) - want); !math.IsInf(d, 0) && !math.IsNaN(d) {
+					worst = max(worst, d)
+				}
+			}
+			if !lpClose(gr.Logprob, want) {
+				ok = false
+				detail.add("row %d: logprob of %d %g, worker/sample %g", r, gr.Token, gr.Logprob, want)
+			}
 		}
-		return c
-	})
-
-	N := 8192
-	if quick {
-		N = 4096
-	}
-	for _, tc := range []struct {
-		name string
-		p    SampleParams
-		hist int // this many draws among the likely tokens make the history
-	}{
-		{"temperature 0.8", SampleParams{Temperature: 0.8, TopP: 1}, 0},
-		{"temperature 1, top-k 5", SampleParams{Temperature: 1, TopK: 5, TopP: 1}, 0},
-		{"temperature 1, top-p 0.9", SampleParams{Temperature: 1, TopP: 0.9}, 0},
-		{"temperature 0.7, min-p 0.2, top-p 0.95, penalties",
-			SampleParams{Temperature: 0.7, TopP: 0.95, MinP: 0.2, PresencePenalty: 0.5, FrequencyPenalty: 0.25}, 6},
-	} {
-		run(fmt.Sprintf("%s, %d draws", tc.name, N), func() Check {
-			// 256 tokens: 16 likely ones, the rest far below, a realistic
-			// shape for a next-token distribution.
-			const V, nTop = 256, 3
-			var row []float32
-			var p []float64
-			sp := tc.p
-			sp.TopLogprobs = nTop
-			for try := 0; ; try++ {
-				row = make([]float32, V)
-				for j := range row {
-					row[j] = float32(rng.NormFloat64() - 4)
-				}
-				likely := rng.Perm(V)[:16]
-				for _, j := range likely {
-					row[j] = float32(rng.NormFloat64() + 1)
-				}
-				sp.History = nil
-				for range tc.hist {
-					sp.History = append(sp.History, likely[rng.IntN(4)])
-				}
-				var border bool
-				p, border = exactProbs(row, sp)
-				if !border || try > 20 {
+		if len(gr.Top) != len(w.Top) {
+			ok = false
+			detail.add("row %d: %d top logprobs, worker/sample %d", r, len(gr.Top), len(w.Top))
+		} else {
+			for k := range w.Top {
+				if gr.Top[k].ID != w.Top[k].ID || !lpClose(gr.Top[k].Logprob, float64(w.Top[k].Logprob)) {
+					ok = false
+					detail.add("row %d: top %d is %d (%g), worker/sample %d (%g)", r, k, gr.Top[k].ID, gr.Top[k].Logprob,
+						w.Top[k].ID, w.Top[k].Logprob)
 					break
 				}
 			}
-			lp := rawLogprobs(row)
-			logits := make([][]float32, N)
-			params := make([]SampleParams, N)
-			for i := range logits {
-				logits[i] = row
-				params[i] = sp
-				params[i].Uniform = rng.Float64()
-			}
-			got, err := dev.Sample(b, logits, params)
-			if unsupported(err) {
-				return Check{Status: Skip, Detail: "the device has no sampler"}
-			}
-			if err != nil {
-				return Check{Status: Error, Detail: err.Error()}
-			}
-			// badLP counts draws whose logprob (or top list) is not the
-			// raw one.
-			badLP := func(res []Sampled) int {
-				n := 0
-				for _, r := range res {
-					ok := r.Token >= 0 && r.Token < V && lpClose(r.Logprob, lp[r.Token]) && len(r.Top) == nTop
-					for k := 0; ok && k < nTop; k++ {
-						ok = r.Top[k].ID >= 0 && r.Top[k].ID < V && lpClose(r.Top[k].Logprob, lp[r.Top[k].ID]) &&
-							(k == 0 || lp[r.Top[k-1].ID] > lp[r.Top[k].ID] ||
-								lp[r.Top[k-1].ID] == lp[r.Top[k].ID] && r.Top[k-1].ID < r.Top[k].ID)
-					}
-					if !ok {
-						n++
-					}
-				}
-				return n
-			}
-			tokens := func(res []Sampled) []int {
-				out := make([]int, len(res))
-				for i, r := range res {
-					out[i] = r.Token
-				}
-				return out
-			}
-			tv, bound, outside := tvTest(tokens(got), p)
-			gotBad := badLP(got)
-			// The reference through the same tests: one seeded sampler, N
-			// draws, with the row's history.
-			rp := sp
-			if rp.TopP == 0 {
-				rp.TopP = 1
-			}
-			s, err := sample.New(sample.Params{Temperature: rp.Temperature, TopK: rp.TopK, TopP: rp.TopP, MinP: rp.MinP,
-				PresencePenalty: rp.PresencePenalty, FrequencyPenalty: rp.FrequencyPenalty, Seed: rng.Uint64(), HasSeed: true,
-				Logprobs: true, TopLogprobs: nTop})
-			if err != nil {
-				return Check{Status: Error, Detail: err.Error()}
-			}
-			ref := make([]Sampled, N)
-			for i := range ref {
-				s.Reset()
-				for _, tok := range rp.History {
-					s.Accept(tok)
-				}
-				r, err := s.Sample(row)
-				if err != nil {
-					return Check{Status: Error, Detail: err.Error()}
-				}
-				ref[i] = Sampled{Token: r.Token, Logprob: r.Logprob, Top: slices.Clone(r.Top)}
-			}
-			refTV, _, refOut := tvTest(tokens(ref), p)
-			refBad := badLP(ref)
-			c := Check{Status: Pass, Extra: map[string]float64{"tv": tv, "tv_bound": bound, "outside": float64(outside),
-				"logprob_mismatches": float64(gotBad), "ref_tv": refTV, "ref_outside": float64(refOut)}}
-			switch {
-			case refTV > bound || refOut > 0 || refBad > 0:
-				c.Status, c.Detail = Error, "worker/sample itself fails the test: the harness is wrong"
-			case outside > 0:
-				c.Status, c.Detail = Fail, fmt.Sprintf("%d draws outside the truncated distribution", outside)
-			case tv > bound:
-				c.Status, c.Detail = Fail, fmt.Sprintf("total variation %.4f > %.4f", tv, bound)
-			case gotBad > 0:
-				c.Status, c.Detail = Fail, fmt.Sprintf("%d draws with logprobs that are not the raw log-softmax", gotBad)
-			}
-			return c
-		})
+		}
+		if !ok {
+			badLP++
+		}
 	}
+	c := Check{Status: Pass, Detail: string(detail), Extra: map[string]float64{"rows": float64(len(g.want)),
+		"logprob_mismatches": float64(badLP), "logprob_max_abs": worst}}
+	if badLP > 0 {
+		c.Status = Fail
+	}
+	return c
+}
+
+// sampledDraws is one distribution set: n draws from one row with the
+// same parameters and fresh uniforms, on the device and with worker/sample.
+type sampledDraws struct {
+	n      int
+	params SampleParams
+	hist   int
+
+	p        []float64 // the exact distribution
+	lp       []float64 // the raw logprobs
+	got, ref []Sampled
+}
+
+func (s *sampledDraws) draw(e *samplerEnv) error {
+	// 256 tokens: 16 likely ones, the rest far below, a realistic shape
+	// for a next-token distribution.
+	const V, nTop = drawV, drawTop
+	N, rng := s.n, e.rng
+	var row []float32
+	var p []float64
+	sp := s.params
+	sp.TopLogprobs = nTop
+	for try := 0; ; try++ {
+		row = make([]float32, V)
+		for j := range row {
+			row[j] = float32(rng.NormFloat64() - 4)
+		}
+		likely := rng.Perm(V)[:16]
+		for _, j := range likely {
+			row[j] = float32(rng.NormFloat64() + 1)
+		}
+		sp.History = nil
+		for range s.hist {
+			sp.History = append(sp.History, likely[rng.IntN(4)])
+		}
+		var border bool
+		p, border = exactProbs(row, sp)
+		if !border || try > 20 {
+			break
+		}
+	}
+	logits := make([][]float32, N)
+	params := make([]SampleParams, N)
+	for i := range logits {
+		logits[i] = row
+		params[i] = sp
+		params[i].Uniform = rng.Float64()
+	}
+	got, err := e.dev.Sample(e.b, logits, params)
+	if err != nil {
+		return err
+	}
+	if len(got) != N {
+		return fmt.Errorf("%s sampler: %d results for %d rows", e.dev.Name(), len(got), N)
+	}
+	// The reference: one seeded sampler, N draws, with the row's history.
+	rp := sp
+	if rp.TopP == 0 {
+		rp.TopP = 1
+	}
+	smp, err := sample.New(sample.Params{Temperature: rp.Temperature, TopK: rp.TopK, TopP: rp.TopP, MinP: rp.MinP,
+		PresencePenalty: rp.PresencePenalty, FrequencyPenalty: rp.FrequencyPenalty, Seed: rng.Uint64(), HasSeed: true,
+		Logprobs: true, TopLogprobs: nTop})
+	if err != nil {
+		return fmt.Errorf("cpu sampler: %w", err)
+	}
+	ref := make([]Sampled, N)
+	for i := range ref {
+		smp.Reset()
+		for _, tok := range rp.History {
+			smp.Accept(tok)
+		}
+		r, err := smp.Sample(row)
+		if err != nil {
+			return fmt.Errorf("cpu sampler: %w", err)
+		}
+		ref[i] = Sampled{Token: r.Token, Logprob: r.Logprob, Top: slices.Clone(r.Top)}
+	}
+	s.p, s.lp, s.got, s.ref = p, rawLogprobs(row), got, ref
+	return nil
+}
+
+func drawnTokens(res []Sampled) []int {
+	out := make([]int, len(res))
+	for i, r := range res {
+		out[i] = r.Token
+	}
+	return out
+}
+
+// distribution: the device's draws follow the exact distribution and
+// none falls outside the truncation.
+func (s *sampledDraws) distribution() Check {
+	tv, bound, outside := tvTest(drawnTokens(s.got), s.p)
+	refTV, _, refOut := tvTest(drawnTokens(s.ref), s.p)
+	c := Check{Status: Pass, Extra: map[string]float64{"draws": float64(s.n), "tv": tv, "tv_bound": bound,
+		"outside": float64(outside), "ref_tv": refTV, "ref_outside": float64(refOut)}}
+	switch {
+	case refTV > bound || refOut > 0:
+		c.Status, c.Detail = Error, "worker/sample itself fails the test: the harness is wrong"
+	case outside > 0:
+		c.Status, c.Detail = Fail, fmt.Sprintf("%d draws outside the truncated distribution", outside)
+	case tv > bound:
+		c.Status, c.Detail = Fail, fmt.Sprintf("total variation %.4f > %.4f", tv, bound)
+	}
+	return c
+}
+
+// badLogprobs counts the draws whose logprob (or top list) is not the raw
+// one, and describes the first.
+func (s *sampledDraws) badLogprobs(res []Sampled) (int, string) {
+	const V, nTop = drawV, drawTop
+	lp := s.lp
+	n := 0
+	var first notes
+	for i, r := range res {
+		ok := r.Token >= 0 && r.Token < V && lpClose(r.Logprob, lp[r.Token]) && len(r.Top) == nTop
+		for k := 0; ok && k < nTop; k++ {
+			ok = r.Top[k].ID >= 0 && r.Top[k].ID < V && lpClose(r.Top[k].Logprob, lp[r.Top[k].ID]) &&
+				(k == 0 || lp[r.Top[k-1].ID] > lp[r.Top[k].ID] ||
+					lp[r.Top[k-1].ID] == lp[r.Top[k].ID] && r.Top[k-1].ID < r.Top[k].ID)
+		}
+		if !ok {
+			n++
+			first.add("draw %d: token %d logprob %g, top %v", i, r.Token, r.Logprob, r.Top)
+		}
+	}
+	return n, string(first)
+}
+
+// logprobs: every device draw reports the raw logprob of its token and
+// the raw top logprobs, most likely first.
+func (s *sampledDraws) logprobs() Check {
+	gotBad, first := s.badLogprobs(s.got)
+	refBad, _ := s.badLogprobs(s.ref)
+	c := Check{Status: Pass, Extra: map[string]float64{"draws": float64(s.n), "logprob_mismatches": float64(gotBad),
+		"ref_logprob_mismatches": float64(refBad)}}
+	switch {
+	case refBad > 0:
+		c.Status, c.Detail = Error, "worker/sample itself fails the test: the harness is wrong"
+	case gotBad > 0:
+		c.Status, c.Detail = Fail, fmt.Sprintf("%d draws with logprobs that are not the raw log-softmax (first: %s)", gotBad, first)
+	}
+	return c
 }
