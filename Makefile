@@ -34,10 +34,15 @@ run-mock: build ## the original test plan's command: gpt-oss-20b (mock engine wi
 
 test: vet test-go test-e2e ## vet, Go tests (race detector) and the openai-SDK end-to-end tests
 
-vet: ## gofmt check and go vet
+# errorlint: errors formatted into errors wrap them (%w), and are matched
+# with errors.Is/As, so callers can tell causes apart through the layers.
+ERRORLINT ?= codeberg.org/polyfloyd/go-errorlint@v1.9.1
+
+vet: ## gofmt check, go vet and errorlint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(ERRORLINT) -errorf ./...
 
 test-go: ## Go unit and integration tests
 	$(GO) test -race -count=1 ./...

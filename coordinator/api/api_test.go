@@ -25,6 +25,7 @@ import (
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/shared/step"
+	"github.com/gptoss/server/shared/testkit"
 )
 
 type testEnv struct {
@@ -519,13 +520,7 @@ func TestQueueFull503(t *testing.T) {
 
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "the condition", cond)
 }
 
 func TestClientDisconnectFreesSequence(t *testing.T) {

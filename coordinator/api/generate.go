@@ -274,9 +274,11 @@ func (r *run) stream(ctx context.Context) error {
 			// The headers are out: report the failure in-band, as the
 			// OpenAI SDKs expect ("error" key), and end the stream.
 			e := finalError(u.final, false)
+			e.RequestID = requestID(r.c)
 			r.failed = true
 			r.cancelAll()
-			r.s.log.Warn("stream failed", zap.String("request_id", requestID(r.c)), zap.Error(u.final.Err))
+			r.s.log.Warn("stream failed", zap.String("request_id", e.RequestID), zap.Error(u.final.Err))
+			setInfo(r.c, func(i *reqInfo) { i.errCode, i.err = e.Code, e })
 			_ = r.sse.send(e.body())
 			return nil
 		}
@@ -472,20 +474,23 @@ func (r *run) record() {
 	info.completionTokens, info.finish, info.ttft = rec.CompletionTokens, rec.FinishReason, rec.TTFT
 }
 
-// submitError maps an admission failure to its HTTP error.
+// submitError maps an admission failure to its HTTP error; err is its
+// cause.
 func submitError(err error) *Error {
+	var ae *Error
 	switch {
 	case errors.Is(err, sched.ErrQueueFull):
-		return overloaded("The server is overloaded: too many requests are waiting. Please retry shortly.", 1)
+		ae = overloaded("The server is overloaded: too many requests are waiting. Please retry shortly.", 1)
 	case errors.Is(err, sched.ErrDraining), errors.Is(err, sched.ErrClosed):
-		return &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down and accepts no new requests.", RetryAfter: 5}
+		ae = &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down and accepts no new requests.", RetryAfter: 5}
 	default:
-		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: fmt.Sprintf("The engine could not take the request: %v", err), RetryAfter: 1}
+		ae = &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: fmt.Sprintf("The engine could not take the request: %v", err), RetryAfter: 1}
 	}
+	return ae.withCause(err)
 }
 
-// finalError maps a sequence that ended badly to its HTTP error; nil when
-// it ended normally.
+// finalError maps a sequence that ended badly to its HTTP error, whose
+// cause is the sequence's error; nil when it ended normally.
 func finalError(f *sched.Final, stopHit bool) *Error {
 	if stopHit {
 		return nil
@@ -494,21 +499,23 @@ func finalError(f *sched.Final, stopHit bool) *Error {
 	case sched.FinishStop, sched.FinishLength, sched.FinishCancelled:
 		return nil
 	}
+	var ae *Error
 	switch {
 	case errors.Is(f.Err, sched.ErrQueueTimeout):
-		return overloaded("The request timed out waiting in the queue; the server is overloaded. Please retry shortly.", 2)
+		ae = overloaded("The request timed out waiting in the queue; the server is overloaded. Please retry shortly.", 2)
 	case errors.Is(f.Err, sched.ErrAborted):
-		return &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server shut down before the request finished.", RetryAfter: 5}
+		ae = &Error{Status: 503, Type: "server_error", Code: "shutting_down", Message: "The server shut down before the request finished.", RetryAfter: 5}
 	case errors.Is(f.Err, sched.ErrEngineUnavailable):
-		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: "The model workers are down and did not come back in time. Please retry later.", RetryAfter: 30}
+		ae = &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: "The model workers are down and did not come back in time. Please retry later.", RetryAfter: 30}
 	case errors.Is(f.Err, sched.ErrEngineFailed):
 		// Retrying would likely fail the workers again: say so.
-		return &Error{Status: 500, Type: "server_error", Code: "engine_error", Message: "The engine failed twice while running this request, so it is not retried. Please report it if it persists.", NoRetry: true}
+		ae = &Error{Status: 500, Type: "server_error", Code: "engine_error", Message: "The engine failed twice while running this request, so it is not retried. Please report it if it persists.", NoRetry: true}
 	case errors.Is(f.Err, sched.ErrDeadline):
-		return &Error{Status: 504, Type: "server_error", Code: "request_timeout", Message: "The request ran longer than this profile's request_timeout.", NoRetry: true}
+		ae = &Error{Status: 504, Type: "server_error", Code: "request_timeout", Message: "The request ran longer than this profile's request_timeout.", NoRetry: true}
 	default:
-		return &Error{Status: 503, Type: "server_error", Code: "engine_error", Message: "The engine failed while generating this response. Please retry.", RetryAfter: 1}
+		ae = &Error{Status: 503, Type: "server_error", Code: "engine_error", Message: "The engine failed while generating this response. Please retry.", RetryAfter: 1}
 	}
+	return ae.withCause(f.Err)
 }
 
 func newID(endpoint string) string {

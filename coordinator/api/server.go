@@ -224,7 +224,10 @@ type reqInfo struct {
 	finish           string
 	ttft             time.Duration
 	errCode          string
-	recorded         bool // stats already recorded by the handler
+	// err is the error the request failed with, in full: its cause and
+	// request id go to the log line, never to the client.
+	err      *Error
+	recorded bool // stats already recorded by the handler
 }
 
 func getInfo(c echo.Context) *reqInfo {
@@ -270,13 +273,15 @@ func validRequestID(id string) bool {
 }
 
 // logMiddleware writes one line per request and records refused /v1
-// requests in the stats (handlers record the ones that ran).
+// requests in the stats (handlers record the ones that ran). An error the
+// handler chain returned becomes an *Error carrying the request id before
+// the error handler writes it; its message and cause are logged with the
+// line (field error).
 func (s *Server) logMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
-		err := next(c)
-		if err != nil {
-			c.Error(err)
+		if err := next(c); err != nil {
+			c.Error(s.requestError(c, err))
 		}
 		info := getInfo(c)
 		status := c.Response().Status
@@ -316,6 +321,9 @@ func (s *Server) logMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			if info.errCode != "" {
 				fields = append(fields, zap.String("error_code", info.errCode))
 			}
+			if info.err != nil {
+				fields = append(fields, zap.Error(info.err))
+			}
 			ce.Write(fields...)
 		}
 		return nil
@@ -327,11 +335,18 @@ func (s *Server) recoverMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
+				perr, isErr := r.(error)
+				if isErr && errors.Is(perr, http.ErrAbortHandler) {
 					panic(r)
 				}
 				s.log.Error("handler panic", zap.String("request_id", requestID(c)), zap.Any("panic", r), zap.Stack("stack"))
-				err = &Error{Status: 500, Type: "server_error", Code: "internal_error", Message: "The server had an error while processing your request.", NoRetry: true}
+				var cause error
+				if isErr {
+					cause = fmt.Errorf("panic: %w", perr)
+				} else {
+					cause = fmt.Errorf("panic: %v", r) // not an error: nothing to wrap
+				}
+				err = &Error{Status: 500, Type: "server_error", Code: "internal_error", Message: "The server had an error while processing your request.", NoRetry: true, Cause: cause}
 			}
 		}()
 		return next(c)

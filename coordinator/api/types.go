@@ -6,31 +6,48 @@ import "encoding/json"
 // pointers where "absent" and "zero" must be told apart. Unknown fields are
 // ignored, as OpenAI does: rejecting them broke clients of other servers.
 
+// SamplingParams are the sampling fields that chat and completions share,
+// listed here once: both request types embed this struct, and
+// SamplingParams.resolve validates them and turns them into the
+// step.Sampling the scheduler carries to the executor. Logprobs are not
+// here because the two endpoints spell them differently (chat: logprobs
+// true and top_logprobs; completions: logprobs N); each sets them on the
+// step.Sampling itself.
+type SamplingParams struct {
+	Temperature      *float64       `json:"temperature"`
+	TopP             *float64       `json:"top_p"`
+	TopK             *int           `json:"top_k"`
+	MinP             *float64       `json:"min_p"`
+	Seed             *int64         `json:"seed"`
+	PresencePenalty  *float64       `json:"presence_penalty"`
+	FrequencyPenalty *float64       `json:"frequency_penalty"`
+	LogitBias        map[string]any `json:"logit_bias"`
+}
+
+// OutputParams are the other fields chat and completions share: how many
+// choices, where they stop and whether they are streamed.
+type OutputParams struct {
+	N             *int            `json:"n"`
+	Stop          json.RawMessage `json:"stop"`
+	Stream        *bool           `json:"stream"`
+	StreamOptions *StreamOptions  `json:"stream_options"`
+}
+
 // ChatRequest is the body of POST /v1/chat/completions.
 type ChatRequest struct {
-	Model               string          `json:"model"`
-	Messages            []ChatMessage   `json:"messages"`
-	MaxTokens           *int            `json:"max_tokens"`
-	MaxCompletionTokens *int            `json:"max_completion_tokens"`
-	Temperature         *float64        `json:"temperature"`
-	TopP                *float64        `json:"top_p"`
-	TopK                *int            `json:"top_k"`
-	MinP                *float64        `json:"min_p"`
-	N                   *int            `json:"n"`
-	Stop                json.RawMessage `json:"stop"`
-	Seed                *int64          `json:"seed"`
-	PresencePenalty     *float64        `json:"presence_penalty"`
-	FrequencyPenalty    *float64        `json:"frequency_penalty"`
-	LogitBias           map[string]any  `json:"logit_bias"`
-	Logprobs            *bool           `json:"logprobs"`
-	TopLogprobs         *int            `json:"top_logprobs"`
-	Stream              *bool           `json:"stream"`
-	StreamOptions       *StreamOptions  `json:"stream_options"`
-	Tools               []Tool          `json:"tools"`
-	ToolChoice          json.RawMessage `json:"tool_choice"`
-	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
-	ResponseFormat      *ResponseFormat `json:"response_format"`
-	ReasoningEffort     *string         `json:"reasoning_effort"`
+	Model               string        `json:"model"`
+	Messages            []ChatMessage `json:"messages"`
+	MaxTokens           *int          `json:"max_tokens"`
+	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+	SamplingParams
+	OutputParams
+	Logprobs          *bool           `json:"logprobs"`
+	TopLogprobs       *int            `json:"top_logprobs"`
+	Tools             []Tool          `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	ResponseFormat    *ResponseFormat `json:"response_format"`
+	ReasoningEffort   *string         `json:"reasoning_effort"`
 	// ReasoningField picks where reasoning goes in the response:
 	// "reasoning_content" (default), "reasoning" (vLLM and Ollama's name)
 	// or "both". IncludeReasoning false (vLLM's field) leaves it out.
@@ -101,27 +118,17 @@ type ResponseFormat struct {
 // string, an array of strings, an array of token ids, or an array of
 // token-id arrays.
 type CompletionRequest struct {
-	Model            string          `json:"model"`
-	Prompt           json.RawMessage `json:"prompt"`
-	MaxTokens        *int            `json:"max_tokens"`
-	Temperature      *float64        `json:"temperature"`
-	TopP             *float64        `json:"top_p"`
-	TopK             *int            `json:"top_k"`
-	MinP             *float64        `json:"min_p"`
-	N                *int            `json:"n"`
-	Stop             json.RawMessage `json:"stop"`
-	Seed             *int64          `json:"seed"`
-	PresencePenalty  *float64        `json:"presence_penalty"`
-	FrequencyPenalty *float64        `json:"frequency_penalty"`
-	LogitBias        map[string]any  `json:"logit_bias"`
-	Logprobs         *int            `json:"logprobs"`
-	Echo             *bool           `json:"echo"`
-	Suffix           *string         `json:"suffix"`
-	BestOf           *int            `json:"best_of"`
-	Stream           *bool           `json:"stream"`
-	StreamOptions    *StreamOptions  `json:"stream_options"`
-	User             *string         `json:"user"`
-	Profile          *string         `json:"profile"`
+	Model     string          `json:"model"`
+	Prompt    json.RawMessage `json:"prompt"`
+	MaxTokens *int            `json:"max_tokens"`
+	SamplingParams
+	OutputParams
+	Logprobs *int    `json:"logprobs"`
+	Echo     *bool   `json:"echo"`
+	Suffix   *string `json:"suffix"`
+	BestOf   *int    `json:"best_of"`
+	User     *string `json:"user"`
+	Profile  *string `json:"profile"`
 }
 
 // Usage counts tokens. Reasoning tokens are part of completion tokens.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,15 +60,15 @@ func decodeJSON(r io.Reader, v any) error {
 		case isBodyTooLarge(err):
 			return err
 		case errors.As(err, &te):
-			field := te.Field
+			field := jsonField(te, v)
 			if field == "" {
 				field = "body"
 			}
-			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got a JSON %s.", field, goTypeName(te.Type.String()), te.Value)
+			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got a JSON %s.", field, goTypeName(te.Type.String()), te.Value).withCause(err)
 		case errors.Is(err, io.EOF):
-			return invalid("", "", "We could not parse the JSON body of your request. (HINT: the body is empty. This likely means you have not sent a JSON body.)")
+			return invalid("", "", "We could not parse the JSON body of your request. (HINT: the body is empty. This likely means you have not sent a JSON body.)").withCause(err)
 		default:
-			return invalid("", "", "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload: %s)", err)
+			return invalid("", "", "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload: %s)", err).withCause(err)
 		}
 	}
 	// Trailing garbage after the object is a malformed body too.
@@ -75,6 +76,29 @@ func decodeJSON(r io.Reader, v any) error {
 		return invalid("", "", "We could not parse the JSON body of your request. (HINT: unexpected data after the JSON object.)")
 	}
 	return nil
+}
+
+// jsonField is the path of the JSON key a type error is about. Go's
+// decoder names a field promoted from an embedded struct through that
+// struct's Go name ("SamplingParams.temperature"), which the client never
+// sent: the embedded structs of v's type are left out of the path.
+func jsonField(te *json.UnmarshalTypeError, v any) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct || te.Field == "" {
+		return te.Field
+	}
+	parts := strings.Split(te.Field, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		if f, ok := t.FieldByName(p); ok && f.Anonymous && f.Tag.Get("json") == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
 }
 
 // isBodyTooLarge reports a read cut off by the body limit, which must stay
@@ -103,14 +127,17 @@ func goTypeName(t string) string {
 }
 
 // newParams validates what chat and completions share: model, profile and
-// the sampling and streaming fields.
-func (s *Server) newParams(chat bool, modelName string, profileName *string, f samplingFields) (*genParams, error) {
+// the sampling, choice and streaming fields.
+func (s *Server) newParams(chat bool, modelName string, profileName *string, sp *SamplingParams, op *OutputParams) (*genParams, error) {
 	p, err := s.resolveProfile(modelName, profileName)
 	if err != nil {
 		return nil, err
 	}
-	g := &genParams{chat: chat}
-	if err := s.resolveSampling(p, f, g); err != nil {
+	g := &genParams{chat: chat, profile: p}
+	if g.sampling, err = sp.resolve(p.Generation); err != nil {
+		return nil, err
+	}
+	if err := s.resolveOutput(op, g); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -131,89 +158,83 @@ func (s *Server) resolveProfile(modelName string, profileName *string) (*profile
 	}
 	p, err := s.opts.Profiles.Get(name)
 	if err != nil {
-		return nil, invalid("profile", "invalid_value", "Unknown profile %q. Known profiles: %s.", clipString(name, 100), strings.Join(s.opts.Profiles.Names(), ", "))
+		return nil, invalid("profile", "invalid_value", "Unknown profile %q. Known profiles: %s.", clipString(name, 100), strings.Join(s.opts.Profiles.Names(), ", ")).withCause(err)
 	}
 	return p, nil
 }
 
-type samplingFields struct {
-	temperature, topP, minP, presence, frequency *float64
-	topK, n                                      *int
-	seed                                         *int64
-	logitBias                                    map[string]any
-	stream                                       *bool
-	streamOptions                                *StreamOptions
-	stop                                         json.RawMessage
-}
-
-// resolveSampling validates sampling parameters and fills defaults from the
-// profile.
-func (s *Server) resolveSampling(p *profiles.Profile, f samplingFields, g *genParams) error {
-	g.profile = p
-	sp := &g.sampling
-	sp.Temperature, sp.TopP = p.Generation.Temperature, p.Generation.TopP
-	if v := f.temperature; v != nil {
+// resolve validates the sampling fields and returns the step.Sampling they
+// ask for, with the profile's defaults where a field is absent. Logprobs
+// are left unset: the endpoint sets them.
+func (p *SamplingParams) resolve(def profiles.Generation) (step.Sampling, error) {
+	sp := step.Sampling{Temperature: def.Temperature, TopP: def.TopP}
+	if v := p.Temperature; v != nil {
 		if *v < 0 || *v > 2 {
-			return invalid("temperature", "invalid_value", "%g is not a valid temperature: it must be between 0 and 2.", *v)
+			return step.Sampling{}, invalid("temperature", "invalid_value", "%g is not a valid temperature: it must be between 0 and 2.", *v)
 		}
 		sp.Temperature = *v
 	}
-	if v := f.topP; v != nil {
+	if v := p.TopP; v != nil {
 		if *v < 0 || *v > 1 {
-			return invalid("top_p", "invalid_value", "%g is not a valid top_p: it must be between 0 and 1.", *v)
+			return step.Sampling{}, invalid("top_p", "invalid_value", "%g is not a valid top_p: it must be between 0 and 1.", *v)
 		}
 		sp.TopP = *v
 	}
-	if v := f.topK; v != nil {
+	if v := p.TopK; v != nil {
 		if *v < -1 {
-			return invalid("top_k", "invalid_value", "%d is not a valid top_k: it must be -1 (disabled), 0 (disabled) or positive.", *v)
+			return step.Sampling{}, invalid("top_k", "invalid_value", "%d is not a valid top_k: it must be -1 (disabled), 0 (disabled) or positive.", *v)
 		}
 		sp.TopK = max(*v, 0)
 	}
-	if v := f.minP; v != nil {
+	if v := p.MinP; v != nil {
 		if *v < 0 || *v > 1 {
-			return invalid("min_p", "invalid_value", "%g is not a valid min_p: it must be between 0 and 1.", *v)
+			return step.Sampling{}, invalid("min_p", "invalid_value", "%g is not a valid min_p: it must be between 0 and 1.", *v)
 		}
 		sp.MinP = *v
 	}
-	if v := f.presence; v != nil {
+	if v := p.PresencePenalty; v != nil {
 		if *v < -2 || *v > 2 {
-			return invalid("presence_penalty", "invalid_value", "%g is not a valid presence_penalty: it must be between -2 and 2.", *v)
+			return step.Sampling{}, invalid("presence_penalty", "invalid_value", "%g is not a valid presence_penalty: it must be between -2 and 2.", *v)
 		}
 		sp.PresencePenalty = *v
 	}
-	if v := f.frequency; v != nil {
+	if v := p.FrequencyPenalty; v != nil {
 		if *v < -2 || *v > 2 {
-			return invalid("frequency_penalty", "invalid_value", "%g is not a valid frequency_penalty: it must be between -2 and 2.", *v)
+			return step.Sampling{}, invalid("frequency_penalty", "invalid_value", "%g is not a valid frequency_penalty: it must be between -2 and 2.", *v)
 		}
 		sp.FrequencyPenalty = *v
 	}
-	if f.seed != nil {
-		sp.Seed, sp.HasSeed = *f.seed, true
+	if p.Seed != nil {
+		sp.Seed, sp.HasSeed = *p.Seed, true
 	}
-	if len(f.logitBias) > 0 {
-		return unsupported("logit_bias", "logit_bias is not supported by this server.")
+	if len(p.LogitBias) > 0 {
+		return step.Sampling{}, unsupported("logit_bias", "logit_bias is not supported by this server.")
 	}
+	return sp, nil
+}
+
+// resolveOutput validates n, stream, stream_options and stop.
+func (s *Server) resolveOutput(op *OutputParams, g *genParams) error {
 	g.n = 1
-	if v := f.n; v != nil {
+	if v := op.N; v != nil {
 		if *v < 1 || *v > s.opts.Limits.MaxN {
 			return invalid("n", "invalid_value", "%d is not a valid n: it must be between 1 and %d.", *v, s.opts.Limits.MaxN)
 		}
 		g.n = *v
 	}
-	if f.stream != nil {
-		g.stream = *f.stream
+	if op.Stream != nil {
+		g.stream = *op.Stream
 	}
-	if f.streamOptions != nil {
+	if op.StreamOptions != nil {
 		if !g.stream {
 			return invalid("stream_options", "invalid_value", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
 		}
-		g.includeUsage = f.streamOptions.IncludeUsage
+		g.includeUsage = op.StreamOptions.IncludeUsage
 	}
 	if g.stream && !s.opts.EnableStreaming {
 		return invalid("stream", "streaming_disabled", "Streaming is disabled on this server (ENABLE_STREAMING=false). Send the request without \"stream\": true.")
 	}
-	stops, err := s.parseStop(f.stop)
+	stops, err := s.parseStop(op.Stop)
 	if err != nil {
 		return err
 	}
@@ -230,11 +251,11 @@ func (s *Server) parseStop(raw json.RawMessage) ([]string, error) {
 	if raw[0] == '"' {
 		var one string
 		if err := json.Unmarshal(raw, &one); err != nil {
-			return nil, invalid("stop", "invalid_type", "Invalid 'stop': expected a string or an array of strings.")
+			return nil, invalid("stop", "invalid_type", "Invalid 'stop': expected a string or an array of strings.").withCause(err)
 		}
 		list = []string{one}
 	} else if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, invalid("stop", "invalid_type", "Invalid 'stop': expected a string or an array of strings.")
+		return nil, invalid("stop", "invalid_type", "Invalid 'stop': expected a string or an array of strings.").withCause(err)
 	}
 	if len(list) > s.opts.Limits.MaxStop {
 		return nil, invalid("stop", "invalid_value", "Invalid 'stop': at most %d stop sequences are allowed, got %d.", s.opts.Limits.MaxStop, len(list))
@@ -286,11 +307,7 @@ func (s *Server) resolveMaxTokens(requested *int, param string, g *genParams) er
 
 // parseChat validates a chat request and renders its prompt.
 func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
-	g, err := s.newParams(true, req.Model, req.Profile, samplingFields{
-		temperature: req.Temperature, topP: req.TopP, minP: req.MinP, presence: req.PresencePenalty,
-		frequency: req.FrequencyPenalty, topK: req.TopK, n: req.N, seed: req.Seed, logitBias: req.LogitBias,
-		stream: req.Stream, streamOptions: req.StreamOptions, stop: req.Stop,
-	})
+	g, err := s.newParams(true, req.Model, req.Profile, &req.SamplingParams, &req.OutputParams)
 	if err != nil {
 		return nil, err
 	}
@@ -519,13 +536,13 @@ func contentText(raw json.RawMessage, param string) (text string, present bool, 
 	switch raw[0] {
 	case '"':
 		if err := json.Unmarshal(raw, &text); err != nil {
-			return "", false, invalid(param+".content", "invalid_type", "Invalid '%s.content': expected a string.", param)
+			return "", false, invalid(param+".content", "invalid_type", "Invalid '%s.content': expected a string.", param).withCause(err)
 		}
 		return text, true, nil
 	case '[':
 		var parts []ContentPart
 		if err := json.Unmarshal(raw, &parts); err != nil {
-			return "", false, invalid(param+".content", "invalid_type", "Invalid '%s.content': expected a string or an array of content parts.", param)
+			return "", false, invalid(param+".content", "invalid_type", "Invalid '%s.content': expected a string or an array of content parts.", param).withCause(err)
 		}
 		texts := make([]string, 0, len(parts))
 		for j, p := range parts {
@@ -551,11 +568,7 @@ func contentText(raw json.RawMessage, param string) (text string, present bool, 
 // encoded as ordinary text (no special tokens); clients that need control
 // tokens send token ids.
 func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
-	g, err := s.newParams(false, req.Model, req.Profile, samplingFields{
-		temperature: req.Temperature, topP: req.TopP, minP: req.MinP, presence: req.PresencePenalty,
-		frequency: req.FrequencyPenalty, topK: req.TopK, n: req.N, seed: req.Seed, logitBias: req.LogitBias,
-		stream: req.Stream, streamOptions: req.StreamOptions, stop: req.Stop,
-	})
+	g, err := s.newParams(false, req.Model, req.Profile, &req.SamplingParams, &req.OutputParams)
 	if err != nil {
 		return nil, err
 	}
@@ -594,19 +607,21 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 	if len(raw) == 0 || bytes.Equal(raw, jsonNull) {
 		return nil, invalid("prompt", "missing_required_parameter", "Missing required parameter: 'prompt'.")
 	}
-	bad := invalid("prompt", "invalid_type", "Invalid 'prompt': expected a string, an array of strings, an array of token ids or an array of token-id arrays.")
+	bad := func(err error) *Error {
+		return invalid("prompt", "invalid_type", "Invalid 'prompt': expected a string, an array of strings, an array of token ids or an array of token-id arrays.").withCause(err)
+	}
 	var prompts [][]int
 	switch raw[0] {
 	case '"':
 		var t string
 		if err := json.Unmarshal(raw, &t); err != nil {
-			return nil, bad
+			return nil, bad(err)
 		}
 		prompts = [][]int{s.opts.Tokenizer.Encode(t)}
 	case '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
-			return nil, bad
+			return nil, bad(err)
 		}
 		if len(items) == 0 {
 			return nil, invalid("prompt", "empty_array", "[] is too short - 'prompt'")
@@ -614,7 +629,7 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 		if c := bytes.TrimSpace(items[0]); len(c) > 0 && (c[0] == '-' || (c[0] >= '0' && c[0] <= '9')) {
 			var ids []int
 			if err := json.Unmarshal(raw, &ids); err != nil {
-				return nil, bad
+				return nil, bad(err)
 			}
 			prompts = [][]int{ids}
 			break
@@ -627,19 +642,19 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 			if len(it) > 0 && it[0] == '"' {
 				var t string
 				if err := json.Unmarshal(it, &t); err != nil {
-					return nil, bad
+					return nil, bad(err)
 				}
 				prompts = append(prompts, s.opts.Tokenizer.Encode(t))
 				continue
 			}
 			var ids []int
 			if err := json.Unmarshal(it, &ids); err != nil {
-				return nil, bad
+				return nil, bad(err)
 			}
 			prompts = append(prompts, ids)
 		}
 	default:
-		return nil, bad
+		return nil, bad(nil)
 	}
 	ids := prompts[0]
 	if len(ids) == 0 {

@@ -605,7 +605,7 @@ func parseSchema(raw json.RawMessage) (*jvalue, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errTrailing
 	}
 	return v, nil

@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,7 +94,7 @@ func TestMissingBinary(t *testing.T) {
 	if _, err := Start(Options{Bin: "/nonexistent/worker", WorldSize: 1, Args: func(int) []string { return nil }}); err == nil {
 		t.Fatal("no error")
 	}
-	if _, err := Start(Options{Bin: workerBin, WorldSize: 0}); err != ErrNoWorkers {
+	if _, err := Start(Options{Bin: workerBin, WorldSize: 0}); !errors.Is(err, ErrNoWorkers) {
 		t.Fatalf("world size 0: %v", err)
 	}
 }

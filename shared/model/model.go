@@ -1,8 +1,10 @@
 // Package model names the gpt-oss models this project serves and the facts
 // about them that both the coordinator and the workers need before any
-// weights are read: the public model id, the context length and the
-// architecture sizes. Full configuration loading (config.json) belongs to the
-// worker; this package only holds the presets the command line refers to.
+// weights are read: the presets the command line refers to (public model
+// id, context length, architecture sizes), the architecture of a
+// checkpoint as its config.json states it (Config, LoadConfig; HFJSON
+// writes one), and where a preset's checkpoint lies in the Hugging Face
+// cache (FindCheckpoint).
 package model
 
 import (
@@ -49,7 +51,9 @@ var Presets = map[string]Preset{
 // Resolve maps a --model value to a preset. It accepts the short names, the
 // public ids ("gpt-oss-20b") and Hugging Face names ("openai/gpt-oss-20b").
 // A directory path is returned as a preset named after the directory with
-// the 20b context length; the worker reads the real config.json later.
+// the 20b context length; the checkpoint's own config.json (LoadConfig)
+// gives its real sizes, which the coordinator reads for the context length
+// and the worker for the architecture.
 func Resolve(name string) (Preset, error) {
 	n := strings.ToLower(strings.TrimSpace(name))
 	if p, ok := Presets[n]; ok {

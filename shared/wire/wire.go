@@ -1,6 +1,8 @@
 // Package wire is the coordinator<->worker protocol: protobuf messages
 // (wire.proto) on NATS subjects namespaced per deployment, so two servers
-// sharing one NATS never see each other's traffic.
+// sharing one NATS never see each other's traffic, and the step codec
+// (codec.go) between the executor contract of shared/step and the Step
+// and StepResult messages.
 package wire
 
 import (

@@ -1,13 +1,5 @@
 package engine
 
-// Changes since this file was first written (the CPU backend, cpu.go):
-// the interface is unchanged; the Tensor doc now says what the forward
-// pass relies on: a new tensor's contents are undefined, and every op
-// overwrites all of its output, because forward.go reuses its tensors
-// across ops and layers (the o_proj output tensor is MoE's output too).
-// The forward pass validates the step's tables against Geometry (also a
-// shared table's window against the sliding pool), so Begin may trust them.
-
 // The forward pass (forward.go) is written once against Backend; a backend
 // owns a device: its copy of the weights, its KV cache pools and its
 // activation memory. The CPU backend (cpu.go) computes in float32 and is the
@@ -84,7 +76,9 @@ type Backend interface {
 	// Write copies src (len Rows×Cols) into t.
 	Write(t Tensor, src []float32) error
 
-	// Begin starts a step over lay (validated by the caller).
+	// Begin starts a step over lay. The forward pass has validated lay's
+	// block tables against Geometry (a table shared by both kinds of layer
+	// against the sliding pool too), so a backend may trust them.
 	Begin(lay *StepLayout) error
 	// EndStep releases the step's tensors.
 	EndStep()

@@ -123,13 +123,13 @@ func openIndex(dir, index string) (*Set, error) {
 	}
 	raw := buf.Bytes()
 	if err := checkDuplicateKeys(raw); err != nil {
-		return nil, fmt.Errorf("safetensors: %s: invalid index: %v", index, err)
+		return nil, fmt.Errorf("safetensors: %s: invalid index: %w", index, err)
 	}
 	var idx struct {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(raw, &idx); err != nil {
-		return nil, fmt.Errorf("safetensors: %s: invalid index: %v", index, err)
+		return nil, fmt.Errorf("safetensors: %s: invalid index: %w", index, err)
 	}
 	if len(idx.WeightMap) == 0 {
 		return nil, fmt.Errorf("safetensors: %s: invalid index: no \"weight_map\" or an empty one", index)

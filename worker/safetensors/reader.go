@@ -103,13 +103,15 @@ func Open(path string) (*File, error) {
 }
 
 // invalid builds an error wrapping ErrInvalid that names the file and, when
-// not empty, the tensor.
+// not empty, the tensor. format is fmt.Errorf's: a cause formatted with %w
+// is wrapped too, so errors.Is and errors.As reach it as well as
+// ErrInvalid.
 func invalid(path, tensor, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
+	detail := fmt.Errorf(format, args...)
 	if tensor != "" {
-		return fmt.Errorf("safetensors: %s: %w: tensor %q: %s", path, ErrInvalid, tensor, msg)
+		return fmt.Errorf("safetensors: %s: %w: tensor %q: %w", path, ErrInvalid, tensor, detail)
 	}
-	return fmt.Errorf("safetensors: %s: %w: %s", path, ErrInvalid, msg)
+	return fmt.Errorf("safetensors: %s: %w: %w", path, ErrInvalid, detail)
 }
 
 // parse validates the mapped file and fills in the header fields of f.
@@ -162,7 +164,7 @@ func parseHeader(path string, header []byte) (map[string]entry, map[string]strin
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, nil, invalid(path, "", "header is not JSON: %v", err)
+		return nil, nil, invalid(path, "", "header is not JSON: %w", err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, nil, invalid(path, "", "header is not a JSON object")
@@ -173,7 +175,7 @@ func parseHeader(path string, header []byte) (map[string]entry, map[string]strin
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, nil, invalid(path, "", "header is not JSON: %v", err)
+			return nil, nil, invalid(path, "", "header is not JSON: %w", err)
 		}
 		name, ok := tok.(string)
 		if !ok { // cannot happen: the decoder only yields strings as object keys
@@ -188,28 +190,28 @@ func parseHeader(path string, header []byte) (map[string]entry, map[string]strin
 		seen[name] = true
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, invalid(path, "", "header is not JSON: %v", err)
+			return nil, nil, invalid(path, "", "header is not JSON: %w", err)
 		}
 		if name == metadataKey {
 			if metadata, err = parseMetadata(raw); err != nil {
-				return nil, nil, invalid(path, "", "%s: %v", metadataKey, err)
+				return nil, nil, invalid(path, "", "%s: %w", metadataKey, err)
 			}
 			continue
 		}
 		e, err := parseEntry(raw)
 		if err != nil {
-			return nil, nil, invalid(path, name, "%v", err)
+			return nil, nil, invalid(path, name, "%w", err)
 		}
 		entries[name] = e
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
-		return nil, nil, invalid(path, "", "header is not JSON: %v", err)
+		return nil, nil, invalid(path, "", "header is not JSON: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		if err == nil {
 			return nil, nil, invalid(path, "", "header has trailing data after the JSON object")
 		}
-		return nil, nil, invalid(path, "", "header has trailing data after the JSON object: %v", err)
+		return nil, nil, invalid(path, "", "header has trailing data after the JSON object: %w", err)
 	}
 	return entries, metadata, nil
 }
@@ -266,7 +268,7 @@ func parseEntry(raw json.RawMessage) (entry, error) {
 	}
 	var r rawEntry
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return entry{}, fmt.Errorf("malformed entry: %v", err)
+		return entry{}, fmt.Errorf("malformed entry: %w", err)
 	}
 	if r.DType == nil {
 		return entry{}, errors.New(`entry has no "dtype"`)
@@ -294,7 +296,7 @@ func parseEntry(raw json.RawMessage) (entry, error) {
 	}
 	nelem, err := numElements(shape)
 	if err != nil {
-		return entry{}, fmt.Errorf("shape %v: %v", shape, err)
+		return entry{}, fmt.Errorf("shape %v: %w", shape, err)
 	}
 	nbytes, ok := mulInt(nelem, size)
 	if !ok {

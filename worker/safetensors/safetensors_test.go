@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -730,4 +731,30 @@ func FuzzOpen(f *testing.F) {
 		}
 		_ = sum
 	})
+}
+
+// The errors that report a JSON problem wrap the decoder's error as well
+// as ErrInvalid, so a caller can reach either.
+func TestErrorsWrapTheirCause(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name    string
+		content []byte
+		target  any
+	}{
+		{"header garbage", rawFile(`hello world`, nil), new(*json.SyntaxError)},
+		{"dtype not string", rawFile(`{"a":{"dtype":4,"shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), new(*json.UnmarshalTypeError)},
+	} {
+		p := writeTemp(t, dir, strings.ReplaceAll(c.name, " ", "_")+".safetensors", c.content)
+		_, err := Open(p)
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, c.target) {
+			t.Errorf("%s: err = %v does not wrap both ErrInvalid and %T", c.name, err, c.target)
+		}
+	}
+	idx := t.TempDir()
+	writeTemp(t, idx, IndexFileName, []byte(`{"weight_map": x}`))
+	var se *json.SyntaxError
+	if _, err := OpenDir(idx); !errors.As(err, &se) {
+		t.Errorf("index not JSON: err = %v does not wrap the *json.SyntaxError", err)
+	}
 }

@@ -91,7 +91,7 @@ func buildHeader(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 		}
 		n, err := numElements(t.Shape)
 		if err != nil {
-			return nil, fmt.Errorf("safetensors: write: tensor %q: shape %v: %v", t.Name, t.Shape, err)
+			return nil, fmt.Errorf("safetensors: write: tensor %q: shape %v: %w", t.Name, t.Shape, err)
 		}
 		nbytes, ok := mulInt(n, size)
 		if !ok {
