@@ -1,6 +1,7 @@
 package step_test
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -34,7 +35,8 @@ func TestLayering(t *testing.T) {
 		out, err := cmd.Output()
 		if err != nil {
 			msg := ""
-			if ee, ok := err.(*exec.ExitError); ok {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
 				msg = string(ee.Stderr)
 			}
 			t.Fatalf("go list %s: %v\n%s", c.pkgs, err, msg)
