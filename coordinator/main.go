@@ -81,6 +81,7 @@ type engine struct {
 	mode, reason string // "mock" or "real", and why, for the log and /health
 	dir          string // the checkpoint (or preset, for dummy weights) the workers load
 	backend      string // the workers' backend: cpu or cuda
+	vocab        int    // the model's vocabulary size
 }
 
 // chooseEngine decides between the real engine and the mock: the real one
@@ -88,7 +89,7 @@ type engine struct {
 // says why, --mock=false refuses to start. It also sets the preset's
 // context length from the checkpoint.
 func chooseEngine(s config.Settings, preset *model.Preset) (engine, error) {
-	e := engine{backend: cluster.BackendFor(s.Backend, s.TP, cluster.GPUs())}
+	e := engine{backend: cluster.BackendFor(s.Backend, s.TP, cluster.GPUs()), vocab: preset.Architecture().Vocab}
 	switch {
 	case s.Mock == "true":
 		e.mode, e.reason = "mock", "requested with --mock"
@@ -98,7 +99,7 @@ func chooseEngine(s config.Settings, preset *model.Preset) (engine, error) {
 		e.mode, e.dir = "real", s.Model
 		e.reason = fmt.Sprintf("dummy weights of %s (--load-format dummy) on %d %s worker process(es)", s.Model, s.TP, e.backend)
 		if cfg, err := model.LoadConfig(s.Model); err == nil {
-			preset.ContextLength = cfg.MaxPositions
+			preset.ContextLength, e.vocab = cfg.MaxPositions, cfg.Vocab
 		}
 	default:
 		d, err := model.FindCheckpoint(s.Model, os.Getenv)
@@ -111,7 +112,7 @@ func chooseEngine(s config.Settings, preset *model.Preset) (engine, error) {
 			if err != nil {
 				return e, err
 			}
-			preset.ContextLength = cfg.MaxPositions
+			preset.ContextLength, e.vocab = cfg.MaxPositions, cfg.Vocab
 		case s.Mock == "false":
 			return e, err
 		default:
@@ -194,8 +195,9 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 		cl, err = cluster.Start(cluster.Options{
 			Model: eng.dir, TP: s.TP, Backend: eng.backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
 			NATSURL: s.NATSURL, NATSToken: s.NATSToken, Deployment: s.Deployment,
-			StepTimeout: s.StepTimeout, LoadTimeout: s.LoadTimeout, MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
-			LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Logger: log.Named("cluster"),
+			StepTimeout: s.StepTimeout, StepTimeoutPerToken: s.StepTimeoutPerToken, LoadTimeout: s.LoadTimeout,
+			MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
+			LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: eng.vocab, Logger: log.Named("cluster"),
 		})
 		if err != nil {
 			return err

@@ -662,7 +662,7 @@ func TestStepWatchdog(t *testing.T) {
 		t.Fatal(lr.Error)
 	}
 	r := c.step(t, &wire.Step{StepId: 9, Seqs: []*wire.SeqStep{{Id: 1, Tokens: []int32{1, 2, 3}, Sample: true}}})
-	wantError(t, "watchdog", r.Error, "over the step timeout")
+	wantError(t, "watchdog", r.Error, "over its deadline")
 	if code := p.waitExit(t, 5*time.Second); code != 1 {
 		t.Fatalf("exit status %d after the watchdog, want 1", code)
 	}

@@ -48,8 +48,11 @@ type Options struct {
 	NATSURL, NATSToken string
 	// Deployment is the NATS subject namespace.
 	Deployment string
-	// StepTimeout and LoadTimeout bound a step and a load.
+	// StepTimeout and LoadTimeout bound a step and a load;
+	// StepTimeoutPerToken is added to a step's deadline for each of its
+	// tokens (0: StepTimeoutPerToken(Backend)).
 	StepTimeout, LoadTimeout time.Duration
+	StepTimeoutPerToken      time.Duration
 	// MaxStepTokens and MaxSeqs are the scheduler's step limits, sent with
 	// the Load (a GPU sizes its buffers by them).
 	MaxStepTokens, MaxSeqs int
@@ -57,7 +60,10 @@ type Options struct {
 	LoadFormat string
 	// LogLevel is passed to launched workers.
 	LogLevel string
-	Logger   *zap.Logger
+	// Vocab is the model's vocabulary size: it sizes the embedded NATS
+	// server's per-client buffer for the largest step's logits.
+	Vocab  int
+	Logger *zap.Logger
 }
 
 // Cluster is a running real engine.
@@ -74,6 +80,31 @@ type Cluster struct {
 type WorkerStatus struct {
 	remote.WorkerInfo
 	Restarts int
+}
+
+// maxPending is the per-client buffer the bus needs for the largest step:
+// every rank receives the other ranks' shares of the vocabulary-split
+// logits of every sampled sequence, plus a quarter for the activations and
+// the rest of the traffic; at least natsd's default.
+func maxPending(o Options) int64 {
+	if o.TP < 2 {
+		return natsd.DefaultMaxPending
+	}
+	share := int64(o.Vocab+o.TP-1) / int64(o.TP)
+	need := int64(o.TP-1) * share * 4 * int64(max(o.MaxSeqs, 1)) * 5 / 4
+	return max(need, natsd.DefaultMaxPending)
+}
+
+// StepTimeoutPerToken is the default time a step's deadline grows by for
+// each of its tokens: a CPU prefills gpt-oss-20b at a few to tens of tokens
+// a second on a few cores, a GPU at thousands; the deadline must stay above
+// the slow device's honest step and close to the fast one's, where a hung
+// kernel should be noticed soon.
+func StepTimeoutPerToken(backend string) time.Duration {
+	if backend == "cuda" {
+		return 2 * time.Millisecond
+	}
+	return 200 * time.Millisecond
 }
 
 // registerWait bounds the wait for launched workers to register; external
@@ -96,7 +127,7 @@ func Start(o Options) (c *Cluster, err error) {
 	}()
 	url, token := o.NATSURL, o.NATSToken
 	if url == "" {
-		if c.nats, err = natsd.Start(natsd.Options{Logger: c.log.Named("nats")}); err != nil {
+		if c.nats, err = natsd.Start(natsd.Options{MaxPending: maxPending(o), Logger: c.log.Named("nats")}); err != nil {
 			return nil, err
 		}
 		url, token = c.nats.ClientURL(), c.nats.Token()
@@ -113,8 +144,13 @@ func Start(o Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	perToken := o.StepTimeoutPerToken
+	if perToken == 0 {
+		perToken = StepTimeoutPerToken(o.Backend)
+	}
 	if c.client, err = remote.New(remote.Options{Conn: c.conn, Subjects: subjects, WorldSize: o.TP,
-		StepTimeout: o.StepTimeout, LoadTimeout: o.LoadTimeout, Logger: c.log.Named("remote")}); err != nil {
+		StepTimeout: o.StepTimeout, StepTimeoutPerToken: perToken, LoadTimeout: o.LoadTimeout,
+		Logger: c.log.Named("remote")}); err != nil {
 		return nil, err
 	}
 	wait := registerWait

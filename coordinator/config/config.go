@@ -62,9 +62,12 @@ type Settings struct {
 	TP                   int
 	Deployment           string
 	StepTimeout          time.Duration
-	LoadTimeout          time.Duration
-	LogLevel             string
-	LogFormat            string
+	// StepTimeoutPerToken is added to StepTimeout for every token of a
+	// step; 0 picks it by backend (cluster.StepTimeoutPerToken).
+	StepTimeoutPerToken time.Duration
+	LoadTimeout         time.Duration
+	LogLevel            string
+	LogFormat           string
 	// ConfigFile is where the file layer came from ("" when none).
 	ConfigFile string
 }
@@ -134,6 +137,7 @@ var settings = []sc.Setting[Settings]{
 	{Name: "tp", Usage: "tensor-parallel degree: worker processes to launch", Set: sc.Int(func(s *Settings) *int { return &s.TP })},
 	{Name: "deployment", Usage: "NATS subject namespace of this server and its workers", Set: sc.String(func(s *Settings) *string { return &s.Deployment })},
 	{Name: "step-timeout", Usage: "watchdog: a forward step with no answer within this fails its requests", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
+	{Name: "step-timeout-per-token", Usage: "added to --step-timeout for each token of a step, so a long prefill on a slow device is not taken for a hung worker (0: 200ms on cpu, 2ms on cuda)", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.StepTimeoutPerToken })},
 	{Name: "load-timeout", Usage: "longest a worker may take to load the model", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.LoadTimeout })},
 	{Name: "log-level", Usage: "debug, info, warn or error", Set: sc.String(func(s *Settings) *string { return &s.LogLevel })},
 	{Name: "log-format", Usage: "json, console or auto (console on a terminal)", Set: sc.String(func(s *Settings) *string { return &s.LogFormat })},
@@ -180,6 +184,8 @@ func (s Settings) Validate() error {
 		return errors.New("config: --workers external needs --nats-url (the workers cannot reach an embedded server they were not told about)")
 	case s.TP < 1 || s.StepTimeout <= 0 || s.LoadTimeout <= 0:
 		return errors.New("config: tp must be at least 1, step and load timeouts positive")
+	case s.StepTimeoutPerToken < 0:
+		return errors.New("config: step_timeout_per_token must not be negative")
 	case s.MockStep < 0 || s.MockPerSeq < 0 || s.MockPrefillPerToken < 0 || s.MockMinReplyTokens < 0:
 		return errors.New("config: mock timings must not be negative")
 	}

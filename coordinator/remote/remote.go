@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -65,8 +66,12 @@ type Options struct {
 	// WorldSize is the number of ranks (tensor-parallel degree).
 	WorldSize int
 	// StepTimeout bounds one step: no reply in time fails the step
-	// (default 60s).
-	StepTimeout time.Duration
+	// (default 60s). StepTimeoutPerToken is added for every token the
+	// step carries (default 0), so that a long prefill chunk on a slow
+	// device is not taken for a hung worker. The deadline travels with
+	// the step: the workers' watchdog uses it.
+	StepTimeout         time.Duration
+	StepTimeoutPerToken time.Duration
 	// LoadTimeout bounds each rank's load (default 10m).
 	LoadTimeout time.Duration
 	// HeartbeatEvery is the period of the coordinator's heartbeat
@@ -504,8 +509,10 @@ func (c *Client) Step(ctx context.Context, b *step.Batch) error {
 	c.mu.Lock()
 	msg, fresh := c.enc.Encode(b)
 	c.mu.Unlock()
+	deadline := c.StepDeadline(b)
+	msg.TimeoutMs = uint32(min(deadline.Milliseconds(), math.MaxUint32))
 
-	err := c.request(ctx, b, msg)
+	err := c.request(ctx, b, msg, deadline)
 	if err != nil {
 		// The workers may not have seen the step: its releases go back on
 		// the list and its Sampling will be sent again (the sequences of
@@ -524,17 +531,37 @@ func (c *Client) Step(ctx context.Context, b *step.Batch) error {
 	return nil
 }
 
-// request sends the step and decodes rank 0's reply into b.
-func (c *Client) request(ctx context.Context, b *step.Batch, msg *wire.Step) error {
+// StepDeadline is how long b may take: StepTimeout plus
+// StepTimeoutPerToken for each of its tokens.
+func (c *Client) StepDeadline(b *step.Batch) time.Duration {
+	tokens := 0
+	for i := range b.Seqs {
+		tokens += len(b.Seqs[i].Tokens)
+	}
+	return c.opts.StepTimeout + time.Duration(tokens)*c.opts.StepTimeoutPerToken
+}
+
+// stepGrace is how much longer than the workers' watchdog the coordinator
+// waits for a step's reply: the watchdog's own reply (which names the
+// step and the time it ran) should win.
+const stepGrace = time.Second
+
+// request sends the step and decodes the first reply (rank 0's, or a
+// failing rank's) into b.
+func (c *Client) request(ctx context.Context, b *step.Batch, msg *wire.Step, deadline time.Duration) error {
 	data, err := wire.Marshal(msg)
 	if err != nil {
 		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.opts.StepTimeout)
+	sctx, cancel := context.WithTimeout(ctx, deadline+stepGrace)
 	defer cancel()
 	m, err := c.nc.RequestWithContext(sctx, c.subj.Step(), data)
 	if err != nil {
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, requestErr(ctx, sctx, err, c.opts.StepTimeout, "step timeout"))
+		err = requestErr(ctx, sctx, err, deadline, "step timeout")
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", step.ErrTimeout, err)
+		}
+		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 	}
 	var res wire.StepResult
 	if err := wire.Unmarshal(m.Data, &res); err != nil {

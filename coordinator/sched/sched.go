@@ -43,10 +43,15 @@ var (
 	ErrAborted = errors.New("sched: aborted by server shutdown")
 	// ErrClosed: the scheduler has stopped.
 	ErrClosed = errors.New("sched: closed")
-	// ErrEngineFailed: the sequence was in two failed steps (the second
-	// time as the only suspect of its step) and is not retried again, so
-	// a request that crashes workers cannot crash them forever.
-	ErrEngineFailed = errors.New("sched: the engine failed twice while running this request")
+	// ErrEngineFailed: the sequence was in failed steps until it was the
+	// only suspect of one that failed (failBatch), and is not retried
+	// again, so a request that crashes workers cannot crash them forever.
+	ErrEngineFailed = errors.New("sched: the engine failed repeatedly while running this request")
+	// ErrEngineTimeout: as ErrEngineFailed, but the failures were steps
+	// that ran past their deadline: the engine is too slow or too busy for
+	// the request, which may succeed later (the API answers a retryable
+	// 503, never a 500).
+	ErrEngineTimeout = errors.New("sched: the engine's steps with this request kept running past their deadline")
 	// ErrEngineUnavailable: the executor stayed unready (workers down and
 	// not coming back) longer than Options.ReadyTimeout.
 	ErrEngineUnavailable = errors.New("sched: the engine is unavailable")
@@ -155,6 +160,8 @@ type Scheduler struct {
 	kv      *kvManager // nil until the executor reports a KV geometry
 	kvNoted time.Time  // when usage was last published
 	kvErr   bool       // a bad geometry was logged
+	// nextGroup numbers suspect groups (failBatch).
+	nextGroup uint64
 
 	usage atomic.Pointer[KVUsage] // the pools after the last step
 }
@@ -454,7 +461,7 @@ func (s *Scheduler) build(b *step.Batch) {
 			budget--
 		}
 	}
-	suspect := false
+	var active uint64 // the one suspect group this step runs (failBatch)
 	var victims, tooBig []*sequence
 	end := len(s.batch) // sequences from end on were preempted for room
 	for i, q := range s.batch {
@@ -467,13 +474,14 @@ func (s *Scheduler) build(b *step.Batch) {
 			// that are cached and starts computing after them.
 			q.prefilled = s.kv.match(q)
 		}
-		if q.strikes > 0 {
-			// A sequence that was in a failed step runs with at most one
-			// other suspect-free company, so a second failure is its own.
-			if suspect {
+		if q.group != 0 {
+			// Sequences of a failed step run with at most one suspect
+			// group per step, so that a failure is blamed on one group.
+			if active == 0 {
+				active = q.group
+			} else if q.group != active {
 				continue
 			}
-			suspect = true
 		}
 		left := len(q.tokens) - q.prefilled
 		n := 1
@@ -588,6 +596,17 @@ func (s *Scheduler) deliver(b *step.Batch) {
 			s.preempt(q)
 			return true // leaves the batch; its (already dropped) state is released
 		}
+		if st.Err != nil {
+			// The executor refused this sequence alone (its sampling
+			// parameters); the rest of the step ran.
+			s.finish(q, FinishError, st.Err)
+			return true
+		}
+		if q.group != 0 {
+			if q.good++; q.good >= clearAfter {
+				q.group, q.good = 0, 0
+			}
+		}
 		q.prefilled += q.stepChunk
 		if s.kv != nil {
 			s.kv.remember(q, q.prefilled)
@@ -644,28 +663,44 @@ func (s *Scheduler) requeue(q *sequence) {
 
 // failBatch handles a failed step (a worker died or hung, or the engine
 // returned an error). The step's sequences are recomputed rather than
-// failed, since a crash is usually not their fault; but a sequence that was
-// already in a failed step is a suspect, runs as the only suspect of its
-// step (build), and when that step fails too it is refused with
-// ErrEngineFailed while its companions are recomputed without blame.
+// failed, since a failure is usually not their fault (a worker killed, a
+// busy machine): when the step had no suspects, they all become one
+// suspect group and are retried together, so an infrastructure failure
+// costs one recomputation. A step runs at most one suspect group (build);
+// when it fails again, the group is split in halves, and a suspect that
+// fails as the only one of its step is refused (ErrEngineFailed, or
+// ErrEngineTimeout when the step ran past its deadline): a request that
+// crashes the workers is found in a few bisections without blaming its
+// companions, and the clean sequences of a suspect's step are not blamed
+// either. Suspects that run clearAfter steps without failing are clean
+// again.
 func (s *Scheduler) failBatch(err error) {
-	suspect := false
+	var suspects []*sequence // of the step's one suspect group
 	for _, q := range s.batch {
-		suspect = suspect || (q.stepIdx >= 0 && q.strikes > 0)
+		if q.stepIdx >= 0 && q.group != 0 {
+			suspects = append(suspects, q)
+		}
 	}
+	group := s.nextGroup + 1 // a clean step's sequences all become suspects
+	halves := [2]uint64{s.nextGroup + 2, s.nextGroup + 3}
+	s.nextGroup += 3
 	retried, refused := 0, 0
 	s.retire(func(q *sequence) bool {
 		if q.stepIdx < 0 {
 			return false
 		}
-		switch {
-		case q.strikes > 0:
-			s.finish(q, FinishError, fmt.Errorf("%w: %w", ErrEngineFailed, err))
+		switch i := slices.Index(suspects, q); {
+		case len(suspects) == 1 && i == 0:
+			s.finish(q, FinishError, refusal(err))
 			refused++
 			return true
-		case !suspect:
-			q.strikes++
+		case i >= 0:
+			q.group = halves[2*i/len(suspects)]
+		case len(suspects) == 0:
+			q.group = group
 		}
+		// Clean companions of suspects are not blamed: they stay clean.
+		q.good = 0
 		s.requeue(q)
 		retried++
 		return true
@@ -673,6 +708,22 @@ func (s *Scheduler) failBatch(err error) {
 	if s.opts.OnStepFailure != nil {
 		s.opts.OnStepFailure(retried, refused)
 	}
+}
+
+// clearAfter is how many steps a suspect must run without a failure to be
+// clean again. A request that crashes the engine at some point of its
+// generation crashes it again right after its recomputation (a few prompt
+// chunks), long before; an innocent one is cleared, so that one crash of a
+// worker does not isolate its companions for the rest of their lives.
+const clearAfter = 16
+
+// refusal is the error of a sequence refused after failed steps: a
+// retryable timeout when the last failure was the step's deadline.
+func refusal(err error) error {
+	if errors.Is(err, step.ErrTimeout) {
+		return fmt.Errorf("%w: %w", ErrEngineTimeout, err)
+	}
+	return fmt.Errorf("%w: %w", ErrEngineFailed, err)
 }
 
 // retire removes the running sequences for which drop returns true (drop

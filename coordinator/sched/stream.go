@@ -31,7 +31,11 @@ type sequence struct {
 	generated int
 	stepChunk int
 	stepIdx   int // index in the current step.Batch, -1 when not in it
-	strikes   int // failed steps this sequence was in
+	// group is the suspect group of a sequence that was in a failed step
+	// (0: clean), and good the steps it has run since without failure
+	// (failBatch, build).
+	group uint64
+	good  int
 	// Block tables (when the scheduler manages the KV cache): full
 	// attention, and sliding window with -1 behind the window.
 	blocks, sliding []int

@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 )
 
 // Config is the gpt-oss architecture: every size the forward pass needs.
@@ -68,16 +72,24 @@ type ropeScaling struct {
 	Factor    float64  `json:"factor"`
 	BetaFast  *float64 `json:"beta_fast"`
 	BetaSlow  *float64 `json:"beta_slow"`
-	OrigMax   int      `json:"original_max_position_embeddings"`
+	OrigMax   *int     `json:"original_max_position_embeddings"`
 	Truncate  *bool    `json:"truncate"`
 	RopeTheta float64  `json:"rope_theta"`
 }
 
 type hfConfig struct {
 	Config
+	// Keys with a default when absent; these shadow Config's fields so an
+	// explicit 0 is told from a missing key (and refused).
+	HeadDim    *int     `json:"head_dim"`
+	RMSNormEps *float64 `json:"rms_norm_eps"`
+	Swiglu     *float64 `json:"swiglu_limit"`
+
 	RopeScaling    *ropeScaling    `json:"rope_scaling"`
 	RopeParameters *ropeScaling    `json:"rope_parameters"`
 	EOS            json.RawMessage `json:"eos_token_id"`
+	BOS            json.RawMessage `json:"bos_token_id"`
+	Pad            json.RawMessage `json:"pad_token_id"`
 	Quantization   *struct {
 		Method string `json:"quant_method"`
 	} `json:"quantization_config"`
@@ -88,12 +100,12 @@ type hfConfig struct {
 	RopeScalingFac float64 `json:"rope_scaling_factor"`
 	RopeNTKAlpha   float64 `json:"rope_ntk_alpha"`
 	RopeNTKBeta    float64 `json:"rope_ntk_beta"`
-	OriginalLayout bool    `json:"-"`
 }
 
 // LoadConfig reads dir/config.json (Hugging Face layout) or, failing that,
 // dir/original/config.json or dir/config.json in OpenAI's original key
-// names, and validates it.
+// names, and validates it: a value out of range is an error naming the
+// file, the key, the value and the allowed range (see limits).
 func LoadConfig(dir string) (Config, error) {
 	path := filepath.Join(dir, "config.json")
 	b, err := os.ReadFile(path)
@@ -111,38 +123,62 @@ func LoadConfig(dir string) (Config, error) {
 	return c, nil
 }
 
-// ParseConfig decodes a config.json in either key convention.
+// ParseConfig decodes a config.json in either key convention and
+// validates it (Validate); the error names keys as the file spells them.
 func ParseConfig(b []byte) (Config, error) {
 	var h hfConfig
 	if err := json.Unmarshal(b, &h); err != nil {
 		return Config{}, fmt.Errorf("parse: %w", err)
 	}
+	// names maps a limit's Hugging Face key to the one this file uses.
+	names := map[string]string{}
+	var bad []*FieldError
 	c := h.Config
-	// OpenAI's original names.
-	if c.Experts == 0 {
+	// OpenAI's original names, where the file has them instead of the
+	// Hugging Face ones.
+	if !present(b, "num_local_experts") && present(b, "num_experts") {
 		c.Experts = h.NumExperts
+		names["num_local_experts"] = "num_experts"
 	}
-	if c.ExpertsPerToken == 0 {
+	if !present(b, "num_experts_per_tok") && present(b, "experts_per_token") {
 		c.ExpertsPerToken = h.ExpertsPerTok
+		names["num_experts_per_tok"] = "experts_per_token"
 	}
 	c.RopeFactor, c.RopeBetaFast, c.RopeBetaSlow, c.RopeOrigMaxPos = 32, 32, 1, 4096
-	if h.RopeScalingFac != 0 {
+	if present(b, "rope_scaling_factor") {
 		c.RopeFactor, c.RopeBetaFast, c.RopeBetaSlow = h.RopeScalingFac, h.RopeNTKBeta, h.RopeNTKAlpha
 		c.RopeOrigMaxPos = h.InitialContext
-		if c.MaxPositions == 0 {
-			c.MaxPositions = h.InitialContext * int(h.RopeScalingFac)
+		for hf, orig := range map[string]string{"factor": "rope_scaling_factor", "beta_fast": "rope_ntk_beta",
+			"beta_slow": "rope_ntk_alpha", "original_max_position_embeddings": "initial_context_length"} {
+			names["rope_scaling."+hf] = orig
+		}
+		// The trained context is the original one times the factor; the
+		// product is only formed when both are in range (the limits refuse
+		// the others, and the context stays unset).
+		if !present(b, "max_position_embeddings") && h.InitialContext >= 1 && h.RopeScalingFac >= 1 {
+			if n := float64(h.InitialContext) * math.Trunc(h.RopeScalingFac); n <= maxPositions {
+				c.MaxPositions = int(n)
+				names["max_position_embeddings"] = "initial_context_length × rope_scaling_factor"
+			}
 		}
 	}
-	rs := h.RopeScaling
-	if rs == nil {
-		rs = h.RopeParameters
+	rs, rsName := h.RopeScaling, "rope_scaling"
+	if rs == nil && h.RopeParameters != nil {
+		rs, rsName = h.RopeParameters, "rope_parameters"
+	}
+	if rs != nil { // it overrides the original names
+		for _, k := range []string{"factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "rope_type"} {
+			names["rope_scaling."+k] = rsName + "." + k
+		}
 	}
 	if rs != nil && rs.RopeTheta != 0 && c.RopeTheta == 0 {
 		c.RopeTheta = rs.RopeTheta
+		names["rope_theta"] = "rope_parameters.rope_theta"
 	}
 	if rs != nil {
 		if rs.RopeType != "" && rs.RopeType != "yarn" {
-			return Config{}, fmt.Errorf("rope_scaling type %q: only yarn is supported", rs.RopeType)
+			bad = append(bad, &FieldError{Field: "rope_scaling.rope_type", Value: strconv.Quote(rs.RopeType),
+				Want: `"yarn": only yarn is supported`})
 		}
 		c.RopeFactor = rs.Factor
 		if rs.BetaFast != nil {
@@ -151,53 +187,114 @@ func ParseConfig(b []byte) (Config, error) {
 		if rs.BetaSlow != nil {
 			c.RopeBetaSlow = *rs.BetaSlow
 		}
-		if rs.OrigMax != 0 {
-			c.RopeOrigMaxPos = rs.OrigMax
+		if rs.OrigMax != nil {
+			c.RopeOrigMaxPos = *rs.OrigMax
 		}
 		if rs.Truncate != nil {
 			c.RopeTruncate = *rs.Truncate
 		}
 	}
-	if c.RMSNormEps == 0 {
-		c.RMSNormEps = 1e-5
+	// Defaults of transformers' GptOssConfig, for keys left out; a key
+	// given as 0 is refused.
+	c.RMSNormEps, c.SwigluLimit, c.HeadDim = 1e-5, 7, 64
+	if h.RMSNormEps != nil {
+		c.RMSNormEps = *h.RMSNormEps
 	}
-	if c.SwigluLimit == 0 {
-		c.SwigluLimit = 7
+	if h.Swiglu != nil {
+		c.SwigluLimit = *h.Swiglu
 	}
-	if c.HeadDim == 0 && c.Heads > 0 {
-		c.HeadDim = 64
+	if h.HeadDim != nil {
+		c.HeadDim = *h.HeadDim
 	}
-	if len(h.EOS) > 0 {
-		var one int
-		if json.Unmarshal(h.EOS, &one) == nil {
-			c.EOSTokenIDs = []int{one}
-		} else {
-			_ = json.Unmarshal(h.EOS, &c.EOSTokenIDs)
+	var fe *FieldError
+	if c.EOSTokenIDs, fe = tokenIDs("eos_token_id", h.EOS); fe != nil {
+		bad = append(bad, fe)
+	}
+	// bos and pad are not used, but a file declaring nonsense there is
+	// not a checkpoint to trust.
+	for _, k := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"bos_token_id", h.BOS}, {"pad_token_id", h.Pad}} {
+		if _, fe := tokenIDs(k.name, k.raw); fe != nil {
+			bad = append(bad, fe)
 		}
 	}
 	c.QuantizedExpert = h.Quantization == nil || h.Quantization.Method == "mxfp4"
-	return c, c.Validate()
+
+	var ce *ConfigError
+	if err := c.Validate(); errors.As(err, &ce) {
+		bad = append(bad, ce.Fields...)
+	} else if err != nil {
+		return Config{}, err
+	}
+	if len(bad) == 0 {
+		return c, nil
+	}
+	// Name keys as the file does, in the relations' texts too (longest
+	// first: one Hugging Face key may hold another).
+	hf := make([]string, 0, len(names))
+	for k := range names {
+		hf = append(hf, k)
+	}
+	sort.Slice(hf, func(i, j int) bool { return len(hf[i]) > len(hf[j]) })
+	var pairs []string
+	for _, k := range hf {
+		pairs = append(pairs, k, names[k])
+	}
+	rename := strings.NewReplacer(pairs...)
+	for _, e := range bad {
+		if n, ok := names[e.Field]; ok {
+			e.Field = n
+		}
+		e.Want = rename.Replace(e.Want)
+		e.Missing = e.Value == "0" && !present(b, e.Field)
+	}
+	return Config{}, &ConfigError{Fields: bad}
 }
 
-// Validate checks that the sizes are usable.
-func (c Config) Validate() error {
-	switch {
-	case c.Layers < 1 || c.Hidden < 1 || c.Heads < 1 || c.KVHeads < 1 || c.HeadDim < 2 || c.Vocab < 1:
-		return fmt.Errorf("config: layers, hidden, heads, kv heads, head dim and vocab must be positive: %+v", c)
-	case c.Heads%c.KVHeads != 0:
-		return fmt.Errorf("config: %d attention heads are not a multiple of %d KV heads", c.Heads, c.KVHeads)
-	case c.HeadDim%2 != 0:
-		return fmt.Errorf("config: head_dim %d must be even for RoPE", c.HeadDim)
-	case c.Experts < 1 || c.ExpertsPerToken < 1 || c.ExpertsPerToken > c.Experts:
-		return fmt.Errorf("config: %d experts per token out of %d experts", c.ExpertsPerToken, c.Experts)
-	case c.Intermediate < 1 || c.Hidden%32 != 0 || c.Intermediate%32 != 0:
-		return fmt.Errorf("config: hidden %d and intermediate %d must be multiples of 32 (MXFP4 blocks)", c.Hidden, c.Intermediate)
-	case c.SlidingWindow < 1:
-		return fmt.Errorf("config: sliding_window %d", c.SlidingWindow)
-	case len(c.LayerTypes) != 0 && len(c.LayerTypes) != c.Layers:
-		return fmt.Errorf("config: %d layer_types for %d layers", len(c.LayerTypes), c.Layers)
-	case c.RopeFactor <= 0 || c.RopeTheta <= 0 || c.RopeOrigMaxPos <= 0:
-		return errors.New("config: rope_theta, rope factor and original_max_position_embeddings must be positive")
+// present reports whether the dotted key path (a.b) is in the JSON object
+// doc. Names that are no key path (products, list elements) count as
+// present.
+func present(doc []byte, path string) bool {
+	if strings.ContainsAny(path, "[ ") {
+		return true
 	}
-	return nil
+	for k := range strings.SplitSeq(path, ".") {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(doc, &obj) != nil {
+			return false
+		}
+		v, ok := obj[k]
+		if !ok || string(v) == "null" {
+			return false
+		}
+		doc = v
+	}
+	return true
+}
+
+// tokenIDs reads a special token id key: absent or null, one id, or a
+// list of ids.
+func tokenIDs(field string, raw json.RawMessage) ([]int, *FieldError) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var one int
+	if err := json.Unmarshal(raw, &one); err == nil {
+		if e := tokenID(field, one); e != nil {
+			return nil, e
+		}
+		return []int{one}, nil
+	}
+	var ids []int
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return nil, &FieldError{Field: field, Value: string(raw), Want: "a token id or a list of token ids"}
+	}
+	for i, id := range ids {
+		if e := tokenID(fmt.Sprintf("%s[%d]", field, i), id); e != nil {
+			return nil, e
+		}
+	}
+	return ids, nil
 }

@@ -46,9 +46,21 @@ type Options struct {
 	// Token is the client authorization token; "" generates a random one
 	// (32 random bytes, hex-encoded).
 	Token string
+	// MaxPending is the most bytes the server buffers for one client
+	// before it cuts it off as a slow consumer; 0 means DefaultMaxPending.
+	// A tensor-parallel step's collective traffic arrives in bursts (the
+	// vocabulary-split logits of every sampled sequence), so the limit
+	// must hold the largest step the scheduler can send.
+	MaxPending int64
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 }
+
+// DefaultMaxPending holds the logits of 1024 sampled sequences of a
+// 201088-token vocabulary split over up to 8 ranks (7/8 of 823 MB arrive
+// at each rank), where NATS's own 64 MiB cut tensor-parallel CPU workers
+// off at about 128 sequences.
+const DefaultMaxPending = 1 << 30
 
 // Server is a running embedded NATS server.
 type Server struct {
@@ -82,6 +94,9 @@ func Start(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
 	debug := o.Logger.Core().Enabled(zapcore.DebugLevel)
 	opts := &server.Options{
 		ServerName:    "gptoss-coordinator",
@@ -89,6 +104,7 @@ func Start(o Options) (*Server, error) {
 		Port:          o.Port,
 		NoSigs:        true,
 		MaxPayload:    wire.MaxMessage,
+		MaxPending:    o.MaxPending,
 		JetStream:     false,
 		Authorization: o.Token,
 		Debug:         debug,

@@ -15,6 +15,7 @@ package step
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -80,7 +81,23 @@ type Seq struct {
 	// this sequence (KV cache full): it ran nothing for it and dropped its
 	// state. The scheduler requeues it to be recomputed from its tokens.
 	Preempted bool
+	// Err is set by the executor when it refused this sequence alone (for
+	// sampling parameters it cannot honour): it ran nothing for it and
+	// dropped its state, and the rest of the step ran. It wraps
+	// ErrRejected. The scheduler ends the sequence with it: one
+	// sequence's parameters never fail its companions.
+	Err error
 }
+
+// Errors executors report.
+var (
+	// ErrRejected: the executor refused one sequence (Seq.Err).
+	ErrRejected = errors.New("step: sequence rejected")
+	// ErrTimeout: the step ran past its deadline. A slow step is not the
+	// fault of its sequences: the scheduler retries them and answers a
+	// retryable 503 if it keeps happening, never a 500.
+	ErrTimeout = errors.New("step: ran past its deadline")
+)
 
 // Capabilities tells the API layer and the scheduler what the executor can
 // honour, so that they refuse what it cannot instead of silently ignoring

@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/gptoss/server/shared/step"
 )
@@ -20,9 +21,15 @@ import (
 //     release list, and the decoder forgets their Sampling before it runs
 //     the step.
 //
-// A preempted sequence's Sampling is forgotten on both sides (the
-// scheduler recomputes it as a new sequence, which sends it again), as is
-// every sequence's when a step fails on the coordinator's side.
+// A preempted or rejected sequence's Sampling is forgotten on both sides
+// (the scheduler recomputes a preempted sequence as a new one, which sends
+// it again), as is every sequence's when a step fails on the coordinator's
+// side.
+//
+// Integers that do not fit the wire's int32 are saturated, never wrapped:
+// a top_k or top_logprobs beyond int32 means the same to the sampler as
+// int32's largest value (more than the vocabulary), which it then
+// accepts or refuses for that sequence alone.
 
 // StepEncoder is the coordinator's half: it turns the scheduler's batches
 // into Step messages and fills the batches from the StepResults. Not safe
@@ -46,7 +53,7 @@ func (e *StepEncoder) Encode(b *step.Batch) (msg *Step, fresh []uint64) {
 	msg.Release, e.release = e.release, nil
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
-		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: int32(st.Pos), Sample: st.Sample,
+		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: sat32(st.Pos), Sample: st.Sample,
 			Blocks: Int32s(st.Blocks), SlidingBlocks: Int32s(st.SlidingBlocks)}
 		if _, ok := e.sent[st.ID]; !ok && st.Sampling != nil {
 			ws.Sampling = SamplingToWire(st.Sampling)
@@ -87,6 +94,9 @@ func (e *StepEncoder) Pending() bool { return len(e.release) > 0 }
 // recomputed.
 func (e *StepEncoder) Decode(b *step.Batch, msg *Step, res *StepResult) error {
 	if res.Error != "" {
+		if res.TimedOut {
+			return fmt.Errorf("rank %d: %w: %s", res.Rank, step.ErrTimeout, res.Error)
+		}
 		return fmt.Errorf("rank %d: %s", res.Rank, res.Error)
 	}
 	if res.StepId != msg.StepId {
@@ -100,10 +110,19 @@ func (e *StepEncoder) Decode(b *step.Batch, msg *Step, res *StepResult) error {
 	for _, id := range res.Preempted {
 		preempted[id] = true
 	}
+	rejected := make(map[uint64]string, len(res.Rejected))
+	for _, r := range res.Rejected {
+		rejected[r.SeqId] = r.Error
+	}
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		if preempted[st.ID] {
 			st.Preempted = true
+			delete(e.sent, st.ID)
+			continue
+		}
+		if msg, ok := rejected[st.ID]; ok {
+			st.Err = fmt.Errorf("%w: %s", step.ErrRejected, msg)
 			delete(e.sent, st.ID)
 			continue
 		}
@@ -172,14 +191,20 @@ func (d *StepDecoder) Decode(msg *Step) (*step.Batch, error) {
 }
 
 // Result is the StepResult of b after the executor ran it: the sampled
-// tokens (rank 0 sends them) and the preempted sequences, whose Sampling
-// is forgotten (the coordinator sends it again when it recomputes them).
+// tokens (rank 0 sends them) and the preempted and rejected sequences,
+// whose Sampling is forgotten (the coordinator sends it again when it
+// recomputes a preempted one).
 func (d *StepDecoder) Result(stepID uint64, rank int, b *step.Batch) *StepResult {
 	res := &StepResult{StepId: stepID, Rank: int32(rank)}
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		if st.Preempted {
 			res.Preempted = append(res.Preempted, st.ID)
+			delete(d.sampling, st.ID)
+			continue
+		}
+		if st.Err != nil {
+			res.Rejected = append(res.Rejected, &SeqError{SeqId: st.ID, Error: st.Err.Error()})
 			delete(d.sampling, st.ID)
 			continue
 		}
@@ -205,10 +230,15 @@ func (d *StepDecoder) Known() int { return len(d.sampling) }
 // SamplingToWire is the message form of s.
 func SamplingToWire(s *step.Sampling) *Sampling {
 	return &Sampling{
-		Temperature: s.Temperature, TopP: s.TopP, TopK: int32(s.TopK), MinP: s.MinP,
+		Temperature: s.Temperature, TopP: s.TopP, TopK: sat32(s.TopK), MinP: s.MinP,
 		Seed: s.Seed, HasSeed: s.HasSeed, PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty,
-		Logprobs: s.Logprobs, TopLogprobs: int32(s.TopLogprobs),
+		Logprobs: s.Logprobs, TopLogprobs: sat32(s.TopLogprobs),
 	}
+}
+
+// sat32 converts v to int32, saturating at int32's bounds.
+func sat32(v int) int32 {
+	return int32(max(min(v, math.MaxInt32), math.MinInt32))
 }
 
 // SamplingFromWire is the contract form of p.

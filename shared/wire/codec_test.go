@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"errors"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -194,6 +196,63 @@ func TestStepEncoderRejectsReplies(t *testing.T) {
 	} {
 		if err := enc.Decode(b, msg, res); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v", want, err)
+		}
+	}
+}
+
+// A sequence the worker's executor rejects comes back as that sequence's
+// error (wrapping step.ErrRejected) with the rest of the step intact, and
+// both sides forget its sampling.
+func TestStepCodecRejected(t *testing.T) {
+	enc, dec := NewStepEncoder(), NewStepDecoder()
+	b := &step.Batch{Seqs: []step.Seq{
+		{ID: 1, Tokens: []int{1}, Sample: true, Sampling: &step.Sampling{}},
+		{ID: 2, Tokens: []int{2}, Sample: true, Sampling: &step.Sampling{TopK: -3}},
+	}}
+	roundTrip(t, enc, dec, b, func(b *step.Batch) {
+		sampleAll(b)
+		b.Seqs[1].Err = errors.New("sample: TopK -3 out of range")
+	})
+	if b.Seqs[0].Err != nil || b.Seqs[0].Out.ID != 1001 {
+		t.Fatalf("companion: %+v", b.Seqs[0])
+	}
+	if !errors.Is(b.Seqs[1].Err, step.ErrRejected) || !strings.Contains(b.Seqs[1].Err.Error(), "TopK -3") {
+		t.Fatalf("rejected: %v", b.Seqs[1].Err)
+	}
+	if dec.Known() != 1 {
+		t.Fatalf("worker knows %d sequences, want 1", dec.Known())
+	}
+	// Sequence 2 comes back (a new request would have a new id, but the
+	// encoder must not believe its sampling is still known).
+	msg, _ := enc.Encode(&step.Batch{Seqs: []step.Seq{{ID: 2, Tokens: []int{2}, Sampling: &step.Sampling{}}}})
+	if msg.Seqs[0].Sampling == nil {
+		t.Fatal("a rejected sequence's sampling is still marked sent")
+	}
+}
+
+// A watchdog's reply is a timeout (step.ErrTimeout), which the scheduler
+// treats as nobody's fault; other errors are not.
+func TestStepCodecTimedOut(t *testing.T) {
+	enc := NewStepEncoder()
+	b := &step.Batch{Seqs: []step.Seq{{ID: 1, Tokens: []int{1}, Sample: true}}}
+	msg, _ := enc.Encode(b)
+	err := enc.Decode(b, msg, &StepResult{StepId: msg.StepId, Rank: 1, Error: "step 1 ran 2m, over its deadline 1m", TimedOut: true})
+	if !errors.Is(err, step.ErrTimeout) || !strings.Contains(err.Error(), "rank 1") {
+		t.Fatalf("timed out: %v", err)
+	}
+	if err := enc.Decode(b, msg, &StepResult{StepId: msg.StepId, Error: "boom"}); errors.Is(err, step.ErrTimeout) {
+		t.Fatalf("a plain error is a timeout: %v", err)
+	}
+}
+
+// Integers beyond int32 saturate on the wire instead of wrapping: top_k
+// 4294967301 wrapped to 5 (a different distribution), 2147483648 to a
+// negative value (a failed step).
+func TestSamplingSaturates(t *testing.T) {
+	for in, want := range map[int]int32{4294967301: math.MaxInt32, 2147483648: math.MaxInt32, -1 << 40: math.MinInt32, 40: 40} {
+		w := SamplingToWire(&step.Sampling{TopK: in, TopLogprobs: in})
+		if w.TopK != want || w.TopLogprobs != want {
+			t.Errorf("%d: top_k %d, top_logprobs %d on the wire, want %d", in, w.TopK, w.TopLogprobs, want)
 		}
 	}
 }

@@ -651,13 +651,19 @@ func (x *SeqStep) GetSlidingBlocks() []int32 {
 }
 
 // Step is one forward pass, broadcast to every rank (<prefix>.step);
-// rank 0 replies with a StepResult to the request's reply subject.
+// rank 0 replies with a StepResult to the request's reply subject, and any
+// rank whose step fails replies with its error at once, so the coordinator
+// learns of a failure without waiting for rank 0 (stuck in a collective
+// with the failed rank until that rank's abort reaches it).
 type Step struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	StepId uint64                 `protobuf:"varint,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
 	Seqs   []*SeqStep             `protobuf:"bytes,2,rep,name=seqs,proto3" json:"seqs,omitempty"`
 	// release lists sequences to forget before running this step.
-	Release       []uint64 `protobuf:"varint,3,rep,packed,name=release,proto3" json:"release,omitempty"`
+	Release []uint64 `protobuf:"varint,3,rep,packed,name=release,proto3" json:"release,omitempty"`
+	// timeout_ms is the step's deadline, scaled by the coordinator with the
+	// step's tokens: the workers' watchdog uses it (0: their own default).
+	TimeoutMs     uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -711,6 +717,13 @@ func (x *Step) GetRelease() []uint64 {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *Step) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
 }
 
 // SampledToken is the sampled token of one sequence.
@@ -799,7 +812,15 @@ type StepResult struct {
 	Tokens []*SampledToken        `protobuf:"bytes,4,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	// preempted lists sequences the worker had no KV room for: it ran
 	// nothing for them and dropped their state; the scheduler recomputes them.
-	Preempted     []uint64 `protobuf:"varint,5,rep,packed,name=preempted,proto3" json:"preempted,omitempty"`
+	Preempted []uint64 `protobuf:"varint,5,rep,packed,name=preempted,proto3" json:"preempted,omitempty"`
+	// rejected lists sequences the worker refused alone (sampling
+	// parameters it cannot honour): it ran nothing for them and dropped
+	// their state; the rest of the step ran. The scheduler ends them with
+	// the error.
+	Rejected []*SeqError `protobuf:"bytes,6,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// timed_out: error is the step watchdog's (the step ran past its
+	// deadline), not a fault of the step's sequences.
+	TimedOut      bool `protobuf:"varint,7,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -869,6 +890,73 @@ func (x *StepResult) GetPreempted() []uint64 {
 	return nil
 }
 
+func (x *StepResult) GetRejected() []*SeqError {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+func (x *StepResult) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+// SeqError is one sequence's error.
+type SeqError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SeqId         uint64                 `protobuf:"varint,1,opt,name=seq_id,json=seqId,proto3" json:"seq_id,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeqError) Reset() {
+	*x = SeqError{}
+	mi := &file_shared_wire_wire_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeqError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeqError) ProtoMessage() {}
+
+func (x *SeqError) ProtoReflect() protoreflect.Message {
+	mi := &file_shared_wire_wire_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeqError.ProtoReflect.Descriptor instead.
+func (*SeqError) Descriptor() ([]byte, []int) {
+	return file_shared_wire_wire_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SeqError) GetSeqId() uint64 {
+	if x != nil {
+		return x.SeqId
+	}
+	return 0
+}
+
+func (x *SeqError) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Control is a command to every worker (<prefix>.control): "drain",
 // "shutdown", or "announce" (register again: a coordinator has started).
 type Control struct {
@@ -880,7 +968,7 @@ type Control struct {
 
 func (x *Control) Reset() {
 	*x = Control{}
-	mi := &file_shared_wire_wire_proto_msgTypes[9]
+	mi := &file_shared_wire_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +980,7 @@ func (x *Control) String() string {
 func (*Control) ProtoMessage() {}
 
 func (x *Control) ProtoReflect() protoreflect.Message {
-	mi := &file_shared_wire_wire_proto_msgTypes[9]
+	mi := &file_shared_wire_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +993,7 @@ func (x *Control) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Control.ProtoReflect.Descriptor instead.
 func (*Control) Descriptor() ([]byte, []int) {
-	return file_shared_wire_wire_proto_rawDescGZIP(), []int{9}
+	return file_shared_wire_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Control) GetOp() string {
@@ -981,24 +1069,31 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x06sample\x18\x04 \x01(\bR\x06sample\x121\n" +
 	"\bsampling\x18\x05 \x01(\v2\x15.gptoss.wire.SamplingR\bsampling\x12\x16\n" +
 	"\x06blocks\x18\x06 \x03(\x05R\x06blocks\x12%\n" +
-	"\x0esliding_blocks\x18\a \x03(\x05R\rslidingBlocks\"c\n" +
+	"\x0esliding_blocks\x18\a \x03(\x05R\rslidingBlocks\"\x82\x01\n" +
 	"\x04Step\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12(\n" +
 	"\x04seqs\x18\x02 \x03(\v2\x14.gptoss.wire.SeqStepR\x04seqs\x12\x18\n" +
-	"\arelease\x18\x03 \x03(\x04R\arelease\"\x91\x01\n" +
+	"\arelease\x18\x03 \x03(\x04R\arelease\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"\x91\x01\n" +
 	"\fSampledToken\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x05R\x05token\x12\x18\n" +
 	"\alogprob\x18\x03 \x01(\x02R\alogprob\x12\x17\n" +
 	"\atop_ids\x18\x04 \x03(\x05R\x06topIds\x12!\n" +
-	"\ftop_logprobs\x18\x05 \x03(\x02R\vtopLogprobs\"\xa0\x01\n" +
+	"\ftop_logprobs\x18\x05 \x03(\x02R\vtopLogprobs\"\xf0\x01\n" +
 	"\n" +
 	"StepResult\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x121\n" +
 	"\x06tokens\x18\x04 \x03(\v2\x19.gptoss.wire.SampledTokenR\x06tokens\x12\x1c\n" +
-	"\tpreempted\x18\x05 \x03(\x04R\tpreempted\"\x19\n" +
+	"\tpreempted\x18\x05 \x03(\x04R\tpreempted\x121\n" +
+	"\brejected\x18\x06 \x03(\v2\x15.gptoss.wire.SeqErrorR\brejected\x12\x1b\n" +
+	"\ttimed_out\x18\a \x01(\bR\btimedOut\"7\n" +
+	"\bSeqError\x12\x15\n" +
+	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x19\n" +
 	"\aControl\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02opB&Z$github.com/gptoss/server/shared/wireb\x06proto3"
 
@@ -1014,7 +1109,7 @@ func file_shared_wire_wire_proto_rawDescGZIP() []byte {
 	return file_shared_wire_wire_proto_rawDescData
 }
 
-var file_shared_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_shared_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_shared_wire_wire_proto_goTypes = []any{
 	(*Register)(nil),     // 0: gptoss.wire.Register
 	(*Heartbeat)(nil),    // 1: gptoss.wire.Heartbeat
@@ -1025,17 +1120,19 @@ var file_shared_wire_wire_proto_goTypes = []any{
 	(*Step)(nil),         // 6: gptoss.wire.Step
 	(*SampledToken)(nil), // 7: gptoss.wire.SampledToken
 	(*StepResult)(nil),   // 8: gptoss.wire.StepResult
-	(*Control)(nil),      // 9: gptoss.wire.Control
+	(*SeqError)(nil),     // 9: gptoss.wire.SeqError
+	(*Control)(nil),      // 10: gptoss.wire.Control
 }
 var file_shared_wire_wire_proto_depIdxs = []int32{
 	4, // 0: gptoss.wire.SeqStep.sampling:type_name -> gptoss.wire.Sampling
 	5, // 1: gptoss.wire.Step.seqs:type_name -> gptoss.wire.SeqStep
 	7, // 2: gptoss.wire.StepResult.tokens:type_name -> gptoss.wire.SampledToken
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	9, // 3: gptoss.wire.StepResult.rejected:type_name -> gptoss.wire.SeqError
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_shared_wire_wire_proto_init() }
@@ -1049,7 +1146,7 @@ func file_shared_wire_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shared_wire_wire_proto_rawDesc), len(file_shared_wire_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

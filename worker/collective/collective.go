@@ -3,6 +3,14 @@
 // Each rank publishes its part; every rank sums (or concatenates) the
 // world's parts in rank order, so all ranks hold bit-identical results.
 // It is the development and CI path; GPUs use NCCL.
+//
+// Operations are numbered within a step (Begin): the ranks run the same
+// forward pass, so the n-th operation of step s is the same on every rank.
+// Numbering per step, not per life, means a step that failed on one rank
+// halfway cannot shift the pairing of every later step's operations, and
+// parts of an abandoned step are dropped when the next begins. A rank whose
+// step fails aborts it (Abort): the other ranks' waits in that step end at
+// once instead of at the timeout.
 package collective
 
 import (
@@ -12,15 +20,19 @@ import (
 	"math"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/gptoss/server/shared/wire"
 )
 
-// header: op sequence (8), sender rank (4), offset in elements (4), total
-// elements (4); then float32 little-endian data.
-const headerSize = 20
+// header: step (8), operation in the step (4), sender rank (4), offset in
+// elements (4), total elements (4); then float32 little-endian data. A
+// total of abortTotal (and no data) is an abort of the step by the sender.
+const headerSize = 24
+
+const abortTotal = math.MaxUint32
 
 // chunkElems keeps every message under the protocol's size limit (a
 // variable so tests can exercise chunking).
@@ -34,15 +46,18 @@ type NATS struct {
 	timeout     time.Duration
 	sub         *nats.Subscription
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	parts  map[key]*part // contributions received, by op and sender
-	seq    uint64        // ops issued by this rank
-	closed bool
+	mu      sync.Mutex
+	cond    *sync.Cond
+	parts   map[key]*part  // contributions received, by step, op and sender
+	aborted map[int]uint64 // by rank: 1 + the last step it aborted (0: none)
+	step    uint64         // the step being run (Begin)
+	op      uint32         // operations issued by this rank in the step
+	closed  bool
 }
 
 type key struct {
-	seq  uint64
+	step uint64
+	op   uint32
 	rank int
 }
 
@@ -57,7 +72,8 @@ func New(nc *nats.Conn, subjects wire.Subjects, epoch uint64, rank, world int, t
 	if rank < 0 || rank >= world {
 		return nil, fmt.Errorf("collective: rank %d of %d", rank, world)
 	}
-	c := &NATS{nc: nc, subject: subjects.Collective(epoch), rank: rank, world: world, timeout: timeout, parts: map[key]*part{}}
+	c := &NATS{nc: nc, subject: subjects.Collective(epoch), rank: rank, world: world, timeout: timeout,
+		parts: map[key]*part{}, aborted: map[int]uint64{}}
 	c.cond = sync.NewCond(&c.mu)
 	sub, err := nc.Subscribe(c.subject, c.receive)
 	if err != nil {
@@ -87,22 +103,61 @@ func (c *NATS) Close() {
 	}
 }
 
+// Begin starts step: operations are numbered from 0 again, and whatever
+// arrived for earlier steps is dropped. Every rank begins the same steps
+// in the same order (the coordinator's step ids).
+func (c *NATS) Begin(step uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.step, c.op = step, 0
+	for k := range c.parts {
+		if k.step < step {
+			delete(c.parts, k)
+		}
+	}
+}
+
+// Abort tells the other ranks that this rank gives step up (its part of
+// the step failed): their operations in it fail at once with ErrAborted.
+func (c *NATS) Abort(step uint64) error {
+	b := make([]byte, headerSize)
+	binary.LittleEndian.PutUint64(b, step)
+	binary.LittleEndian.PutUint32(b[12:], uint32(c.rank))
+	binary.LittleEndian.PutUint32(b[20:], abortTotal)
+	if err := c.nc.Publish(c.subject, b); err != nil {
+		return fmt.Errorf("collective: abort: %w", err)
+	}
+	return nil
+}
+
 func (c *NATS) receive(m *nats.Msg) {
 	b := m.Data
 	if len(b) < headerSize || (len(b)-headerSize)%4 != 0 {
 		return
 	}
-	seq := binary.LittleEndian.Uint64(b)
-	from := int(binary.LittleEndian.Uint32(b[8:]))
-	off := int(binary.LittleEndian.Uint32(b[12:]))
-	total := int(binary.LittleEndian.Uint32(b[16:]))
+	step := binary.LittleEndian.Uint64(b)
+	op := binary.LittleEndian.Uint32(b[8:])
+	from := int(binary.LittleEndian.Uint32(b[12:]))
+	off := int(binary.LittleEndian.Uint32(b[16:]))
+	total32 := binary.LittleEndian.Uint32(b[20:])
 	n := (len(b) - headerSize) / 4
-	if from == c.rank || from >= c.world || off+n > total {
+	if from == c.rank || from >= c.world {
 		return // our own echo, or garbage
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := key{seq, from}
+	if total32 == abortTotal {
+		if step+1 > c.aborted[from] {
+			c.aborted[from] = step + 1
+			c.cond.Broadcast()
+		}
+		return
+	}
+	total := int(total32)
+	if off+n > total || step < c.step {
+		return // garbage, or a part of a step given up
+	}
+	k := key{step, op, from}
 	p := c.parts[k]
 	if p == nil {
 		p = &part{data: make([]float32, total)}
@@ -111,27 +166,24 @@ func (c *NATS) receive(m *nats.Msg) {
 	if len(p.data) != total {
 		return
 	}
-	for i := range n {
-		p.data[off+i] = math.Float32frombits(binary.LittleEndian.Uint32(b[headerSize+4*i:]))
-	}
+	getFloats(p.data[off:off+n], b[headerSize:])
 	p.got += n
 	if p.got >= total {
 		c.cond.Broadcast()
 	}
 }
 
-// publish sends this rank's part of op seq.
-func (c *NATS) publish(seq uint64, data []float32) error {
+// publish sends this rank's part of operation op of step.
+func (c *NATS) publish(step uint64, op uint32, data []float32) error {
 	for off := 0; off < len(data) || off == 0; off += chunkElems {
 		end := min(off+chunkElems, len(data))
 		b := make([]byte, headerSize+4*(end-off))
-		binary.LittleEndian.PutUint64(b, seq)
-		binary.LittleEndian.PutUint32(b[8:], uint32(c.rank))
-		binary.LittleEndian.PutUint32(b[12:], uint32(off))
-		binary.LittleEndian.PutUint32(b[16:], uint32(len(data)))
-		for i, v := range data[off:end] {
-			binary.LittleEndian.PutUint32(b[headerSize+4*i:], math.Float32bits(v))
-		}
+		binary.LittleEndian.PutUint64(b, step)
+		binary.LittleEndian.PutUint32(b[8:], op)
+		binary.LittleEndian.PutUint32(b[12:], uint32(c.rank))
+		binary.LittleEndian.PutUint32(b[16:], uint32(off))
+		binary.LittleEndian.PutUint32(b[20:], uint32(len(data)))
+		putFloats(b[headerSize:], data[off:end])
 		if err := c.nc.Publish(c.subject, b); err != nil {
 			return fmt.Errorf("collective: publish: %w", err)
 		}
@@ -142,18 +194,23 @@ func (c *NATS) publish(seq uint64, data []float32) error {
 	return nil
 }
 
-// ErrTimeout is returned when another rank's part does not arrive in time.
-var ErrTimeout = errors.New("collective: timed out waiting for another rank")
+// Errors of a collective operation.
+var (
+	// ErrTimeout: another rank's part did not arrive in time.
+	ErrTimeout = errors.New("collective: timed out waiting for another rank")
+	// ErrAborted: another rank gave the step up.
+	ErrAborted = errors.New("collective: another rank aborted the step")
+)
 
-// gather publishes data as op seq and returns every rank's part, in rank
-// order (this rank's is data itself).
-func (c *NATS) gather(data []float32) ([][]float32, uint64, error) {
+// gather publishes data as the next operation of the step and returns
+// every rank's part, in rank order (this rank's is data itself).
+func (c *NATS) gather(data []float32) ([][]float32, error) {
 	c.mu.Lock()
-	c.seq++
-	seq := c.seq
+	step, op := c.step, c.op
+	c.op++
 	c.mu.Unlock()
-	if err := c.publish(seq, data); err != nil {
-		return nil, seq, err
+	if err := c.publish(step, op, data); err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(c.timeout)
 	timer := time.AfterFunc(c.timeout, func() {
@@ -170,31 +227,34 @@ func (c *NATS) gather(data []float32) ([][]float32, uint64, error) {
 			out[r] = data
 			continue
 		}
+		k := key{step, op, r}
 		for {
-			p := c.parts[key{seq, r}]
+			p := c.parts[k]
 			if p != nil && p.got >= len(p.data) {
 				if len(p.data) != len(data) {
-					return nil, seq, fmt.Errorf("collective: rank %d sent %d elements, rank %d has %d", r, len(p.data), c.rank, len(data))
+					return nil, fmt.Errorf("collective: rank %d sent %d elements, rank %d has %d", r, len(p.data), c.rank, len(data))
 				}
 				out[r] = p.data
-				delete(c.parts, key{seq, r})
+				delete(c.parts, k)
 				break
 			}
-			if c.closed {
-				return nil, seq, errors.New("collective: closed")
-			}
-			if time.Now().After(deadline) {
-				return nil, seq, fmt.Errorf("%w %d (op %d, %s)", ErrTimeout, r, seq, c.timeout)
+			switch {
+			case c.closed:
+				return nil, errors.New("collective: closed")
+			case c.aborted[r] > step:
+				return nil, fmt.Errorf("%w: rank %d, step %d", ErrAborted, r, step)
+			case time.Now().After(deadline):
+				return nil, fmt.Errorf("%w %d (step %d, operation %d, %s)", ErrTimeout, r, step, op, c.timeout)
 			}
 			c.cond.Wait()
 		}
 	}
-	return out, seq, nil
+	return out, nil
 }
 
 // AllReduce replaces buf with the sum over all ranks, added in rank order.
 func (c *NATS) AllReduce(buf []float32) error {
-	parts, _, err := c.gather(buf)
+	parts, err := c.gather(buf)
 	if err != nil {
 		return err
 	}
@@ -214,7 +274,7 @@ func (c *NATS) AllGather(local, out []float32) error {
 	if len(out) != len(local)*c.world {
 		return fmt.Errorf("collective: all-gather of %d elements into %d", len(local), len(out))
 	}
-	parts, _, err := c.gather(local)
+	parts, err := c.gather(local)
 	if err != nil {
 		return err
 	}
@@ -222,4 +282,31 @@ func (c *NATS) AllGather(local, out []float32) error {
 		copy(out[r*len(local):], p)
 	}
 	return nil
+}
+
+// littleEndian: the machine stores float32 as the wire does, so parts are
+// copied as bytes (a step's logits are tens of MB; converting them one
+// value at a time cost more than moving them).
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// putFloats writes src into dst as little-endian float32s.
+func putFloats(dst []byte, src []float32) {
+	if littleEndian && len(src) > 0 {
+		copy(dst, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+		return
+	}
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
+// getFloats reads len(dst) little-endian float32s from src.
+func getFloats(dst []float32, src []byte) {
+	if littleEndian && len(dst) > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), src)
+		return
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	}
 }

@@ -30,11 +30,17 @@ type Model interface {
 // scheduler owns the KV block tables (they come with every step); the
 // executor keeps a sampler and the cached length per sequence.
 type Executor struct {
+	// NoSample skips drawing tokens (sampler state is still built, so
+	// rejections are the same): the other ranks of a tensor-parallel
+	// group, whose tokens nobody reads (rank 0 answers the step).
+	NoSample bool
+
 	m      Model
 	window int // the sliding layers' window, 0 if none
 	seqs   map[uint64]*seqState
 	steps  []engine.Seq
-	owners []*seqState
+	owners []*seqState  // the state of each entry of steps
+	index  []int        // the batch entry of each entry of steps
 	live   atomic.Int64 // len(seqs), readable from any goroutine
 	sample []int        // indices of this step's sequences that sample
 }
@@ -67,9 +73,12 @@ func slidingWindow(c *model.Config) int {
 	return 0
 }
 
-// Step runs one engine step for the batch and samples where asked.
+// Step runs one engine step for the batch and samples where asked. A
+// sequence whose sampling parameters the sampler refuses is rejected alone
+// (Seq.Err, wrapping step.ErrRejected): it runs nothing and keeps no state,
+// and the rest of the batch runs.
 func (e *Executor) Step(_ context.Context, b *step.Batch) error {
-	e.steps, e.owners = e.steps[:0], e.owners[:0]
+	e.steps, e.owners, e.index = e.steps[:0], e.owners[:0], e.index[:0]
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		if st.Blocks == nil {
@@ -80,14 +89,26 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			// A sequence may start past 0: the scheduler mapped blocks of
 			// a cached prefix into its tables.
 			s = &seqState{next: st.Pos}
-			e.seqs[st.ID] = s
-			e.live.Add(1)
 		}
 		if st.Pos != s.next {
 			return fmt.Errorf("local: sequence %d: step at position %d, cache holds %d", st.ID, st.Pos, s.next)
 		}
+		if s.sampler == nil && (st.Sample || st.Sampling != nil) {
+			sp, err := newSampler(st.Sampling)
+			if err != nil {
+				st.Err = fmt.Errorf("%w: sequence %d: %w", step.ErrRejected, st.ID, err)
+				e.drop(st.ID)
+				continue
+			}
+			s.sampler = sp
+		}
+		if _, ok := e.seqs[st.ID]; !ok {
+			e.seqs[st.ID] = s
+			e.live.Add(1)
+		}
 		e.steps = append(e.steps, engine.Seq{Tokens: st.Tokens, Pos: st.Pos, Blocks: st.Blocks, SlidingBlocks: st.SlidingBlocks})
 		e.owners = append(e.owners, s)
+		e.index = append(e.index, i)
 	}
 	if len(e.steps) == 0 {
 		return nil
@@ -97,32 +118,25 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 		return err
 	}
 	e.sample = e.sample[:0]
-	for i := range b.Seqs {
+	for k, i := range e.index {
 		st := &b.Seqs[i]
-		s := e.owners[i]
-		s.next = st.Pos + len(st.Tokens)
-		if !st.Sample {
-			continue
+		e.owners[k].next = st.Pos + len(st.Tokens)
+		if st.Sample && !e.NoSample {
+			e.sample = append(e.sample, k)
 		}
-		if s.sampler == nil {
-			if s.sampler, err = newSampler(st.Sampling); err != nil {
-				return fmt.Errorf("local: sequence %d: %w", st.ID, err)
-			}
-		}
-		e.sample = append(e.sample, i)
 	}
 	// Each sequence has its own sampler (and random generator), so they
 	// run in parallel: over a 201 088-token vocabulary, sampling a batch
 	// one sequence at a time costs more than the small models' forward
 	// pass.
 	errs := make([]error, len(e.sample))
-	parallel(len(e.sample), func(k int) {
-		i := e.sample[k]
-		st := &b.Seqs[i]
-		sp := e.owners[i].sampler
-		r, err := sp.Sample(logits[i][0])
+	parallel(len(e.sample), func(j int) {
+		k := e.sample[j]
+		st := &b.Seqs[e.index[k]]
+		sp := e.owners[k].sampler
+		r, err := sp.Sample(logits[k][0])
 		if err != nil {
-			errs[k] = fmt.Errorf("local: sequence %d: %w", st.ID, err)
+			errs[j] = fmt.Errorf("local: sequence %d: %w", st.ID, err)
 			return
 		}
 		sp.Accept(r.Token)
@@ -133,6 +147,14 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 		st.Out = out
 	})
 	return errors.Join(errs...)
+}
+
+// drop forgets one sequence's state, if it has any.
+func (e *Executor) drop(id uint64) {
+	if _, ok := e.seqs[id]; ok {
+		delete(e.seqs, id)
+		e.live.Add(-1)
+	}
 }
 
 // parallel runs f(0..n-1) on up to GOMAXPROCS goroutines, each taking the
@@ -174,10 +196,7 @@ func newSampler(p *step.Sampling) (*sample.Sampler, error) {
 // Release forgets finished sequences (their blocks are the scheduler's).
 func (e *Executor) Release(ids []uint64) {
 	for _, id := range ids {
-		if _, ok := e.seqs[id]; ok {
-			delete(e.seqs, id)
-			e.live.Add(-1)
-		}
+		e.drop(id)
 	}
 }
 

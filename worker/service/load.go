@@ -319,6 +319,7 @@ func (w *Service) load(l *wire.Load) (id string, vocab int, err error) {
 		m = em
 	}
 	w.set, w.exec, w.coll = set, local.New(m, &weights.Config), coll
+	w.exec.NoSample = w.opts.Rank != 0
 	w.modelID = id
 	return w.modelID, cfg.Vocab, nil
 }

@@ -132,6 +132,10 @@ func (w *Service) Run(sigs <-chan os.Signal) int {
 
 	opts := []nats.Option{
 		nats.Name("gptoss-worker-" + strconv.Itoa(c.Rank)),
+		// Nothing the worker publishes is for itself; without echo its
+		// own collective parts (the step's logits, tens of MB at large
+		// batches) do not come back to it through the server.
+		nats.NoEcho(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		// A worker may start before NATS: keep trying; the coordinator
@@ -464,7 +468,9 @@ func (w *Service) respond(subject string, m proto.Message) {
 // replyStep answers a step: rank 0 only; an oversized result becomes an
 // error result.
 func (w *Service) replyStep(subject string, r *wire.StepResult) {
-	if subject == "" || w.opts.Rank != 0 {
+	// Rank 0 answers every step; the others only their failures, so that
+	// the coordinator learns of one at once (the first reply wins).
+	if subject == "" || (w.opts.Rank != 0 && r.Error == "") {
 		return
 	}
 	b, err := wire.Marshal(r)
@@ -498,16 +504,24 @@ func (w *Service) loop() {
 // doStep runs one step under the watchdog and replies.
 func (w *Service) doStep(j job) {
 	start := time.Now()
-	timer := time.AfterFunc(w.opts.StepTimeout, func() { w.stepHung(j, w.opts.StepTimeout) })
+	limit := w.stepDeadline(j.step)
+	timer := time.AfterFunc(limit, func() { w.stepHung(j, limit, limit) })
 	res, err := w.runStep(j.step)
 	// A step that ran past the timeout failed even if it came back: the
 	// timer may not have fired yet.
-	if elapsed := time.Since(start); !timer.Stop() || elapsed > w.opts.StepTimeout {
-		w.stepHung(j, elapsed)
+	if elapsed := time.Since(start); !timer.Stop() || elapsed > limit {
+		w.stepHung(j, elapsed, limit)
 		return
 	}
 	if err != nil {
 		w.log.Warn("step failed", zap.Uint64("step_id", j.step.StepId), zap.Error(err))
+		if w.coll != nil {
+			// The other ranks may wait for this one in a collective
+			// operation of the step: end their wait now.
+			if aerr := w.coll.Abort(j.step.StepId); aerr != nil {
+				w.log.Warn("aborting the step's collective", zap.Error(aerr))
+			}
+		}
 		res = &wire.StepResult{StepId: j.step.StepId, Rank: int32(w.opts.Rank), Error: err.Error()}
 	} else {
 		w.steps.Add(1)
@@ -515,14 +529,23 @@ func (w *Service) doStep(j job) {
 	w.replyStep(j.reply, res)
 }
 
-// stepHung reports a step past --step-timeout and ends the process: a
+// stepDeadline is how long step may run: the deadline the coordinator
+// scaled with the step's tokens, or the --step-timeout default.
+func (w *Service) stepDeadline(s *wire.Step) time.Duration {
+	if s.TimeoutMs > 0 {
+		return time.Duration(s.TimeoutMs) * time.Millisecond
+	}
+	return w.opts.StepTimeout
+}
+
+// stepHung reports a step past its deadline and ends the process: a
 // hung kernel cannot be interrupted, and the worker's state is unknown.
-func (w *Service) stepHung(j job, elapsed time.Duration) {
+func (w *Service) stepHung(j job, elapsed, limit time.Duration) {
 	w.fatalOnce.Do(func() {
-		msg := fmt.Sprintf("step %d ran %s, over the step timeout %s; worker exiting", j.step.StepId, elapsed.Round(time.Microsecond), w.opts.StepTimeout)
+		msg := fmt.Sprintf("step %d ran %s, over its deadline %s; worker exiting", j.step.StepId, elapsed.Round(time.Microsecond), limit)
 		w.st.Fail(msg)
 		w.log.Error("step watchdog", zap.Uint64("step_id", j.step.StepId), zap.Duration("elapsed", elapsed))
-		w.replyStep(j.reply, &wire.StepResult{StepId: j.step.StepId, Rank: int32(w.opts.Rank), Error: msg})
+		w.replyStep(j.reply, &wire.StepResult{StepId: j.step.StepId, Rank: int32(w.opts.Rank), Error: msg, TimedOut: true})
 		w.heartbeat()
 		w.requestExit(exitReq{code: 1, reason: msg})
 	})
@@ -540,6 +563,9 @@ func (w *Service) runStep(s *wire.Step) (res *wire.StepResult, err error) {
 		return nil, errors.New("no model loaded: send Load first")
 	}
 	defer w.noteSequences()
+	if w.coll != nil {
+		w.coll.Begin(s.StepId)
+	}
 	w.exec.Release(s.Release)
 	b, err := w.codec.Decode(s)
 	if err != nil {
