@@ -188,6 +188,7 @@ func (c *Cluster) Executor() *remote.Client { return c.client }
 // ctx ends.
 func (c *Cluster) Watch(ctx context.Context) error {
 	loaded := c.ids()
+	killed := map[string]bool{} // lost workers already killed, by id
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -196,6 +197,7 @@ func (c *Cluster) Watch(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
+		c.killLost(killed)
 		now := c.ids()
 		if len(now) < c.opts.TP || sameIDs(now, loaded) {
 			continue
@@ -210,6 +212,28 @@ func (c *Cluster) Watch(ctx context.Context) error {
 		}
 		loaded = now
 		c.log.Info("model reloaded after a worker restart")
+	}
+}
+
+// killLost kills the launched workers that stopped heartbeating while
+// their process lives on (frozen by SIGSTOP, stuck in the kernel, a hung
+// driver call that its own watchdog cannot reach): the launcher then
+// starts them again and Watch reloads the model, as after a crash. Workers
+// started by someone else (foreman, systemd) are theirs to restart.
+func (c *Cluster) killLost(killed map[string]bool) {
+	if c.workers == nil {
+		return
+	}
+	for _, w := range c.client.Workers() {
+		if !w.Lost || killed[w.ID] {
+			continue
+		}
+		killed[w.ID] = true
+		c.log.Error("worker lost: killing it so that it restarts", zap.String("worker", w.ID), zap.Int("rank", w.Rank),
+			zap.Int("pid", w.PID), zap.Time("last_heartbeat", w.LastHeartbeat))
+		// Only the process that registered as this worker: a worker that
+		// died has a successor already, which must not be killed.
+		c.workers.Kill(w.Rank, w.PID)
 	}
 }
 

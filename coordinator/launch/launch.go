@@ -62,6 +62,19 @@ type proc struct {
 	pid     int
 	done    chan struct{}
 	started time.Time
+	// sockets is the directory of the plugin's gRPC socket, made for this
+	// process and removed when it ends: a killed plugin cannot remove its
+	// socket itself.
+	sockets string
+}
+
+// release frees what the host holds for an ended process: go-plugin's RPC
+// client and its goroutines, and the socket directory.
+func (p *proc) release() {
+	p.client.Kill() // a no-op for the process, which has exited
+	if p.sockets != "" {
+		_ = os.RemoveAll(p.sockets)
+	}
 }
 
 type startReq struct {
@@ -138,8 +151,9 @@ func (g *Group) supervise(rank int, p *proc) {
 		stopping := g.stopping
 		g.mu.Unlock()
 		if stopping {
-			return
+			return // Stop releases it
 		}
+		p.release()
 		if time.Since(p.started) > healthyAfter {
 			backoff = minBackoff
 		}
@@ -186,8 +200,13 @@ func (g *Group) PIDs() []int {
 }
 
 func (g *Group) start(o Options, rank int) (*proc, error) {
+	sockets, err := os.MkdirTemp("", "gptoss-worker-")
+	if err != nil {
+		return nil, fmt.Errorf("launch: rank %d: socket directory: %w", rank, err)
+	}
 	cmd := exec.Command(o.Bin, o.Args(rank)...)
-	cmd.Env = append(append(os.Environ(), o.Env...), "GPTOSS_WORKER_PARENT_PID="+strconv.Itoa(os.Getpid()))
+	cmd.Env = append(append(os.Environ(), o.Env...), "GPTOSS_WORKER_PARENT_PID="+strconv.Itoa(os.Getpid()),
+		goplugin.EnvUnixSocketDir+"="+sockets)
 	if o.EnvFor != nil {
 		cmd.Env = append(cmd.Env, o.EnvFor(rank)...)
 	}
@@ -203,18 +222,25 @@ func (g *Group) start(o Options, rank int) (*proc, error) {
 		// The handshake only; the model loads later, over NATS.
 		StartTimeout: time.Minute,
 	})
+	fail := func(err error) (*proc, error) {
+		client.Kill()
+		_ = os.RemoveAll(sockets)
+		return nil, fmt.Errorf("launch: rank %d: %w", rank, err)
+	}
 	rpc, err := client.Client()
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("launch: rank %d: %w", rank, err)
+		return fail(err)
 	}
 	raw, err := rpc.Dispense(plugin.Name)
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("launch: rank %d: %w", rank, err)
+		return fail(err)
 	}
-	svc := raw.(plugin.Service)
-	p := &proc{rank: rank, client: client, svc: svc, pid: cmd.Process.Pid, done: make(chan struct{}), started: time.Now()}
+	svc, ok := raw.(plugin.Service)
+	if !ok {
+		return fail(fmt.Errorf("the plugin is a %T, not a worker", raw))
+	}
+	p := &proc{rank: rank, client: client, svc: svc, pid: cmd.Process.Pid, done: make(chan struct{}), started: time.Now(),
+		sockets: sockets}
 	log.Info("worker started", zap.String("bin", o.Bin), zap.Int("pid", p.pid))
 	go func() {
 		// go-plugin owns the process's Wait; poll its view.
@@ -281,8 +307,27 @@ func (g *Group) Stop(timeout time.Duration) {
 			}
 			<-p.done
 		}
-		p.client.Kill() // closes the RPC connection; a no-op for an exited process
+		p.release()
 	}
+}
+
+// Kill ends rank's process pid at once (SIGKILL to its process group),
+// for a worker that is alive but unresponsive (frozen, or hung where its
+// own watchdog cannot reach): the supervisor then starts a new one, as for
+// a crash. It does nothing when pid is no longer rank's current process
+// (it already died and was replaced), and after Stop.
+func (g *Group) Kill(rank, pid int) {
+	g.mu.Lock()
+	var p *proc
+	if rank >= 0 && rank < len(g.procs) && !g.stopping {
+		p = g.procs[rank]
+	}
+	g.mu.Unlock()
+	if p == nil || p.pid <= 0 || p.pid != pid {
+		return
+	}
+	g.log.Warn("killing an unresponsive worker", zap.Int("worker_rank", rank), zap.Int("pid", p.pid))
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 }
 
 // Health asks every worker's plugin service for its state (the host-side

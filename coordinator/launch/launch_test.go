@@ -3,9 +3,11 @@ package launch
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,5 +98,48 @@ func TestMissingBinary(t *testing.T) {
 	}
 	if _, err := Start(Options{Bin: workerBin, WorldSize: 0}); !errors.Is(err, ErrNoWorkers) {
 		t.Fatalf("world size 0: %v", err)
+	}
+}
+
+// Restarts leak nothing: after a worker is killed and restarted several
+// times (Kill, the way an unresponsive worker is ended), the coordinator
+// holds no more goroutines than with the first process, and no socket
+// file of a dead plugin is left in the temporary directory (each restart
+// leaked about three goroutines and a socket).
+func TestRestartsLeakNothing(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	g, err := Start(Options{Bin: workerBin, WorldSize: 1, Args: workerArgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop(2 * time.Second)
+	settle := func() int {
+		time.Sleep(300 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	base := settle()
+	for i := range 4 {
+		pid := g.PIDs()[0]
+		g.Kill(0, pid+1) // not its process: nothing happens
+		g.Kill(0, pid)
+		waitFor(t, "rank 0 to restart", func() bool { return g.Restarts()[0] == i+1 && g.PIDs()[0] != pid })
+		waitFor(t, "the old process to be gone", func() bool { return !alive(pid) })
+	}
+	if n := settle(); n > base+3 {
+		t.Errorf("%d goroutines after 4 restarts, %d after the first start", n, base)
+	}
+	var left []string
+	_ = filepath.WalkDir(tmp, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSocket != 0 {
+			left = append(left, path)
+		}
+		return nil
+	})
+	if len(left) != 1 { // the live worker's
+		t.Errorf("sockets in the temporary directory: %v", left)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(tmp, "gptoss-worker-*")); len(dirs) != 1 {
+		t.Errorf("socket directories: %v", dirs)
 	}
 }
