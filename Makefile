@@ -16,7 +16,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 # mock engine unless the 20b weights are in the Hugging Face cache).
 RUN_ARGS ?= --model models/tiny --tp 2 --profile latency_first --port 8000
 
-.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check
+.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check fuzz
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ run: build tiny ## start the server on :8000: coordinator, embedded NATS, two CP
 run-mock: build ## the original test plan's command: gpt-oss-20b (mock engine without its weights)
 	$(BIN)/coordinator --model 20b --profile latency_first --port 8000
 
-test: vet test-go test-e2e ## vet, Go tests (race detector) and the openai-SDK end-to-end tests
+test: vet test-go fuzz test-e2e ## vet, Go tests (race detector), bounded fuzzing and the openai-SDK end-to-end tests
 
 # errorlint: errors formatted into errors wrap them (%w), and are matched
 # with errors.Is/As, so callers can tell causes apart through the layers.
@@ -46,6 +46,21 @@ vet: ## gofmt check, go vet and errorlint
 
 test-go: ## Go unit and integration tests
 	$(GO) test -race -count=1 ./...
+
+# Bounded fuzzing (go test -fuzz takes one target at a time). test-go runs
+# the fuzz targets' seed corpora only; this explores past them for FUZZTIME
+# each, in make test too: the request decoders and validators, the Harmony
+# parser on arbitrary token sequences, config.json, the safetensors reader.
+# A failing input is saved under the package's testdata/fuzz/.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := FuzzChatRequest:./coordinator/api FuzzCompletionRequest:./coordinator/api \
+  FuzzParse:./coordinator/harmony FuzzLoadConfig:./shared/model FuzzOpen:./worker/safetensors
+
+fuzz: ## bounded fuzzing of request decoding, the Harmony parser, config.json and safetensors (FUZZTIME each)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+	  $(GO) test -run XXX -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $${t#*:}; \
+	done
 
 $(VENV)/.ok: scripts/requirements-e2e.txt
 	$(PYTHON) -m venv $(VENV)

@@ -359,7 +359,7 @@ func TestErrors(t *testing.T) {
 		{"too many tools", "/v1/chat/completions", msg(`,"tools":[` + strings.TrimSuffix(strings.Repeat(`{"type":"function","function":{"name":"f"}},`, 129), ",") + `]`), 400, "tools", "invalid_value"},
 		{"long stop", "/v1/chat/completions", msg(`,"stop":"` + strings.Repeat("s", 300) + `"`), 400, "stop", "invalid_value"},
 		{"user too long", "/v1/chat/completions", msg(`,"user":"` + strings.Repeat("u", 600) + `"`), 400, "user", "invalid_value"},
-		{"function role", "/v1/chat/completions", `{"model":"gpt-oss-tiny","messages":[{"role":"function","content":"x","name":"f"}]}`, 400, "messages[0].role", "unsupported_parameter"},
+		{"function role without name", "/v1/chat/completions", `{"model":"gpt-oss-tiny","messages":[{"role":"function","content":"x"}]}`, 400, "messages[0].name", "missing_required_parameter"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -139,6 +139,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if ae.NoRetry {
 		c.Response().Header().Set("x-should-retry", "false")
 	}
+	if ae.Status == http.StatusUnauthorized && c.Response().Header().Get("WWW-Authenticate") == "" {
+		// Every 401 names the scheme to use (RFC 9110 §11.6.1).
+		c.Response().Header().Set("WWW-Authenticate", bearerChallenge)
+	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ae.Status)
 		return

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -83,9 +84,13 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	}
 	choices := make([]*choice, 0, g.n)
 	for i := range g.n {
+		sampling := g.sampling
+		if sampling.HasSeed {
+			sampling.Seed = choiceSeed(sampling.Seed, i)
+		}
 		st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
 			ID: requestID(c), Profile: g.profile, Prompt: g.prompt, MaxTokens: g.maxTokens,
-			StopTokens: stopTokens(g.chat), Sampling: g.sampling,
+			StopTokens: stopTokens(g.chat), Sampling: sampling,
 		})
 		if err != nil {
 			for _, ch := range choices {
@@ -113,6 +118,23 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	}
 	r.record()
 	return err
+}
+
+// choiceSeed is the seed of choice i of a request seeded with seed: choice
+// 0 keeps the request's seed (so n=1 answers as it always did), the others
+// get a splitmix64 mix of the seed and their index, so that the n choices
+// differ from each other while the whole response stays reproducible.
+func choiceSeed(seed int64, i int) int64 {
+	if i == 0 {
+		return seed
+	}
+	// splitmix64 (Steele, Lea and Flood 2014) of the seed advanced by i
+	// steps of the golden-ratio increment: a bijection for each i, and
+	// neighbouring seeds or indices land far apart.
+	z := uint64(seed) + uint64(i)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return int64(z ^ (z >> 31))
 }
 
 // stopTokens are the tokens that end generation: <|return|> and <|call|>
@@ -213,7 +235,11 @@ func (r *run) collect(ctx context.Context) error {
 	for _, ch := range r.choices {
 		content := ch.content.String()
 		msg := ResponseMessage{Role: "assistant", Content: &content, ToolCalls: ch.toolCalls()}
-		if content == "" && len(msg.ToolCalls) > 0 {
+		if r.g.legacyFunctions && len(msg.ToolCalls) > 0 {
+			// A Harmony reply ends at its first call: there is one.
+			msg.FunctionCall, msg.ToolCalls = &msg.ToolCalls[0].Function, nil
+		}
+		if content == "" && (len(msg.ToolCalls) > 0 || msg.FunctionCall != nil) {
 			msg.Content = nil // OpenAI sends null content with tool calls
 		}
 		if rc := ch.reasoning.String(); rc != "" {
@@ -226,7 +252,7 @@ func (r *run) collect(ctx context.Context) error {
 				msg.ReasoningContent, msg.Reasoning = &rc, &rc
 			}
 		}
-		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: r.logprobsField(ch), FinishReason: ch.finishReason()})
+		out.Choices = append(out.Choices, ChatChoice{Index: ch.index, Message: msg, Logprobs: r.logprobsField(ch), FinishReason: r.finishReason(ch)})
 	}
 	return r.c.JSON(http.StatusOK, out)
 }
@@ -282,7 +308,7 @@ func (r *run) stream(ctx context.Context) error {
 			_ = r.sse.send(e.body())
 			return nil
 		}
-		fr := u.ch.finishReason()
+		fr := r.finishReason(u.ch)
 		if err := r.sendFinish(u.ch, fr); err != nil {
 			return r.clientGone()
 		}
@@ -341,6 +367,10 @@ func (r *run) sendDeltas(ch *choice, deltas []harmony.Delta) error {
 	for i, d := range deltas {
 		var err error
 		switch {
+		case d.Kind == harmony.Function && r.g.legacyFunctions:
+			// The deprecated shape: one function_call (a Harmony reply
+			// ends at its first call), its name on the first delta.
+			err = r.sse.send(r.chatChunk(ch.index, ChatDelta{FunctionCall: &FunctionDelta{Name: d.Name, Arguments: d.Text}}, nil))
 		case d.Kind == harmony.Function:
 			// Rarer than text: the reflective encoder is fine here.
 			tc := ToolCallDelta{Index: d.Call, Function: FunctionDelta{Arguments: d.Text}}
@@ -377,6 +407,17 @@ func (r *run) sendContentLogprobs(ch *choice, text string, es []lpEntry) error {
 	c := r.textChunk(ch.index, text, nil)
 	c.Choices[0].Logprobs = completionLogprobs(tok, es)
 	return r.sse.send(c)
+}
+
+// finishReason is the choice's finish_reason in the request's shape: a
+// call ends with "function_call" when the request used the deprecated
+// functions.
+func (r *run) finishReason(ch *choice) string {
+	fr := ch.finishReason()
+	if fr == "tool_calls" && r.g.legacyFunctions {
+		return "function_call"
+	}
+	return fr
 }
 
 func (r *run) sendFinish(ch *choice, fr string) error {
@@ -443,9 +484,7 @@ func (r *run) record() {
 	for _, ch := range r.choices {
 		rec.ITL = append(rec.ITL, ch.itl...)
 		rec.StreamDelay = append(rec.StreamDelay, ch.streamDelay...)
-		if ch.parser != nil {
-			rec.ParseWarnings += ch.parser.Malformed()
-		}
+		ch.recordMalformed(&rec)
 		if ch.final != nil {
 			rec.CompletionTokens += ch.final.CompletionTokens
 		} else {
@@ -509,7 +548,14 @@ func finalError(f *sched.Final, stopHit bool) *Error {
 		ae = &Error{Status: 503, Type: "server_error", Code: "engine_unavailable", Message: "The model workers are down and did not come back in time. Please retry later.", RetryAfter: 30}
 	case errors.Is(f.Err, sched.ErrEngineFailed):
 		// Retrying would likely fail the workers again: say so.
-		ae = &Error{Status: 500, Type: "server_error", Code: "engine_error", Message: "The engine failed twice while running this request, so it is not retried. Please report it if it persists.", NoRetry: true}
+		ae = &Error{Status: 500, Type: "server_error", Code: "engine_error", Message: "The engine failed repeatedly while running this request, so it is not retried. Please report it if it persists.", NoRetry: true}
+	case errors.Is(f.Err, sched.ErrEngineTimeout):
+		// Slow, not broken: the same request may well pass later.
+		ae = &Error{Status: 503, Type: "server_error", Code: "engine_timeout", Message: "The engine's steps with this request kept running past their deadline (the server is too busy or too slow for it now). Please retry later.", RetryAfter: 10}
+	case errors.Is(f.Err, step.ErrRejected):
+		// The workers refused the sequence's parameters, which the API
+		// should have caught: the client's to fix, not a retry.
+		ae = &Error{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Message: "The engine refused this request's sampling parameters: " + strings.TrimPrefix(f.Err.Error(), step.ErrRejected.Error()+": ")}
 	case errors.Is(f.Err, sched.ErrDeadline):
 		ae = &Error{Status: 504, Type: "server_error", Code: "request_timeout", Message: "The request ran longer than this profile's request_timeout.", NoRetry: true}
 	default:

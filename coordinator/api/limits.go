@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -47,11 +46,7 @@ func (l *limiter) enabled() bool { return l.cfg.Rate > 0 || l.cfg.Concurrency > 
 
 // clientKey names the caller: a digest of its API key, or of its address.
 func clientKey(c echo.Context) [sha256.Size]byte {
-	h := c.Request().Header
-	if key, ok := strings.CutPrefix(h.Get(echo.HeaderAuthorization), "Bearer "); ok && key != "" {
-		return sha256.Sum256([]byte("key:" + strings.TrimSpace(key)))
-	}
-	if key := h.Get("X-Api-Key"); key != "" {
+	if key := apiKey(c.Request().Header); key != "" {
 		return sha256.Sum256([]byte("key:" + key))
 	}
 	return sha256.Sum256([]byte("addr:" + c.RealIP()))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gptoss/server/coordinator/harmony"
 	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/step"
 )
@@ -204,6 +205,26 @@ func (c *choice) filterStops() []harmony.Delta {
 	}
 	c.deltas = out
 	return out
+}
+
+// recordMalformed adds the structural problems the Harmony parser smoothed
+// over in this choice's output to rec, by kind: ParseWarnings (the total)
+// and Malformed, which become gptoss_harmony_malformed_total{kind}.
+func (c *choice) recordMalformed(rec *stats.Record) {
+	if c.parser == nil {
+		return
+	}
+	for k := range harmony.NumMalformations {
+		n := c.parser.MalformedBy(k)
+		if n == 0 {
+			continue
+		}
+		if rec.Malformed == nil {
+			rec.Malformed = make(map[string]int, 2)
+		}
+		rec.Malformed[k.String()] += n
+		rec.ParseWarnings += n
+	}
 }
 
 // finishReason is the OpenAI finish_reason for this choice.

@@ -46,6 +46,9 @@ type Engine interface {
 	// KV is the paged KV cache's occupancy when the scheduler owns the
 	// block tables (nil otherwise).
 	KV() *sched.KVUsage
+	// EngineReady reports whether the model can run steps now (false
+	// while workers are lost, restarting or reloading).
+	EngineReady() bool
 }
 
 // Options configures a Server. Every field is required unless noted.
@@ -144,13 +147,22 @@ func New(opts Options) (*Server, error) {
 
 	// Auth per route rather than on a /v1 group: a group with middleware
 	// catches every /v1/* path, which turns a wrong method (405) into 404.
-	e.POST("/v1/chat/completions", s.chatCompletions, s.authMiddleware, s.limitMiddleware)
-	e.POST("/v1/completions", s.completions, s.authMiddleware, s.limitMiddleware)
+	e.POST(chatRoute, s.chatCompletions, s.authMiddleware, s.limitMiddleware)
+	e.POST(completionsRoute, s.completions, s.authMiddleware, s.limitMiddleware)
 	e.GET("/v1/models", s.models, s.authMiddleware)
 	e.GET("/v1/models/:id", s.model, s.authMiddleware)
 	s.echo = e
 	return s, nil
 }
+
+// The generation routes, and the endpoint label each is counted under in
+// the stats (a request to any other URL is counted as "unknown").
+const (
+	chatRoute        = "/v1/chat/completions"
+	completionsRoute = "/v1/completions"
+)
+
+var routeEndpoints = map[string]string{chatRoute: "chat", completionsRoute: "completions"}
 
 // Handler returns the HTTP handler, for tests and custom listeners.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -291,7 +303,10 @@ func (s *Server) logMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			if p == "" {
 				p = s.opts.DefaultProfile
 			}
-			s.opts.Stats.ObserveRejected(p, status, info.errCode)
+			// The route, not the handler, names the endpoint: a request
+			// refused before its handler ran (auth, limits, body size,
+			// decoding) counts under it too.
+			s.opts.Stats.ObserveRejected(p, routeEndpoints[c.Path()], status, info.errCode)
 		}
 		lvl := zapcore.InfoLevel
 		if path == "/health" || path == "/ready" || path == "/metrics" {
@@ -353,6 +368,26 @@ func (s *Server) recoverMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// apiKey is the key a request carries: an Authorization header with the
+// Bearer scheme, in any case (auth schemes are case-insensitive, RFC 9110
+// §11.1), or else an X-Api-Key header. "" when there is none.
+func apiKey(h http.Header) string {
+	auth := strings.TrimSpace(h.Get(echo.HeaderAuthorization))
+	if i := strings.IndexAny(auth, " \t"); i > 0 && strings.EqualFold(auth[:i], "Bearer") {
+		if key := strings.TrimSpace(auth[i+1:]); key != "" {
+			return key
+		}
+	}
+	return strings.TrimSpace(h.Get("X-Api-Key"))
+}
+
+// bearerChallenge is the WWW-Authenticate header of every 401 (RFC 9110
+// §11.6.1); a key that was given but is wrong adds RFC 6750's error.
+const (
+	bearerChallenge        = `Bearer realm="gptoss"`
+	bearerChallengeInvalid = `Bearer realm="gptoss", error="invalid_token", error_description="The API key is not valid."`
+)
+
 // authMiddleware checks the API key in constant time against every
 // configured key (SHA-256 digests, OR-accumulated, no early exit), so
 // neither the match position nor the key length leaks through timing.
@@ -361,21 +396,18 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(s.keys) == 0 {
 			return next(c)
 		}
-		h := c.Request().Header
-		key, ok := strings.CutPrefix(h.Get(echo.HeaderAuthorization), "Bearer ")
-		if !ok {
-			key = h.Get("X-Api-Key")
-		}
+		key := apiKey(c.Request().Header)
 		if key == "" {
 			return &Error{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key",
 				Message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."}
 		}
-		d := sha256.Sum256([]byte(strings.TrimSpace(key)))
+		d := sha256.Sum256([]byte(key))
 		match := 0
 		for i := range s.keys {
 			match |= subtle.ConstantTimeCompare(d[:], s.keys[i][:])
 		}
 		if match != 1 {
+			c.Response().Header().Set("WWW-Authenticate", bearerChallengeInvalid)
 			return &Error{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key", Message: "Incorrect API key provided."}
 		}
 		return next(c)
@@ -416,8 +448,16 @@ func (s *Server) health(c echo.Context) error {
 			"sequences": kv.Sequences, "prefix_cache_hits": kv.PrefixHits, "prefix_cache_lookups": kv.PrefixLookups,
 		}
 	}
-	if !s.ready.Load() {
+	engineReady := s.opts.Engine.EngineReady()
+	body["engine_ready"] = engineReady
+	switch {
+	case !s.ready.Load():
 		body["status"] = "draining"
+	case !engineReady:
+		// Alive, but requests wait: workers are lost, restarting or
+		// loading. Liveness stays 200 (restarting the coordinator would
+		// not help); /ready says 503.
+		body["status"] = "degraded"
 	}
 	return c.JSON(http.StatusOK, body)
 }
@@ -434,6 +474,10 @@ func (s *Server) workers() any {
 func (s *Server) readyz(c echo.Context) error {
 	if !s.ready.Load() {
 		return &Error{Status: 503, Type: "server_error", Code: "not_ready", Message: "The server is shutting down.", RetryAfter: 5}
+	}
+	if !s.opts.Engine.EngineReady() {
+		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable",
+			Message: "The model workers are not ready (lost, restarting or loading the model); requests wait until they are.", RetryAfter: 5}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "model": s.opts.Model.ID, "mode": s.opts.Mode})
 }

@@ -22,6 +22,51 @@ type SamplingParams struct {
 	PresencePenalty  *float64       `json:"presence_penalty"`
 	FrequencyPenalty *float64       `json:"frequency_penalty"`
 	LogitBias        map[string]any `json:"logit_bias"`
+	// RepetitionPenalty is vLLM's multiplicative penalty (1 = off). The
+	// sampler has none: only 1 is accepted.
+	RepetitionPenalty *float64 `json:"repetition_penalty"`
+}
+
+// RefusedParams are parameters, OpenAI's or vLLM's common extensions,
+// that this server does not implement and whose absence would change the
+// answer. Each is accepted only at its neutral value (absent, null, or the
+// value that means "off", listed in refusedParams); any other value is a
+// 400 unsupported_parameter, never silently ignored. Both endpoints take
+// them.
+type RefusedParams struct {
+	Store                  json.RawMessage `json:"store"`
+	MinTokens              json.RawMessage `json:"min_tokens"`
+	IgnoreEOS              json.RawMessage `json:"ignore_eos"`
+	StopTokenIDs           json.RawMessage `json:"stop_token_ids"`
+	BadWords               json.RawMessage `json:"bad_words"`
+	AllowedTokenIDs        json.RawMessage `json:"allowed_token_ids"`
+	IncludeStopStrInOutput json.RawMessage `json:"include_stop_str_in_output"`
+	SkipSpecialTokens      json.RawMessage `json:"skip_special_tokens"`
+	UseBeamSearch          json.RawMessage `json:"use_beam_search"`
+	LengthPenalty          json.RawMessage `json:"length_penalty"`
+	PromptLogprobs         json.RawMessage `json:"prompt_logprobs"`
+	TruncatePromptTokens   json.RawMessage `json:"truncate_prompt_tokens"`
+	GuidedJSON             json.RawMessage `json:"guided_json"`
+	GuidedRegex            json.RawMessage `json:"guided_regex"`
+	GuidedChoice           json.RawMessage `json:"guided_choice"`
+	GuidedGrammar          json.RawMessage `json:"guided_grammar"`
+	StructuredOutputs      json.RawMessage `json:"structured_outputs"`
+	LogitsProcessors       json.RawMessage `json:"logits_processors"`
+	ReturnTokensAsTokenIDs json.RawMessage `json:"return_tokens_as_token_ids"`
+}
+
+// ChatRefusedParams are the chat-only parameters of the same kind.
+type ChatRefusedParams struct {
+	Modalities           json.RawMessage `json:"modalities"`
+	Audio                json.RawMessage `json:"audio"`
+	WebSearchOptions     json.RawMessage `json:"web_search_options"`
+	Verbosity            json.RawMessage `json:"verbosity"`
+	Echo                 json.RawMessage `json:"echo"`
+	AddGenerationPrompt  json.RawMessage `json:"add_generation_prompt"`
+	ContinueFinalMessage json.RawMessage `json:"continue_final_message"`
+	ChatTemplate         json.RawMessage `json:"chat_template"`
+	Documents            json.RawMessage `json:"documents"`
+	BestOf               json.RawMessage `json:"best_of"`
 }
 
 // OutputParams are the other fields chat and completions share: how many
@@ -41,13 +86,24 @@ type ChatRequest struct {
 	MaxCompletionTokens *int          `json:"max_completion_tokens"`
 	SamplingParams
 	OutputParams
-	Logprobs          *bool           `json:"logprobs"`
-	TopLogprobs       *int            `json:"top_logprobs"`
-	Tools             []Tool          `json:"tools"`
-	ToolChoice        json.RawMessage `json:"tool_choice"`
+	RefusedParams
+	Logprobs    *bool           `json:"logprobs"`
+	TopLogprobs *int            `json:"top_logprobs"`
+	Tools       []Tool          `json:"tools"`
+	ToolChoice  json.RawMessage `json:"tool_choice"`
+	// Functions and FunctionCall are the deprecated spellings of tools and
+	// tool_choice; they map onto them, and the answer comes back in their
+	// shape (message.function_call, finish_reason "function_call").
+	Functions    []FunctionSchema `json:"functions"`
+	FunctionCall json.RawMessage  `json:"function_call"`
+	// ParallelToolCalls is honoured whatever its value: a Harmony reply
+	// ends at its first call (<|call|>), so there is never more than one.
 	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
 	ResponseFormat    *ResponseFormat `json:"response_format"`
 	ReasoningEffort   *string         `json:"reasoning_effort"`
+	// ChatTemplateKwargs is vLLM's: only reasoning_effort is understood.
+	ChatTemplateKwargs map[string]json.RawMessage `json:"chat_template_kwargs"`
+	ChatRefusedParams
 	// ReasoningField picks where reasoning goes in the response:
 	// "reasoning_content" (default), "reasoning" (vLLM and Ollama's name)
 	// or "both". IncludeReasoning false (vLLM's field) leaves it out.
@@ -66,6 +122,10 @@ type ChatMessage struct {
 	Name       *string         `json:"name"`
 	ToolCalls  []ToolCall      `json:"tool_calls"`
 	ToolCallID *string         `json:"tool_call_id"`
+	// FunctionCall is the deprecated spelling of one tool call (assistant
+	// messages); its result comes back in a message of role "function"
+	// naming the function.
+	FunctionCall *FunctionCall `json:"function_call"`
 	// Earlier assistant reasoning, under either name peers use.
 	ReasoningContent *string `json:"reasoning_content"`
 	Reasoning        *string `json:"reasoning"`
@@ -123,12 +183,15 @@ type CompletionRequest struct {
 	MaxTokens *int            `json:"max_tokens"`
 	SamplingParams
 	OutputParams
+	RefusedParams
 	Logprobs *int    `json:"logprobs"`
 	Echo     *bool   `json:"echo"`
 	Suffix   *string `json:"suffix"`
 	BestOf   *int    `json:"best_of"`
 	User     *string `json:"user"`
 	Profile  *string `json:"profile"`
+	// ResponseFormat is vLLM's extension to completions: only "text".
+	ResponseFormat *ResponseFormat `json:"response_format"`
 }
 
 // Usage counts tokens. Reasoning tokens are part of completion tokens.
@@ -175,7 +238,10 @@ type ResponseMessage struct {
 	ReasoningContent *string    `json:"reasoning_content,omitempty"`
 	Reasoning        *string    `json:"reasoning,omitempty"`
 	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
-	Refusal          *string    `json:"refusal"`
+	// FunctionCall replaces ToolCalls when the request used the
+	// deprecated functions.
+	FunctionCall *FunctionCall `json:"function_call,omitempty"`
+	Refusal      *string       `json:"refusal"`
 }
 
 // ChatChunk is one streamed chat event.
@@ -202,6 +268,9 @@ type ChatDelta struct {
 	ReasoningContent *string         `json:"reasoning_content,omitempty"`
 	Reasoning        *string         `json:"reasoning,omitempty"`
 	ToolCalls        []ToolCallDelta `json:"tool_calls,omitempty"`
+	// FunctionCall replaces ToolCalls when the request used the
+	// deprecated functions.
+	FunctionCall *FunctionDelta `json:"function_call,omitempty"`
 }
 
 // ToolCallDelta is a piece of a streamed tool call: the first one of a

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,32 +51,153 @@ type genParams struct {
 	// reasoningField is where chat reasoning goes: reasoning_content,
 	// reasoning, both, or none (left out).
 	reasoningField string
+	// legacyFunctions: the request offered the deprecated functions, so a
+	// call is answered as message.function_call with finish_reason
+	// "function_call".
+	legacyFunctions bool
 }
 
 // decodeJSON reads the body into v. Syntax errors and type mismatches are
-// 400s naming the field; unknown fields are ignored.
+// 400s naming the field; unknown fields are ignored. A number a numeric
+// field cannot hold (beyond int64 or float64, a fraction for an integer)
+// and NaN or Infinity (not JSON, but what Python's json module writes for
+// nan and inf) are refused naming the field and its allowed range.
 func decodeJSON(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case isBodyTooLarge(err):
+	data, err := io.ReadAll(r)
+	if err != nil {
+		if isBodyTooLarge(err) {
 			return err
-		case errors.As(err, &te):
-			field := jsonField(te, v)
-			if field == "" {
-				field = "body"
-			}
-			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got a JSON %s.", field, goTypeName(te.Type.String()), te.Value).withCause(err)
-		case errors.Is(err, io.EOF):
-			return invalid("", "", "We could not parse the JSON body of your request. (HINT: the body is empty. This likely means you have not sent a JSON body.)").withCause(err)
-		default:
-			return invalid("", "", "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload: %s)", err).withCause(err)
+		}
+		return invalid("", "", "We could not read the body of your request.").withCause(err)
+	}
+	err = decodeBytes(data, v)
+	if err == nil {
+		return nil
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		if ae := nonNumberError(data, v, se); ae != nil {
+			return ae.withCause(err)
 		}
 	}
-	// Trailing garbage after the object is a malformed body too.
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te):
+		field := jsonField(te, v)
+		if field == "" {
+			field = "body"
+		}
+		if lit, ok := strings.CutPrefix(te.Value, "number "); ok && numberOutOfRange(te.Type, lit) {
+			return outOfRange(field, clipString(lit, 40)).withCause(err)
+		}
+		return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got a JSON %s.", field, goTypeName(te.Type.String()), te.Value).withCause(err)
+	case errors.Is(err, io.EOF):
+		return invalid("", "", "We could not parse the JSON body of your request. (HINT: the body is empty. This likely means you have not sent a JSON body.)").withCause(err)
+	case errors.Is(err, errTrailingData):
+		return invalid("", "", "We could not parse the JSON body of your request. (HINT: unexpected data after the JSON object.)").withCause(err)
+	default:
+		return invalid("", "", "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload: %s)", err).withCause(err)
+	}
+}
+
+var errTrailingData = errors.New("data after the JSON value")
+
+// decodeBytes decodes one JSON value into v; anything but white space
+// after it is an error.
+func decodeBytes(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
 	if dec.More() {
-		return invalid("", "", "We could not parse the JSON body of your request. (HINT: unexpected data after the JSON object.)")
+		return errTrailingData
+	}
+	return nil
+}
+
+// numberOutOfRange reports whether a JSON number that a field of type t
+// could not hold is a range error rather than a type error: any number for
+// a float field (beyond float64), an integer literal for an integer field
+// (beyond int64). A fraction or an exponent for an integer field is a type
+// error.
+func numberOutOfRange(t reflect.Type, lit string) bool {
+	switch {
+	case isFloat(t):
+		return true
+	case isInteger(t):
+		return lit != "" && strings.Trim(strings.TrimPrefix(lit, "-"), "0123456789") == ""
+	}
+	return false
+}
+
+func isFloat(t reflect.Type) bool { return t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64 }
+
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
+// maxNonNumbers bounds how many NaN or Infinity literals nonNumberError
+// replaces while looking for the field of the first.
+const maxNonNumbers = 8
+
+// nonNumberError explains a syntax error caused by NaN, Infinity or
+// -Infinity in place of a number: the literal is replaced by a string and
+// the body decoded again, so that the decoder names the field it was for.
+// It returns nil when the syntax error is something else, or when the
+// literal is not where a number is expected.
+func nonNumberError(data []byte, v any, se *json.SyntaxError) *Error {
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return nil
+	}
+	var first string
+	for range maxNonNumbers {
+		i := int(se.Offset) - 1 // the offending byte
+		if i < 0 || i >= len(data) {
+			return nil
+		}
+		start := i
+		if start > 0 && data[start-1] == '-' {
+			start--
+		}
+		var lit string
+		for _, l := range []string{"-Infinity", "-NaN", "Infinity", "NaN"} {
+			if bytes.HasPrefix(data[start:], []byte(l)) {
+				lit = l
+				break
+			}
+		}
+		if lit == "" {
+			return nil
+		}
+		if first == "" {
+			first = lit
+		}
+		patched := make([]byte, 0, len(data)+2)
+		patched = append(patched, data[:start]...)
+		patched = append(patched, '"')
+		patched = append(patched, lit...)
+		patched = append(patched, '"')
+		data = append(patched, data[start+len(lit):]...)
+		err := decodeBytes(data, reflect.New(t.Elem()).Interface())
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			if te.Value != "string" || !(isFloat(te.Type) || isInteger(te.Type)) {
+				return nil
+			}
+			field := jsonField(te, v)
+			return invalid(field, "invalid_value", "Invalid '%s': %s is not a JSON number; it must be %s.", field, first, allowedRange(field))
+		case errors.As(err, &se):
+			continue // another one further on
+		default:
+			return nil
+		}
 	}
 	return nil
 }
@@ -163,49 +287,101 @@ func (s *Server) resolveProfile(modelName string, profileName *string) (*profile
 	return p, nil
 }
 
+// allowedRanges says what each numeric request field allows, for the
+// error messages; resolve and the endpoint parsers enforce these bounds
+// (docs/coordinator.md lists them). n and max_tokens have bounds from the
+// configuration and the profile, which their checks name.
+var allowedRanges = map[string]string{
+	"temperature":           "a number between 0 and 2",
+	"top_p":                 "a number greater than 0 and at most 1",
+	"top_k":                 fmt.Sprintf("-1 or 0 (no top-k), or an integer between 1 and %d (the vocabulary size)", tokenizer.VocabSize),
+	"min_p":                 "a number between 0 and 1",
+	"presence_penalty":      "a number between -2 and 2",
+	"frequency_penalty":     "a number between -2 and 2",
+	"repetition_penalty":    "1 (off); other values are not supported",
+	"seed":                  "an integer between -9223372036854775808 and 9223372036854775807",
+	"n":                     "an integer >= 1",
+	"max_tokens":            "an integer >= 1",
+	"max_completion_tokens": "an integer >= 1",
+	"logprobs":              "an integer between 0 and 20",
+	"top_logprobs":          "an integer between 0 and 20",
+}
+
+// allowedRange is the allowed range of a numeric field, for messages.
+func allowedRange(field string) string {
+	if r, ok := allowedRanges[field]; ok {
+		return r
+	}
+	return "a number in range"
+}
+
+// outOfRange is the 400 for a number outside its field's range.
+func outOfRange(field, got string) *Error {
+	return invalid(field, "invalid_value", "Invalid '%s': %s is out of range: it must be %s.", field, got, allowedRange(field))
+}
+
+// checkFloat refuses v outside [lo, hi] ((lo, hi] when loOpen). NaN is
+// outside every range.
+func checkFloat(field string, v, lo, hi float64, loOpen bool) error {
+	if !(v >= lo && v <= hi) || (loOpen && v == lo) {
+		return outOfRange(field, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	return nil
+}
+
+// checkInt refuses v outside [lo, hi].
+func checkInt(field string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return outOfRange(field, strconv.Itoa(v))
+	}
+	return nil
+}
+
 // resolve validates the sampling fields and returns the step.Sampling they
 // ask for, with the profile's defaults where a field is absent. Logprobs
-// are left unset: the endpoint sets them.
+// are left unset: the endpoint sets them. Every bound is checked here, so
+// nothing reaches the wire (int32 fields) out of range.
 func (p *SamplingParams) resolve(def profiles.Generation) (step.Sampling, error) {
 	sp := step.Sampling{Temperature: def.Temperature, TopP: def.TopP}
-	if v := p.Temperature; v != nil {
-		if *v < 0 || *v > 2 {
-			return step.Sampling{}, invalid("temperature", "invalid_value", "%g is not a valid temperature: it must be between 0 and 2.", *v)
-		}
-		sp.Temperature = *v
+	floats := []struct {
+		field  string
+		v      *float64
+		lo, hi float64
+		loOpen bool
+		dst    *float64
+	}{
+		{"temperature", p.Temperature, 0, 2, false, &sp.Temperature},
+		{"top_p", p.TopP, 0, 1, true, &sp.TopP},
+		{"min_p", p.MinP, 0, 1, false, &sp.MinP},
+		{"presence_penalty", p.PresencePenalty, -2, 2, false, &sp.PresencePenalty},
+		{"frequency_penalty", p.FrequencyPenalty, -2, 2, false, &sp.FrequencyPenalty},
 	}
-	if v := p.TopP; v != nil {
-		if *v < 0 || *v > 1 {
-			return step.Sampling{}, invalid("top_p", "invalid_value", "%g is not a valid top_p: it must be between 0 and 1.", *v)
+	for _, f := range floats {
+		if f.v == nil {
+			continue
 		}
-		sp.TopP = *v
+		if err := checkFloat(f.field, *f.v, f.lo, f.hi, f.loOpen); err != nil {
+			return step.Sampling{}, err
+		}
+		*f.dst = *f.v
 	}
 	if v := p.TopK; v != nil {
-		if *v < -1 {
-			return step.Sampling{}, invalid("top_k", "invalid_value", "%d is not a valid top_k: it must be -1 (disabled), 0 (disabled) or positive.", *v)
+		// -1 is vLLM's "off", 0 OpenAI-style clients' "off"; above the
+		// vocabulary, top-k means nothing (and past int32 it would not fit
+		// the wire).
+		if err := checkInt("top_k", *v, -1, tokenizer.VocabSize); err != nil {
+			return step.Sampling{}, err
 		}
 		sp.TopK = max(*v, 0)
 	}
-	if v := p.MinP; v != nil {
-		if *v < 0 || *v > 1 {
-			return step.Sampling{}, invalid("min_p", "invalid_value", "%g is not a valid min_p: it must be between 0 and 1.", *v)
-		}
-		sp.MinP = *v
-	}
-	if v := p.PresencePenalty; v != nil {
-		if *v < -2 || *v > 2 {
-			return step.Sampling{}, invalid("presence_penalty", "invalid_value", "%g is not a valid presence_penalty: it must be between -2 and 2.", *v)
-		}
-		sp.PresencePenalty = *v
-	}
-	if v := p.FrequencyPenalty; v != nil {
-		if *v < -2 || *v > 2 {
-			return step.Sampling{}, invalid("frequency_penalty", "invalid_value", "%g is not a valid frequency_penalty: it must be between -2 and 2.", *v)
-		}
-		sp.FrequencyPenalty = *v
-	}
 	if p.Seed != nil {
 		sp.Seed, sp.HasSeed = *p.Seed, true
+	}
+	if v := p.RepetitionPenalty; v != nil && *v != 1 {
+		if math.IsNaN(*v) || math.IsInf(*v, 0) {
+			return step.Sampling{}, outOfRange("repetition_penalty", strconv.FormatFloat(*v, 'g', -1, 64))
+		}
+		return step.Sampling{}, unsupported("repetition_penalty", "repetition_penalty %g is not supported: this server's sampler has no multiplicative repetition penalty, so only 1 (off) is accepted. Use presence_penalty or frequency_penalty (-2 to 2) instead.", *v)
 	}
 	if len(p.LogitBias) > 0 {
 		return step.Sampling{}, unsupported("logit_bias", "logit_bias is not supported by this server.")
@@ -218,7 +394,7 @@ func (s *Server) resolveOutput(op *OutputParams, g *genParams) error {
 	g.n = 1
 	if v := op.N; v != nil {
 		if *v < 1 || *v > s.opts.Limits.MaxN {
-			return invalid("n", "invalid_value", "%d is not a valid n: it must be between 1 and %d.", *v, s.opts.Limits.MaxN)
+			return invalid("n", "invalid_value", "Invalid 'n': %d is out of range: it must be an integer between 1 and %d.", *v, s.opts.Limits.MaxN)
 		}
 		g.n = *v
 	}
@@ -319,29 +495,27 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 		g.sampling.Logprobs = true
 	}
 	if v := req.TopLogprobs; v != nil {
-		if *v < 0 || *v > 20 {
-			return nil, invalid("top_logprobs", "invalid_value", "%d is not a valid top_logprobs: it must be between 0 and 20.", *v)
+		if err := checkInt("top_logprobs", *v, 0, 20); err != nil {
+			return nil, err
 		}
 		if *v > 0 && !g.sampling.Logprobs {
 			return nil, invalid("top_logprobs", "invalid_value", "top_logprobs requires logprobs to be true.")
 		}
 		g.sampling.TopLogprobs = *v
 	}
+	if err := refuseUnsupported(append(req.RefusedParams.refusables(), req.ChatRefusedParams.refusables()...)); err != nil {
+		return nil, err
+	}
 	tools, err := s.resolveTools(req)
 	if err != nil {
 		return nil, err
 	}
+	g.legacyFunctions = len(req.Functions) > 0
 	if g.reasoningField, err = s.resolveReasoningField(req); err != nil {
 		return nil, err
 	}
-	if rf := req.ResponseFormat; rf != nil {
-		switch rf.Type {
-		case "text", "":
-		case "json_object", "json_schema":
-			return nil, unsupported("response_format", "response_format %q is not supported yet; only \"text\" is.", rf.Type)
-		default:
-			return nil, invalid("response_format", "invalid_value", "Invalid response_format type %q: expected text, json_object or json_schema.", clipString(rf.Type, 50))
-		}
+	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
+		return nil, err
 	}
 	effort := p.Generation.ReasoningEffort
 	if v := req.ReasoningEffort; v != nil {
@@ -351,6 +525,11 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 		default:
 			return nil, invalid("reasoning_effort", "invalid_value", "Invalid reasoning_effort %q: expected low, medium or high.", clipString(*v, 50))
 		}
+	}
+	if v, err := resolveTemplateKwargs(req.ChatTemplateKwargs, req.ReasoningEffort); err != nil {
+		return nil, err
+	} else if v != nil {
+		effort = *v
 	}
 	if v := req.User; v != nil && len(*v) > 512 {
 		return nil, invalid("user", "invalid_value", "Invalid 'user': at most 512 bytes.")
@@ -373,42 +552,32 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 	return g, nil
 }
 
-// resolveTools validates tools and tool_choice and returns the functions
-// to render into the prompt. tool_choice "none" keeps the model from
-// calling by not offering the tools; "auto" (the default with tools)
-// offers them. "required" and a named function cannot be enforced without
-// constrained decoding, so they are refused rather than silently treated
-// as "auto".
+// resolveTools validates tools and tool_choice (or their deprecated
+// forms, functions and function_call) and returns the functions to render
+// into the prompt. tool_choice "none" keeps the model from calling by not
+// offering the tools; "auto" (the default with tools) offers them.
+// "required" and a named function cannot be enforced without constrained
+// decoding, so they are refused rather than silently treated as "auto".
 func (s *Server) resolveTools(req *ChatRequest) ([]harmony.Tool, error) {
+	if len(req.Functions) > 0 || present(req.FunctionCall) {
+		return s.resolveFunctions(req)
+	}
 	if len(req.Tools) > s.opts.Limits.MaxTools {
 		return nil, invalid("tools", "invalid_value", "Invalid 'tools': at most %d tools are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Tools))
 	}
-	tools := make([]harmony.Tool, 0, len(req.Tools))
-	seen := map[string]bool{}
+	fs := make([]*FunctionSchema, len(req.Tools))
 	for i, t := range req.Tools {
-		param := fmt.Sprintf("tools[%d]", i)
 		if t.Type != "function" || t.Function == nil {
-			return nil, invalid(param, "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
+			return nil, invalid(fmt.Sprintf("tools[%d]", i), "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
 		}
-		f := t.Function
-		if !validFunctionName(f.Name) {
-			return nil, invalid(param+".function.name", "invalid_value", "Invalid function name %q: it must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -.", clipString(f.Name, 80))
-		}
-		if seen[f.Name] {
-			return nil, invalid(param+".function.name", "invalid_value", "Duplicate function name %q.", f.Name)
-		}
-		seen[f.Name] = true
-		params := bytes.TrimSpace(f.Parameters)
-		if bytes.Equal(params, jsonNull) {
-			params = nil
-		}
-		if len(params) > 0 && params[0] != '{' {
-			return nil, invalid(param+".function.parameters", "invalid_value", "Invalid 'parameters' of function %q: expected a JSON Schema object.", f.Name)
-		}
-		tools = append(tools, harmony.Tool{Name: f.Name, Description: f.Description, Parameters: params})
+		fs[i] = t.Function
+	}
+	tools, err := functionTools(fs, func(i int, sub string) string { return fmt.Sprintf("tools[%d].function%s", i, sub) })
+	if err != nil {
+		return nil, err
 	}
 	choice := bytes.TrimSpace(req.ToolChoice)
-	if len(choice) == 0 || bytes.Equal(choice, jsonNull) {
+	if !present(choice) {
 		return tools, nil
 	}
 	var sv string
@@ -431,6 +600,92 @@ func (s *Server) resolveTools(req *ChatRequest) ([]harmony.Tool, error) {
 	default:
 		return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or a function object.")
 	}
+}
+
+// resolveFunctions maps the deprecated functions and function_call onto
+// tools and tool_choice, as OpenAI documents them: each function is a tool
+// of type function; function_call "none" and "auto" are tool_choice's, and
+// a named function_call, like a named tool_choice, is refused.
+func (s *Server) resolveFunctions(req *ChatRequest) ([]harmony.Tool, error) {
+	if len(req.Tools) > 0 {
+		return nil, invalid("functions", "invalid_value", "'functions' and 'tools' cannot be given together: send 'tools' ('functions' is its deprecated form).")
+	}
+	if present(req.ToolChoice) {
+		param := "tool_choice"
+		if present(req.FunctionCall) {
+			param = "function_call"
+		}
+		return nil, invalid(param, "invalid_value", "'function_call' and 'tool_choice' cannot be mixed with 'functions': send 'tools' with 'tool_choice', or 'functions' with 'function_call'.")
+	}
+	if len(req.Functions) > s.opts.Limits.MaxTools {
+		return nil, invalid("functions", "invalid_value", "Invalid 'functions': at most %d functions are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Functions))
+	}
+	fs := make([]*FunctionSchema, len(req.Functions))
+	for i := range req.Functions {
+		fs[i] = &req.Functions[i]
+	}
+	tools, err := functionTools(fs, func(i int, sub string) string { return fmt.Sprintf("functions[%d]%s", i, sub) })
+	if err != nil {
+		return nil, err
+	}
+	call := bytes.TrimSpace(req.FunctionCall)
+	if !present(call) {
+		return tools, nil
+	}
+	switch call[0] {
+	case '"':
+		var sv string
+		if err := json.Unmarshal(call, &sv); err != nil {
+			return nil, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.").withCause(err)
+		}
+		switch sv {
+		case "auto":
+			return tools, nil
+		case "none":
+			return nil, nil
+		default:
+			return nil, invalid("function_call", "invalid_value", "Invalid value for 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
+		}
+	case '{':
+		if len(tools) == 0 {
+			return nil, invalid("function_call", "invalid_value", "Invalid value for 'function_call': 'function_call' naming a function is only allowed when 'functions' are specified.")
+		}
+		return nil, unsupported("function_call", "function_call naming a function cannot be enforced by this server yet; use \"auto\".")
+	default:
+		return nil, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
+	}
+}
+
+// functionTools validates function definitions (names, uniqueness,
+// parameters) and returns them as Harmony tools; param names the i-th
+// function's field sub (".name", ".parameters") in errors.
+func functionTools(fs []*FunctionSchema, param func(i int, sub string) string) ([]harmony.Tool, error) {
+	tools := make([]harmony.Tool, 0, len(fs))
+	seen := map[string]bool{}
+	for i, f := range fs {
+		if !validFunctionName(f.Name) {
+			return nil, invalid(param(i, ".name"), "invalid_value", "Invalid function name %q: it must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -.", clipString(f.Name, 80))
+		}
+		if seen[f.Name] {
+			return nil, invalid(param(i, ".name"), "invalid_value", "Duplicate function name %q.", f.Name)
+		}
+		seen[f.Name] = true
+		params := bytes.TrimSpace(f.Parameters)
+		if bytes.Equal(params, jsonNull) {
+			params = nil
+		}
+		if len(params) > 0 && params[0] != '{' {
+			return nil, invalid(param(i, ".parameters"), "invalid_value", "Invalid 'parameters' of function %q: expected a JSON Schema object.", f.Name)
+		}
+		tools = append(tools, harmony.Tool{Name: f.Name, Description: f.Description, Parameters: params})
+	}
+	return tools, nil
+}
+
+// present reports whether a raw JSON field was given a non-null value.
+func present(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && !bytes.Equal(raw, jsonNull)
 }
 
 // validFunctionName applies OpenAI's rule for function names.
@@ -499,7 +754,18 @@ func (s *Server) convertMessages(in []ChatMessage) ([]harmony.Message, error) {
 				callNames[tc.ID] = tc.Function.Name
 				hm.ToolCalls = append(hm.ToolCalls, harmony.ToolCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 			}
-			if !present && len(m.ToolCalls) == 0 && hm.Reasoning == "" {
+			if fc := m.FunctionCall; fc != nil {
+				// The deprecated form of one tool call; its result comes
+				// in a "function" message naming the function.
+				if len(m.ToolCalls) > 0 {
+					return nil, invalid(param+".function_call", "invalid_value", "Invalid '%s': give 'tool_calls' or the deprecated 'function_call', not both.", param)
+				}
+				if fc.Name == "" {
+					return nil, invalid(param+".function_call", "invalid_value", "Invalid '%s.function_call': it needs a 'name'.", param)
+				}
+				hm.ToolCalls = append(hm.ToolCalls, harmony.ToolCall{Name: fc.Name, Arguments: fc.Arguments})
+			}
+			if !present && len(hm.ToolCalls) == 0 && hm.Reasoning == "" {
 				return nil, invalid(param+".content", "missing_required_parameter", "Invalid '%s': an assistant message needs 'content' or 'tool_calls'.", param)
 			}
 		case "tool":
@@ -517,9 +783,20 @@ func (s *Server) convertMessages(in []ChatMessage) ([]harmony.Message, error) {
 		case "":
 			return nil, invalid(param+".role", "missing_required_parameter", "Missing required parameter: '%s.role'.", param)
 		case "function":
-			return nil, unsupported(param+".role", "The deprecated 'function' role is not supported; use 'tool'.")
+			// The deprecated form of a tool message: the result of the
+			// function it names.
+			if m.Name == nil || *m.Name == "" {
+				return nil, invalid(param+".name", "missing_required_parameter", "Missing required parameter: '%s.name' (a 'function' message names the function whose result it carries).", param)
+			}
+			if !validFunctionName(*m.Name) {
+				return nil, invalid(param+".name", "invalid_value", "Invalid '%s.name' %q: it must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -.", param, clipString(*m.Name, 80))
+			}
+			if !present {
+				return nil, invalid(param+".content", "missing_required_parameter", "Missing required parameter: '%s.content'.", param)
+			}
+			hm.Role, hm.ToolName = "tool", *m.Name
 		default:
-			return nil, invalid(param+".role", "invalid_value", "Invalid value for '%s.role': %q. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", param, clipString(m.Role, 50))
+			return nil, invalid(param+".role", "invalid_value", "Invalid value for '%s.role': %q. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and the deprecated 'function'.", param, clipString(m.Role, 50))
 		}
 		out = append(out, hm)
 	}
@@ -574,8 +851,8 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	}
 	if v := req.Logprobs; v != nil {
 		// logprobs: 0 asks for the sampled tokens' logprobs alone.
-		if *v < 0 || *v > 20 {
-			return nil, invalid("logprobs", "invalid_value", "%d is not a valid logprobs: it must be between 0 and 20.", *v)
+		if err := checkInt("logprobs", *v, 0, 20); err != nil {
+			return nil, err
 		}
 		if !s.opts.Engine.Capabilities().Logprobs {
 			return nil, unsupported("logprobs", "logprobs are not supported by the %s engine.", s.opts.Mode)
@@ -590,6 +867,12 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	}
 	if req.BestOf != nil && *req.BestOf != 1 {
 		return nil, unsupported("best_of", "best_of other than 1 is not supported by this server.")
+	}
+	if err := refuseUnsupported(req.RefusedParams.refusables()); err != nil {
+		return nil, err
+	}
+	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
+		return nil, err
 	}
 	prompt, err := s.completionPrompt(req.Prompt)
 	if err != nil {
@@ -676,4 +959,146 @@ func clipString(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// refusable is one parameter this server does not implement: a value
+// other than null or one of its neutral values is refused.
+type refusable struct {
+	name    string
+	raw     json.RawMessage
+	neutral []string // JSON values that mean "off"
+	why     string   // completes "… is not supported: "
+}
+
+// refuseUnsupported refuses the first parameter set to a value that would
+// change the answer.
+func refuseUnsupported(ps []refusable) error {
+	for _, p := range ps {
+		if isNeutral(p.raw, p.neutral) {
+			continue
+		}
+		accepted := "null"
+		if len(p.neutral) > 0 {
+			accepted = strings.Join(p.neutral, " or ") + " (or null)"
+		}
+		return unsupported(p.name, "'%s' = %s is not supported: %s. Only %s is accepted.", p.name, clipString(string(bytes.TrimSpace(p.raw)), 60), p.why, accepted)
+	}
+	return nil
+}
+
+// isNeutral reports whether raw is absent, null or equal as JSON to one of
+// neutral (numbers compare by value: 1 and 1.0 are equal).
+func isNeutral(raw json.RawMessage, neutral []string) bool {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, jsonNull) {
+		return true
+	}
+	var got any
+	if json.Unmarshal(raw, &got) != nil {
+		return false
+	}
+	for _, n := range neutral {
+		var want any
+		if json.Unmarshal([]byte(n), &want) == nil && reflect.DeepEqual(got, want) {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	whyConstrained = "structured output needs constrained decoding, which this server does not have yet"
+	whySampler     = "this server's sampler does not implement it"
+)
+
+// refusables lists the parameters of both endpoints that are refused at
+// any value but their neutral ones (docs/coordinator.md explains each).
+func (p *RefusedParams) refusables() []refusable {
+	return []refusable{
+		{"store", p.Store, []string{"false"}, "this server does not store completions"},
+		{"min_tokens", p.MinTokens, []string{"0"}, whySampler},
+		{"ignore_eos", p.IgnoreEOS, []string{"false"}, whySampler},
+		{"stop_token_ids", p.StopTokenIDs, []string{"[]"}, "stop tokens are fixed by the Harmony format; use 'stop' strings"},
+		{"bad_words", p.BadWords, []string{"[]"}, whySampler},
+		{"allowed_token_ids", p.AllowedTokenIDs, nil, whySampler},
+		{"include_stop_str_in_output", p.IncludeStopStrInOutput, []string{"false"}, "stop strings are never included in the output"},
+		{"skip_special_tokens", p.SkipSpecialTokens, []string{"true"}, "special tokens are never shown"},
+		{"use_beam_search", p.UseBeamSearch, []string{"false"}, "this server has no beam search"},
+		{"length_penalty", p.LengthPenalty, []string{"1"}, "this server has no beam search"},
+		{"prompt_logprobs", p.PromptLogprobs, nil, "logprobs are reported for generated tokens only"},
+		{"truncate_prompt_tokens", p.TruncatePromptTokens, nil, "prompts are never truncated; a prompt over the context is refused"},
+		{"guided_json", p.GuidedJSON, nil, whyConstrained},
+		{"guided_regex", p.GuidedRegex, nil, whyConstrained},
+		{"guided_choice", p.GuidedChoice, nil, whyConstrained},
+		{"guided_grammar", p.GuidedGrammar, nil, whyConstrained},
+		{"structured_outputs", p.StructuredOutputs, nil, whyConstrained},
+		{"logits_processors", p.LogitsProcessors, []string{"[]"}, whySampler},
+		{"return_tokens_as_token_ids", p.ReturnTokensAsTokenIDs, []string{"false"}, "logprobs name tokens by their text"},
+	}
+}
+
+// refusables lists the chat-only parameters refused the same way.
+func (p *ChatRefusedParams) refusables() []refusable {
+	return []refusable{
+		{"modalities", p.Modalities, []string{`["text"]`}, "gpt-oss is a text-only model"},
+		{"audio", p.Audio, nil, "gpt-oss is a text-only model"},
+		{"web_search_options", p.WebSearchOptions, nil, "this server has no web search"},
+		{"verbosity", p.Verbosity, []string{`"medium"`}, "gpt-oss has no verbosity control"},
+		{"echo", p.Echo, []string{"false"}, "this server does not echo the prompt"},
+		{"add_generation_prompt", p.AddGenerationPrompt, []string{"true"}, "the Harmony prompt always ends with the assistant's turn"},
+		{"continue_final_message", p.ContinueFinalMessage, []string{"false"}, "the Harmony prompt always starts a new assistant message"},
+		{"chat_template", p.ChatTemplate, nil, "prompts are rendered in the Harmony format, never by a template"},
+		{"documents", p.Documents, []string{"[]"}, "prompts are rendered in the Harmony format, which has no documents"},
+		{"best_of", p.BestOf, []string{"1"}, "this server generates exactly n choices"},
+	}
+}
+
+// resolveTemplateKwargs reads vLLM's chat_template_kwargs: reasoning_effort
+// (the request field's meaning; the two must agree) and nothing else.
+func resolveTemplateKwargs(kw map[string]json.RawMessage, effort *string) (*string, error) {
+	keys := make([]string, 0, len(kw))
+	for k := range kw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		param := "chat_template_kwargs." + clipString(k, 64)
+		raw := bytes.TrimSpace(kw[k])
+		if k != "reasoning_effort" {
+			return nil, unsupported(param, "chat_template_kwargs key %q is not supported: prompts are rendered in the Harmony format, whose only option is reasoning_effort.", clipString(k, 64))
+		}
+		if len(raw) == 0 || bytes.Equal(raw, jsonNull) {
+			continue
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, invalid(param, "invalid_type", "Invalid type for '%s': expected a string.", param).withCause(err)
+		}
+		switch v {
+		case "low", "medium", "high":
+		default:
+			return nil, invalid(param, "invalid_value", "Invalid %s %q: expected low, medium or high.", param, clipString(v, 50))
+		}
+		if effort != nil && *effort != v {
+			return nil, invalid(param, "invalid_value", "%s %q conflicts with reasoning_effort %q: give one, or the same value in both.", param, v, clipString(*effort, 50))
+		}
+		effort = &v
+	}
+	return effort, nil
+}
+
+// resolveResponseFormat accepts "text" alone: JSON formats need
+// constrained decoding.
+func resolveResponseFormat(rf *ResponseFormat) error {
+	if rf == nil {
+		return nil
+	}
+	switch rf.Type {
+	case "text", "":
+		return nil
+	case "json_object", "json_schema":
+		return unsupported("response_format", "response_format %q is not supported yet; only \"text\" is.", rf.Type)
+	default:
+		return invalid("response_format", "invalid_value", "Invalid response_format type %q: expected text, json_object or json_schema.", clipString(rf.Type, 50))
+	}
 }

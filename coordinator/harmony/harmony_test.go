@@ -235,32 +235,6 @@ func TestParseDegradesGracefully(t *testing.T) {
 	}
 }
 
-func FuzzParser(f *testing.F) {
-	f.Add([]byte{0, 1, 2, 3})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		tok := tokenizer.Default()
-		p := NewParser(tok)
-		var out []Delta
-		for i := 0; i+1 < len(b); i += 2 {
-			// Mostly control tokens and a few ordinary ones.
-			id := 199998 + int(b[i])%16
-			if b[i+1]&1 == 0 {
-				id = int(b[i+1]) * 300
-			}
-			out = p.Push(id, out)
-		}
-		out = p.Finish(out)
-		for _, d := range out {
-			if strings.Contains(d.Text, "<|") || strings.Contains(d.Name, "<|") {
-				t.Fatalf("markup in output: %+v", d)
-			}
-		}
-		if len(p.header) > maxHeaderTokens {
-			t.Fatalf("header buffer grew to %d tokens", len(p.header))
-		}
-	})
-}
-
 // TestParseGolden parses every completion of testdata/parse_golden.json
 // (made by openai-harmony's parse_messages_from_completion_tokens), token
 // by token, into the same messages, and checks that the streamed deltas

@@ -201,6 +201,17 @@ func New(exec step.Executor, set profiles.Set, opts Options) *Scheduler {
 // Capabilities reports what the executor supports.
 func (s *Scheduler) Capabilities() step.Capabilities { return s.exec.Capabilities() }
 
+// EngineReady reports whether the executor can step now: false while the
+// workers are lost, restarting or reloading (step.Readier), when requests
+// wait instead of running. Executors that are always ready report true.
+// Safe from any goroutine.
+func (s *Scheduler) EngineReady() bool {
+	if r, ok := s.exec.(step.Readier); ok {
+		return r.Ready()
+	}
+	return true
+}
+
 // Submit queues a request. It fails fast, before any output, when the
 // profile's queue is full or the server is draining, so the API can answer
 // 503 with Retry-After before the first byte. ctx is the request's context:

@@ -37,7 +37,7 @@ type metrics struct {
 
 	requests, finished, rejected     *prometheus.CounterVec
 	promptTotal, genTotal, cancelled *prometheus.CounterVec
-	parseWarnings                    *prometheus.CounterVec
+	harmonyMalformed                 *prometheus.CounterVec
 	preemptions                      *prometheus.CounterVec
 	stepFailures, retried, refused   prometheus.Counter
 	running, waiting                 *prometheus.GaugeVec
@@ -104,8 +104,8 @@ func newMetrics() *metrics {
 			Help: "Sequences of failed steps that were requeued and recomputed."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "gptoss_sequences_refused_total",
 			Help: "Sequences refused after a second failed step (suspected of crashing the engine)."}),
-		parseWarnings: counter("gptoss_harmony_parse_warnings_total",
-			"Structural problems in model output that the Harmony parser smoothed over (malformed headers, stray control tokens, text outside a message)."),
+		harmonyMalformed: counter("gptoss_harmony_malformed_total",
+			"Structural problems in model output that the Harmony parser smoothed over instead of failing the request (the output degraded to text), by kind.", "kind"),
 
 		running: gauge("gptoss_num_requests_running",
 			"Requests currently generating, as reported by the scheduler."),
@@ -127,7 +127,7 @@ func newMetrics() *metrics {
 func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		m.ttft, m.itl, m.streamDelay, m.e2e, m.queue, m.promptHist, m.genHist,
-		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.parseWarnings, m.preemptions,
+		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.harmonyMalformed, m.preemptions,
 		m.stepFailures, m.retried, m.refused, m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}
 	for i, c := range cs {

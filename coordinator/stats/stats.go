@@ -43,8 +43,8 @@ const UnknownProfile = "_unknown"
 // distinct names have been seen, bounding memory and label cardinality.
 const OtherProfile = "_other"
 
-// unknownEndpoint is the endpoint label used for requests rejected before the
-// endpoint was known to the recorder (ObserveRejected carries no endpoint).
+// unknownEndpoint is the endpoint label of a request that names no
+// endpoint: one to a URL the server does not serve.
 const unknownEndpoint = "unknown"
 
 // Record is one finished generation request, reported once by the API layer
@@ -90,9 +90,27 @@ type Record struct {
 	// ParseWarnings counts the structural problems the Harmony parser
 	// smoothed over in this request's output (malformed headers, stray
 	// control tokens, text outside any message): a model or prompt going
-	// wrong shows up here rather than as errors.
+	// wrong shows up here rather than as errors. It is counted in
+	// gptoss_harmony_malformed_total: by kind as Malformed breaks it down,
+	// the rest under kind "unclassified".
 	ParseWarnings int
+	// Malformed breaks ParseWarnings down by kind (the Harmony parser's
+	// closed set of labels, harmony.Malformation's String). Nil when there
+	// were none. Kinds beyond maxMalformedKinds distinct labels, or not
+	// shaped like a label, are counted as "other".
+	Malformed map[string]int
 }
+
+// maxMalformedKinds bounds the distinct kind labels of
+// gptoss_harmony_malformed_total (the parser has a dozen).
+const maxMalformedKinds = 32
+
+const (
+	// unclassifiedKind counts parse warnings reported without a kind.
+	unclassifiedKind = "unclassified"
+	// otherKind counts kinds past maxMalformedKinds, or badly formed.
+	otherKind = "other"
+)
 
 // Load is the scheduler's current view of one profile. The recorder does not
 // track in-flight work itself because the scheduler already does, and two
@@ -150,6 +168,9 @@ type Recorder struct {
 	// order remembers creation order so Snapshot and SetLoad iterate
 	// deterministically without sorting map keys.
 	order []*profile
+	// kinds are the malformation kind labels in use (at most
+	// maxMalformedKinds).
+	kinds map[string]bool
 }
 
 // profile couples a per-profile JSON section with its pre-resolved
@@ -161,7 +182,6 @@ type profile struct {
 
 	ttft, itl, e2e, queue, promptHist, genHist prometheus.Observer
 	streamDelay                                prometheus.Observer
-	parseWarnings                              prometheus.Counter
 	preemptions                                prometheus.Counter
 	promptTotal, genTotal, cancelled           prometheus.Counter
 	running, waiting                           prometheus.Gauge
@@ -169,8 +189,9 @@ type profile struct {
 	// Children of the vectors with variable labels, cached on first use
 	// and guarded by Recorder.mu. Both label sets are small (a couple of
 	// endpoints times a handful of status codes; a few finish reasons).
-	requests map[requestKey]prometheus.Counter
-	finished map[string]prometheus.Counter
+	requests  map[requestKey]prometheus.Counter
+	finished  map[string]prometheus.Counter
+	malformed map[string]prometheus.Counter // by kind
 }
 
 type requestKey struct {
@@ -249,24 +270,24 @@ func (r *Recorder) profileLocked(name string) *profile {
 		}
 	}
 	p := &profile{
-		name:          name,
-		sec:           newSection(r.window),
-		ttft:          r.m.ttft.WithLabelValues(name),
-		itl:           r.m.itl.WithLabelValues(name),
-		streamDelay:   r.m.streamDelay.WithLabelValues(name),
-		parseWarnings: r.m.parseWarnings.WithLabelValues(name),
-		preemptions:   r.m.preemptions.WithLabelValues(name),
-		e2e:           r.m.e2e.WithLabelValues(name),
-		queue:         r.m.queue.WithLabelValues(name),
-		promptHist:    r.m.promptHist.WithLabelValues(name),
-		genHist:       r.m.genHist.WithLabelValues(name),
-		promptTotal:   r.m.promptTotal.WithLabelValues(name),
-		genTotal:      r.m.genTotal.WithLabelValues(name),
-		cancelled:     r.m.cancelled.WithLabelValues(name),
-		running:       r.m.running.WithLabelValues(name),
-		waiting:       r.m.waiting.WithLabelValues(name),
-		requests:      make(map[requestKey]prometheus.Counter, 4),
-		finished:      make(map[string]prometheus.Counter, 4),
+		name:        name,
+		sec:         newSection(r.window),
+		ttft:        r.m.ttft.WithLabelValues(name),
+		itl:         r.m.itl.WithLabelValues(name),
+		streamDelay: r.m.streamDelay.WithLabelValues(name),
+		preemptions: r.m.preemptions.WithLabelValues(name),
+		e2e:         r.m.e2e.WithLabelValues(name),
+		queue:       r.m.queue.WithLabelValues(name),
+		promptHist:  r.m.promptHist.WithLabelValues(name),
+		genHist:     r.m.genHist.WithLabelValues(name),
+		promptTotal: r.m.promptTotal.WithLabelValues(name),
+		genTotal:    r.m.genTotal.WithLabelValues(name),
+		cancelled:   r.m.cancelled.WithLabelValues(name),
+		running:     r.m.running.WithLabelValues(name),
+		waiting:     r.m.waiting.WithLabelValues(name),
+		requests:    make(map[requestKey]prometheus.Counter, 4),
+		finished:    make(map[string]prometheus.Counter, 4),
+		malformed:   make(map[string]prometheus.Counter),
 	}
 	r.profiles[name] = p
 	r.order = append(r.order, p)
@@ -299,6 +320,67 @@ func (r *Recorder) finishedCounterLocked(p *profile, reason string) prometheus.C
 	return c
 }
 
+// counterAdd is an increment resolved under the lock, applied after it.
+type counterAdd struct {
+	c prometheus.Counter
+	n int
+}
+
+// malformedLocked resolves rec's gptoss_harmony_malformed_total increments:
+// Malformed by kind, and whatever of ParseWarnings it does not cover as
+// "unclassified". Callers hold r.mu.
+func (r *Recorder) malformedLocked(p *profile, rec *Record) []counterAdd {
+	if rec.ParseWarnings <= 0 && len(rec.Malformed) == 0 {
+		return nil
+	}
+	var out []counterAdd
+	sum := 0
+	for kind, n := range rec.Malformed {
+		if n > 0 {
+			out = append(out, counterAdd{r.malformedCounterLocked(p, kind), n})
+			sum += n
+		}
+	}
+	if rest := rec.ParseWarnings - sum; rest > 0 {
+		out = append(out, counterAdd{r.malformedCounterLocked(p, unclassifiedKind), rest})
+	}
+	return out
+}
+
+// malformedCounterLocked caches gptoss_harmony_malformed_total children,
+// bounding the kind label. Callers hold r.mu.
+func (r *Recorder) malformedCounterLocked(p *profile, kind string) prometheus.Counter {
+	if !r.kinds[kind] {
+		if !kindLabel(kind) || len(r.kinds) >= maxMalformedKinds-1 { // keep a slot for otherKind
+			kind = otherKind
+		}
+		if r.kinds == nil {
+			r.kinds = map[string]bool{}
+		}
+		r.kinds[kind] = true
+	}
+	c, ok := p.malformed[kind]
+	if !ok {
+		c = r.m.harmonyMalformed.WithLabelValues(p.name, kind)
+		p.malformed[kind] = c
+	}
+	return c
+}
+
+// kindLabel reports whether s is shaped like a malformation kind: 1 to 32
+// of a-z and _.
+func kindLabel(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
 // Observe records one finished request. It is called once per request by
 // the API layer. Window and counter updates happen under the recorder's
 // mutex; Prometheus observations, which are lock-free atomics, happen after
@@ -318,8 +400,10 @@ func (r *Recorder) Observe(rec Record) {
 	r.total.observe(&rec, now)
 	reqC := r.requestCounterLocked(p, rec.Endpoint, rec.Status)
 	var finC prometheus.Counter
+	var malC []counterAdd
 	if generated {
 		finC = r.finishedCounterLocked(p, rec.FinishReason)
+		malC = r.malformedLocked(p, &rec)
 	}
 	r.mu.Unlock()
 
@@ -345,8 +429,8 @@ func (r *Recorder) Observe(rec Record) {
 	for _, d := range rec.StreamDelay {
 		p.streamDelay.Observe(d.Seconds())
 	}
-	if rec.ParseWarnings > 0 {
-		p.parseWarnings.Add(float64(rec.ParseWarnings))
+	for _, a := range malC {
+		a.c.Add(float64(a.n))
 	}
 	p.promptHist.Observe(float64(rec.PromptTokens))
 	p.genHist.Observe(float64(rec.CompletionTokens))
@@ -368,16 +452,19 @@ func (r *Recorder) ObserveCancel(profile string) {
 // ObserveRejected counts a request refused before generation (400, 401, 404,
 // 413, 429, 503, ...). Such requests add to the request and error counts and
 // to the last-minute request rate, but contribute no latency samples, since
-// they never reached the model. code is the OpenAI-style error code (e.g.
+// they never reached the model. endpoint is the endpoint the request was
+// sent to ("chat", "completions"; "" for a URL that is no endpoint, counted
+// as "unknown"), so gptoss_requests_total counts every request under its
+// endpoint whatever its status. code is the OpenAI-style error code (e.g.
 // "rate_limit_exceeded"); it is exported as gptoss_requests_rejected_total so
 // operators can tell overload from bad input without parsing logs.
-func (r *Recorder) ObserveRejected(profile string, status int, code string) {
+func (r *Recorder) ObserveRejected(profile, endpoint string, status int, code string) {
 	now := r.clock()
 	r.mu.Lock()
 	p := r.profileLocked(profile)
 	p.sec.count(status, false, now)
 	r.total.count(status, false, now)
-	reqC := r.requestCounterLocked(p, unknownEndpoint, status)
+	reqC := r.requestCounterLocked(p, endpoint, status)
 	r.mu.Unlock()
 	reqC.Inc()
 	r.m.rejected.WithLabelValues(p.name, code).Inc()

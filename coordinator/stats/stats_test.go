@@ -191,7 +191,7 @@ func TestLastMinuteRates(t *testing.T) {
 	for range 3 {
 		r.Observe(ok("balanced", ms(100)))
 	}
-	r.ObserveRejected("balanced", 429, "rate_limit_exceeded")
+	r.ObserveRejected("balanced", "chat", 429, "rate_limit_exceeded")
 	clk.Advance(5 * time.Second) // t = 130 s
 	s = r.Snapshot(nil)
 	approx(t, "qps_last_minute", s.Total.QPSLastMinute, 4.0/60, 1e-9)
@@ -246,8 +246,8 @@ func TestErrorRateAndClassification(t *testing.T) {
 	streamErr.FinishReason = "error"
 	r.Observe(streamErr)
 	r.Observe(Record{Profile: "balanced", Endpoint: "completions", Status: 500, FinishReason: "error"})
-	r.ObserveRejected("balanced", 400, "invalid_request_error")
-	r.ObserveRejected("balanced", 503, "overloaded")
+	r.ObserveRejected("balanced", "completions", 400, "invalid_request_error")
+	r.ObserveRejected("balanced", "chat", 503, "overloaded")
 
 	s := r.Snapshot(nil).Profiles["balanced"]
 	if s.RequestsTotal != 10 || s.RequestsOK != 6 || s.RequestsClientError != 1 || s.RequestsServerError != 3 {
@@ -273,7 +273,7 @@ func TestProfileSeparationAndTotal(t *testing.T) {
 		r.Observe(ok("quality_first", ms(1000)))
 	}
 	r.ObserveCancel("quality_first")
-	r.ObserveRejected("balanced", 429, "rate_limit_exceeded")
+	r.ObserveRejected("balanced", "chat", 429, "rate_limit_exceeded")
 
 	load := map[string]Load{
 		"latency_first": {Active: 2, Queued: 1},
@@ -309,7 +309,7 @@ func TestProfileSeparationAndTotal(t *testing.T) {
 func TestUnknownProfilesAreLazy(t *testing.T) {
 	r, reg := newTestRecorder(t)
 	r.Observe(ok("experimental", ms(5))) // not configured: must not panic
-	r.ObserveRejected("", 401, "invalid_api_key")
+	r.ObserveRejected("", "chat", 401, "invalid_api_key")
 	s := r.Snapshot(map[string]Load{"reloaded": {Active: 1}})
 	if got := s.Profiles["experimental"].RequestsTotal; got != 1 {
 		t.Errorf("experimental requests = %d, want 1", got)
@@ -329,7 +329,7 @@ func TestUnknownProfilesAreLazy(t *testing.T) {
 
 	// Names beyond the cap fold into OtherProfile instead of growing forever.
 	for i := range 2 * maxProfiles {
-		r.ObserveRejected("model-"+strings.Repeat("x", i), 404, "model_not_found")
+		r.ObserveRejected("model-"+strings.Repeat("x", i), "chat", 404, "model_not_found")
 	}
 	s = r.Snapshot(nil)
 	if len(s.Profiles) != maxProfiles {
@@ -359,8 +359,10 @@ func TestPrometheusMetrics(t *testing.T) {
 	r.Observe(Record{Profile: "latency_first", Endpoint: "chat", Status: 200,
 		FinishReason: "cancelled", CompletionTokens: 1, TTFT: ms(30), E2E: ms(40)})
 	r.ObserveCancel("latency_first")
-	r.ObserveRejected("balanced", 429, "rate_limit_exceeded")
-	r.ObserveRejected("balanced", 429, "rate_limit_exceeded")
+	r.ObserveRejected("balanced", "chat", 429, "rate_limit_exceeded")
+	r.ObserveRejected("balanced", "completions", 429, "rate_limit_exceeded")
+	r.ObserveRejected("balanced", "completions", 400, "invalid_request_error")
+	r.ObserveRejected("balanced", "", 404, "unknown_url")
 	r.SetLoad(map[string]Load{"balanced": {Active: 3, Queued: 2}})
 
 	counters := []struct {
@@ -369,7 +371,12 @@ func TestPrometheusMetrics(t *testing.T) {
 	}{
 		{r.m.requests.WithLabelValues("balanced", "chat", "200"), 3},
 		{r.m.requests.WithLabelValues("balanced", "completions", "200"), 1},
-		{r.m.requests.WithLabelValues("balanced", unknownEndpoint, "429"), 2},
+		// Refused requests count under their endpoint; only a URL that
+		// is none counts as unknown.
+		{r.m.requests.WithLabelValues("balanced", "chat", "429"), 1},
+		{r.m.requests.WithLabelValues("balanced", "completions", "429"), 1},
+		{r.m.requests.WithLabelValues("balanced", "completions", "400"), 1},
+		{r.m.requests.WithLabelValues("balanced", unknownEndpoint, "404"), 1},
 		{r.m.requests.WithLabelValues("latency_first", "chat", "200"), 1},
 		{r.m.finished.WithLabelValues("balanced", "stop"), 3},
 		{r.m.finished.WithLabelValues("balanced", "length"), 1},
@@ -407,8 +414,8 @@ func TestPrometheusMetrics(t *testing.T) {
 			t.Errorf("%s: %d series (%v), want %d", name, n, err, len(profiles))
 		}
 	}
-	if n := testutil.CollectAndCount(r.m.requests); n != 4 {
-		t.Errorf("gptoss_requests_total series = %d, want 4", n)
+	if n := testutil.CollectAndCount(r.m.requests); n != 7 {
+		t.Errorf("gptoss_requests_total series = %d, want 7", n)
 	}
 
 	// Histogram sample counts: 3 requests × 50 ITL gaps; TTFT only where > 0.
@@ -518,7 +525,7 @@ func TestConcurrentObserveAndSnapshot(t *testing.T) {
 				r.Observe(rec)
 				if i%50 == 0 {
 					r.ObserveCancel(profiles[w%len(profiles)])
-					r.ObserveRejected("dynamic", 503, "overloaded")
+					r.ObserveRejected("dynamic", "chat", 503, "overloaded")
 				}
 			}
 		}()
@@ -644,14 +651,35 @@ func TestStreamDelayQuantiles(t *testing.T) {
 	}
 }
 
-func TestParseWarningsCounter(t *testing.T) {
+// Parse warnings are counted in gptoss_harmony_malformed_total by kind;
+// warnings without a kind are "unclassified", and the kind label is
+// bounded.
+func TestHarmonyMalformedCounter(t *testing.T) {
 	r, err := New([]string{"p"}, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop", ParseWarnings: 3})
 	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop"})
-	if got := testutil.ToFloat64(r.m.parseWarnings.WithLabelValues("p")); got != 3 {
-		t.Fatalf("parse warnings %v", got)
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop", ParseWarnings: 4,
+		Malformed: map[string]int{"no_channel": 1, "stray_token": 2}})
+	r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "length",
+		Malformed: map[string]int{"no_channel": 2, "Bad Label": 1, "zero": 0}})
+	for kind, want := range map[string]float64{"unclassified": 4, "no_channel": 3, "stray_token": 2, "other": 1} {
+		if got := testutil.ToFloat64(r.m.harmonyMalformed.WithLabelValues("p", kind)); got != want {
+			t.Fatalf("%s: %v, want %v", kind, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(r.m.harmonyMalformed); n != 4 {
+		t.Fatalf("%d series, want 4", n)
+	}
+	// A client cannot grow the label set without bound: past the limit,
+	// new kinds are "other".
+	for i := range 2 * maxMalformedKinds {
+		r.Observe(Record{Profile: "p", Endpoint: "chat", Status: 200, FinishReason: "stop",
+			Malformed: map[string]int{"kind_" + string(rune('a'+i%26)) + string(rune('a'+i/26)): 1}})
+	}
+	if n := testutil.CollectAndCount(r.m.harmonyMalformed); n > maxMalformedKinds {
+		t.Fatalf("%d series for %d kinds at most", n, maxMalformedKinds)
 	}
 }

@@ -279,3 +279,70 @@ def test_logprobs(make_server):
             slps += ch.choices[0].logprobs.token_logprobs
             soffsets += ch.choices[0].logprobs.text_offset
     assert (stext, stokens, slps, soffsets) == (text, lp.tokens, lp.token_logprobs, lp.text_offset)
+
+
+def ready_status(srv):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(srv.base + "/ready", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_frozen_worker_is_killed_and_replaced(make_server):
+    """SIGSTOP a worker: it stops heartbeating but lives on. The coordinator
+    says the truth meanwhile (/ready 503, /health degraded), kills it, the
+    launcher starts a new one, the model is reloaded and requests are served
+    again. (A frozen worker used to stay Lost for good, with /ready 200.)"""
+    srv = make_server("--model", TINY, "--step-timeout", "5s")
+    assert serves_again(srv, max_tokens=2).usage.completion_tokens <= 2
+    (worker,) = workers_of(srv.proc.pid)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        deadline = time.time() + 15
+        while ready_status(srv) != 503:
+            assert time.time() < deadline, "/ready stayed 200 with a frozen worker"
+            time.sleep(0.2)
+        assert srv.get_json("/health")["status"] == "degraded"
+        deadline = time.time() + 30
+        while True:
+            (w,) = srv.get_json("/health")["workers"]
+            if w["Restarts"] == 1 and w["PID"] != worker and ready_status(srv) == 200:
+                break
+            assert time.time() < deadline, srv.logs()[-3000:]
+            time.sleep(0.2)
+        # The frozen process is gone (SIGKILL ends a stopped process too).
+        assert subprocess.run(["kill", "-0", str(worker)], capture_output=True).returncode != 0
+    finally:
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert srv.get_json("/health")["status"] == "ok"
+    assert serves_again(srv, max_tokens=3).usage.completion_tokens <= 3
+
+
+def test_step_deadline_scales_with_tokens(make_server):
+    """A long prompt's prefill chunk takes longer than a decode step: its
+    deadline grows with its tokens (--step-timeout-per-token), so a short
+    --step-timeout does not kill the worker on it. (A 2,048-token chunk on a
+    busy CPU used to fail as a 500 "engine failed twice".)"""
+    srv = make_server("--model", TINY, "--step-timeout", "50ms", "--step-timeout-per-token", "20ms")
+    words = " ".join(["token"] * 1500)
+    r = client(srv).completions.create(model="tiny", prompt=words, max_tokens=3, temperature=0)
+    assert r.usage.prompt_tokens >= 1500 and r.usage.completion_tokens == 3
+    assert metric(srv, "gptoss_step_failures_total") == 0, srv.logs()[-3000:]
+
+
+def test_steps_past_their_deadline_are_a_retryable_503(make_server):
+    """When every step runs past its deadline (here an impossible 1 ms), the
+    request is retried, then refused with a retryable 503 that says why,
+    never a 500."""
+    srv = make_server("--model", TINY, "--step-timeout", "1ms", "--step-timeout-per-token", "1ns")
+    with pytest.raises(openai.APIStatusError) as e:
+        client(srv).completions.create(model="tiny", prompt="Hello there", max_tokens=3)
+    assert e.value.status_code == 503, e.value
+    assert e.value.response.headers.get("retry-after"), e.value.response.headers
+    assert e.value.body["code"] == "engine_timeout", e.value.body
