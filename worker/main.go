@@ -85,7 +85,7 @@ var table = &sc.Table[settings]{
 		{Name: "worker-id", Usage: "worker id reported to the coordinator (default hostname-pid-rank)", Set: sc.String(func(s *settings) *string { return &s.WorkerID })},
 		{Name: "heartbeat", Usage: "interval between heartbeats (default 1s)", Set: sc.Duration(func(s *settings) *time.Duration { return &s.Heartbeat })},
 		{Name: "coordinator-timeout", Usage: "exit when the coordinator's heartbeat is silent this long, or never arrives within 3x this after start (default 10s)", Set: sc.Duration(func(s *settings) *time.Duration { return &s.CoordinatorTimeout })},
-		{Name: "step-timeout", Usage: "watchdog: a step running longer is reported failed and the worker exits with status 1 (default 1m0s)", Set: sc.Duration(func(s *settings) *time.Duration { return &s.StepTimeout })},
+		{Name: "step-timeout", Usage: "watchdog: a step running past its deadline (sent with the step by the coordinator, scaled with its tokens; else this) is reported failed and the worker exits with status 1 (default 1m0s)", Set: sc.Duration(func(s *settings) *time.Duration { return &s.StepTimeout })},
 		{Name: "log-level", Usage: "log level: debug, info, warn, error (default info)", Set: sc.String(func(s *settings) *string { return &s.LogLevel })},
 		{Name: "log-format", Usage: "log format: json, console or auto (console on a terminal; the default)", Set: sc.String(func(s *settings) *string { return &s.LogFormat })},
 		{Name: "backend", Usage: "what runs the model: cpu (the default), or cuda (the kernels library and a GPU)", Set: sc.OneOf(func(s *settings) *string { return &s.Backend }, service.BackendCPU, service.BackendCUDA)},
