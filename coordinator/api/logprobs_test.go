@@ -91,17 +91,11 @@ func byteTokens(t testing.TB, tok *tokenizer.Tokenizer, text string) []int {
 	t.Helper()
 	var out []int
 	for _, c := range []byte(text) {
-		found := -1
-		for id := range tokenizer.NumOrdinary {
-			if b, _ := tok.TokenBytes(id); len(b) == 1 && b[0] == c {
-				found = id
-				break
-			}
-		}
-		if found < 0 {
+		id, ok := tok.ByteToken(c)
+		if !ok {
 			t.Fatalf("no token for byte %x", c)
 		}
-		out = append(out, found)
+		out = append(out, id)
 	}
 	return out
 }

@@ -302,20 +302,13 @@ func decodeLossy(ids []int) string {
 // byteTokens are the single-byte tokens spelling s.
 func byteTokens(t testing.TB, s string) []int {
 	t.Helper()
-	tok := tokenizer.Default()
 	var out []int
 	for _, c := range []byte(s) {
-		found := -1
-		for id := range tokenizer.NumOrdinary {
-			if b, _ := tok.TokenBytes(id); len(b) == 1 && b[0] == c {
-				found = id
-				break
-			}
-		}
-		if found < 0 {
+		id, ok := tokenizer.Default().ByteToken(c)
+		if !ok {
 			t.Fatalf("no token for byte %x", c)
 		}
-		out = append(out, found)
+		out = append(out, id)
 	}
 	return out
 }

@@ -274,6 +274,14 @@ func (t *Tokenizer) TokenBytes(id int) ([]byte, error) {
 	return []byte(t.token(id)), nil
 }
 
+// ByteToken is the ordinary token of the single byte b: byte-level BPE has
+// one for each of the 256 bytes, which is how a model spells a character
+// its vocabulary has no token for (an emoji a byte at a time).
+func (t *Tokenizer) ByteToken(b byte) (int, bool) {
+	id, ok := t.ranks[string([]byte{b})]
+	return int(id), ok
+}
+
 // TokenText returns the text of one token on its own: an ordinary token's
 // bytes with invalid UTF-8 (a token that is only part of a multi-byte
 // character) replaced by U+FFFD as Decode does, or a special token's name.

@@ -595,3 +595,17 @@ func BenchmarkNew(b *testing.B) {
 		}
 	}
 }
+
+// Every byte has its own ordinary token, which decodes to that byte.
+func TestByteToken(t *testing.T) {
+	tok := Default()
+	for b := range 256 {
+		id, ok := tok.ByteToken(byte(b))
+		if !ok {
+			t.Fatalf("no token for byte %#x", b)
+		}
+		if got, _ := tok.TokenBytes(id); len(got) != 1 || got[0] != byte(b) {
+			t.Fatalf("byte %#x: token %d is %q", b, id, got)
+		}
+	}
+}
