@@ -222,21 +222,21 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 		Logger: log.Named("api"), Version: version, Workers: workers,
 		KeyLimits: api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
 	})
-	if err != nil {
+	// Until the group runs, a failure stops what started, in order.
+	abort := func(err error) error {
 		sch.Close()
 		if cl != nil {
 			cl.Stop()
 		}
 		return err
 	}
+	if err != nil {
+		return abort(err)
+	}
 	addr := net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		sch.Close()
-		if cl != nil {
-			cl.Stop()
-		}
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return abort(fmt.Errorf("listen %s: %w", addr, err))
 	}
 	log.Info("listening", zap.String("address", l.Addr().String()), zap.String("mode", eng.mode),
 		zap.Bool("auth", len(s.APIKeys) > 0), zap.Bool("streaming", s.EnableStreaming))
