@@ -79,7 +79,7 @@ type Cluster struct {
 // WorkerStatus is one worker as /health and /stats show it.
 type WorkerStatus struct {
 	remote.WorkerInfo
-	Restarts int
+	Restarts int `json:"restarts"`
 }
 
 // maxPending is the per-client buffer the bus needs for the largest step:

@@ -83,32 +83,39 @@ type Options struct {
 	Logger        *zap.Logger
 }
 
-// WorkerInfo is what the coordinator knows of one worker, for /health.
+// WorkerInfo is what the coordinator knows of one worker, for /health
+// (whose JSON keys are the snake_case tags).
 type WorkerInfo struct {
-	ID          string
-	Rank        int
-	Device      string
-	MemoryTotal uint64 // bytes
-	MemoryUsed  uint64 // bytes
+	ID          string `json:"id"`
+	Rank        int    `json:"rank"`
+	Device      string `json:"device"`
+	MemoryTotal uint64 `json:"memory_total"` // bytes
+	MemoryUsed  uint64 `json:"memory_used"`  // bytes
 	// State is the worker's last reported state ("starting", "loading",
 	// "ready", "draining", "failed"); "registered" before its first
 	// heartbeat.
-	State string
+	State string `json:"state"`
 	// Error is the worker's last reported error, if any.
-	Error string
+	Error string `json:"error"`
 	// LastHeartbeat is when the coordinator last heard from it (register
 	// or heartbeat), in the coordinator's clock.
-	LastHeartbeat time.Time
-	Steps         uint64
-	PID           int
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Steps         uint64    `json:"steps"`
+	PID           int       `json:"pid"`
 	// Registered: its Register arrived (an entry can come from a
 	// heartbeat first).
-	Registered bool
+	Registered bool `json:"registered"`
 	// Lost: no heartbeat within WorkerTimeout.
-	Lost bool
+	Lost bool `json:"lost"`
 	// Sequences is how many sequences the worker holds state for, as of
 	// its last heartbeat.
-	Sequences int
+	Sequences int `json:"sequences"`
+	// LoadBytesDone and LoadBytesTotal are the weight-loading progress of
+	// its last heartbeat: bytes of the checkpoint's tensors read so far
+	// and in all, while its State is "loading" (0 otherwise, and with
+	// dummy weights).
+	LoadBytesDone  int64 `json:"load_bytes_done"`
+	LoadBytesTotal int64 `json:"load_bytes_total"`
 }
 
 // Client is the coordinator's handle on the workers. It implements
@@ -288,6 +295,7 @@ func (c *Client) onHeartbeat(m *nats.Msg) {
 	}
 	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
 	w.Sequences = int(h.Sequences)
+	w.LoadBytesDone, w.LoadBytesTotal = h.LoadBytesDone, h.LoadBytesTotal
 	c.notifyLocked()
 }
 

@@ -2,8 +2,10 @@ package remote
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -573,6 +575,51 @@ func TestHeartbeatBeforeRegister(t *testing.T) {
 	}
 	if ws := c.Workers(); !ws[0].Registered || ws[0].State != "starting" || ws[0].Device != "fake-gpu-0" {
 		t.Fatalf("got %+v", ws)
+	}
+}
+
+// A loading worker's progress shows in Workers() as its heartbeats
+// report it, and is gone once it reports none (the load is over).
+func TestHeartbeatLoadProgress(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1)
+	w.register()
+	const total = 13 << 30
+	for _, done := range []int64{0, 1 << 30, total} {
+		w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "loading", LoadBytesDone: done, LoadBytesTotal: total})
+		testkit.Eventually(t, 2*time.Second, fmt.Sprintf("%d of %d bytes loaded", done, total), func() bool {
+			ws := c.Workers()
+			return len(ws) == 1 && ws[0].State == "loading" && ws[0].LoadBytesDone == done && ws[0].LoadBytesTotal == total
+		})
+	}
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "ready"})
+	testkit.Eventually(t, 2*time.Second, "ready without progress", func() bool {
+		ws := c.Workers()
+		return len(ws) == 1 && ws[0].State == "ready" && ws[0].LoadBytesDone == 0 && ws[0].LoadBytesTotal == 0
+	})
+}
+
+// /health shows WorkerInfo as JSON: every field under its snake_case key.
+func TestWorkerInfoJSON(t *testing.T) {
+	b, err := json.Marshal(WorkerInfo{ID: "w0", Rank: 1, PID: 7, Sequences: 2, LoadBytesDone: 3, LoadBytesTotal: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"id", "rank", "device", "memory_total", "memory_used", "state", "error", "last_heartbeat",
+		"steps", "pid", "registered", "lost", "sequences", "load_bytes_done", "load_bytes_total"}
+	got := slices.Sorted(maps.Keys(m))
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("keys %v, want %v", got, want)
+	}
+	if m["id"] != "w0" || m["rank"] != 1.0 || m["pid"] != 7.0 || m["sequences"] != 2.0 ||
+		m["load_bytes_done"] != 3.0 || m["load_bytes_total"] != 4.0 {
+		t.Errorf("got %s", b)
 	}
 }
 

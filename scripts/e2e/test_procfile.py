@@ -46,7 +46,7 @@ def test_procfile_under_foreman():
             time.sleep(0.3)
         with urllib.request.urlopen(base + "/health", timeout=5) as r:
             health = json.load(r)
-        assert health["mode"] == "real" and sorted(w["Rank"] for w in health["workers"]) == [0, 1]
+        assert health["mode"] == "real" and sorted(w["rank"] for w in health["workers"]) == [0, 1]
         req = urllib.request.Request(base + "/v1/chat/completions", method="POST",
                                      headers={"Content-Type": "application/json"},
                                      data=json.dumps({"model": "tiny", "max_tokens": 6,

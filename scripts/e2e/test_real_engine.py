@@ -42,7 +42,7 @@ def test_chat_through_a_worker_process(make_server):
     srv = make_server("--model", TINY, "--step-timeout", "5s")
     health = srv.get_json("/health")
     assert health["mode"] == "real" and len(health["workers"]) == 1
-    assert health["workers"][0]["Device"] == "cpu" and health["context_length"] == 4096
+    assert health["workers"][0]["device"] == "cpu" and health["context_length"] == 4096
     c = client(srv)
     r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=12, temperature=0)
     assert r.usage.completion_tokens <= 12 and r.choices[0].finish_reason in ("length", "stop")
@@ -53,9 +53,9 @@ def test_chat_through_a_worker_process(make_server):
                                             stream=True, stream_options={"include_usage": True}))
     assert chunks[-1].usage.completion_tokens <= 8
     deadline = time.time() + 5  # step counts arrive with the next heartbeat (every second)
-    while srv.get_json("/stats")["workers"][0]["Steps"] == 0 and time.time() < deadline:
+    while srv.get_json("/stats")["workers"][0]["steps"] == 0 and time.time() < deadline:
         time.sleep(0.1)
-    assert srv.get_json("/stats")["workers"][0]["Steps"] > 0
+    assert srv.get_json("/stats")["workers"][0]["steps"] > 0
 
 
 def metric(srv, name):
@@ -94,7 +94,7 @@ def test_killed_worker_costs_latency_not_the_request(make_server):
     assert metric(srv, "gptoss_sequences_retried_total") >= 1
     assert metric(srv, "gptoss_sequences_refused_total") == 0
     (w,) = srv.get_json("/health")["workers"]
-    assert w["Restarts"] == 1 and w["PID"] != worker
+    assert w["restarts"] == 1 and w["pid"] != worker
     assert serves_again(srv, max_tokens=4).usage.completion_tokens <= 4
 
 
@@ -150,7 +150,7 @@ def test_external_nats_restart(make_server):
         server = nats()
         r = serves_again(srv, max_tokens=3)
         assert r.usage.completion_tokens <= 3
-        assert srv.get_json("/health")["workers"][0]["Restarts"] == 0  # reconnected, not restarted
+        assert srv.get_json("/health")["workers"][0]["restarts"] == 0  # reconnected, not restarted
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -196,7 +196,7 @@ def test_disconnect_mid_stream_frees_blocks(make_server):
     while True:
         h = srv.get_json("/health")
         kv = h["kv_cache"]
-        if kv["blocks_used"] == 0 and kv["sequences"] == 0 and h["workers"][0]["Sequences"] == 0:
+        if kv["blocks_used"] == 0 and kv["sequences"] == 0 and h["workers"][0]["sequences"] == 0:
             break
         assert time.time() < deadline, h
         time.sleep(0.1)
@@ -309,7 +309,7 @@ def test_frozen_worker_is_killed_and_replaced(make_server):
         deadline = time.time() + 30
         while True:
             (w,) = srv.get_json("/health")["workers"]
-            if w["Restarts"] == 1 and w["PID"] != worker and ready_status(srv) == 200:
+            if w["restarts"] == 1 and w["pid"] != worker and ready_status(srv) == 200:
                 break
             assert time.time() < deadline, srv.logs()[-3000:]
             time.sleep(0.2)

@@ -83,8 +83,8 @@ def test_soak_with_a_worker_killed(make_server):
         # first reservation that needs them.)
         ok = (kv["blocks_used"] == 0 and kv["sliding_blocks_used"] == 0
               and kv["blocks_free"] + kv["blocks_cached"] == kv["blocks"]
-              and kv["sequences"] == 0 and len(ws) == 2 and all(w["Sequences"] == 0 for w in ws))
-        return None if ok else {"kv_cache": kv, "worker_sequences": [w["Sequences"] for w in ws]}
+              and kv["sequences"] == 0 and len(ws) == 2 and all(w["sequences"] == 0 for w in ws))
+        return None if ok else {"kv_cache": kv, "worker_sequences": [w["sequences"] for w in ws]}
 
     def goroutines():
         n = metric(srv, "go_goroutines")
@@ -110,7 +110,7 @@ def test_soak_with_a_worker_killed(make_server):
     assert len(errors) <= state["in_flight_at_kill"], errors[:5]
     # The killed rank restarts; rank 0, stuck in a collective with the dead
     # one, may be restarted by its step watchdog too.
-    restarts = {w["Rank"]: w["Restarts"] for w in srv.get_json("/health")["workers"]}
+    restarts = {w["rank"]: w["restarts"] for w in srv.get_json("/health")["workers"]}
     assert restarts[1] == 1 and restarts[0] <= 1, restarts
     assert metric(srv, "gptoss_step_failures_total") >= 1
     # The first round grows the heap to its working size; the second must

@@ -138,9 +138,16 @@ type Heartbeat struct {
 	Error     string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// sequences is how many sequences the worker holds state for (their
 	// samplers); leak tests read it from /health.
-	Sequences     int32 `protobuf:"varint,7,opt,name=sequences,proto3" json:"sequences,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sequences int32 `protobuf:"varint,7,opt,name=sequences,proto3" json:"sequences,omitempty"`
+	// Weight-loading progress, during the state "loading" only (0 otherwise,
+	// and once the load is over): the bytes of the checkpoint's tensors read
+	// so far, and of all its tensors. The checkpoint is memory-mapped, so
+	// "read" is handed to the engine: a GPU worker still uploads them to the
+	// device after done reaches total. Dummy weights report 0 of 0.
+	LoadBytesDone  int64 `protobuf:"varint,8,opt,name=load_bytes_done,json=loadBytesDone,proto3" json:"load_bytes_done,omitempty"`
+	LoadBytesTotal int64 `protobuf:"varint,9,opt,name=load_bytes_total,json=loadBytesTotal,proto3" json:"load_bytes_total,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -218,6 +225,20 @@ func (x *Heartbeat) GetError() string {
 func (x *Heartbeat) GetSequences() int32 {
 	if x != nil {
 		return x.Sequences
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLoadBytesDone() int64 {
+	if x != nil {
+		return x.LoadBytesDone
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLoadBytesTotal() int64 {
+	if x != nil {
+		return x.LoadBytesTotal
 	}
 	return 0
 }
@@ -1018,7 +1039,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vmemory_used\x18\x06 \x01(\x04R\n" +
 	"memoryUsed\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x10\n" +
-	"\x03pid\x18\b \x01(\x05R\x03pid\"\xbb\x01\n" +
+	"\x03pid\x18\b \x01(\x05R\x03pid\"\x8d\x02\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -1027,7 +1048,9 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1c\n" +
-	"\tsequences\x18\a \x01(\x05R\tsequences\"\xef\x01\n" +
+	"\tsequences\x18\a \x01(\x05R\tsequences\x12&\n" +
+	"\x0fload_bytes_done\x18\b \x01(\x03R\rloadBytesDone\x12(\n" +
+	"\x10load_bytes_total\x18\t \x01(\x03R\x0eloadBytesTotal\"\xef\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +

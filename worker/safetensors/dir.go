@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Well-known file names of a Hugging Face checkpoint directory.
@@ -32,6 +34,14 @@ type Set struct {
 	files  []*File
 	byName map[string]*File
 	names  []string // sorted
+
+	// Load progress (BytesRead, TotalBytes): the checkpoint is mapped, so
+	// the honest cheap measure is the data handed out by Tensor, each
+	// tensor counted once so that repeated lookups cannot pass the total.
+	total   int64 // bytes of the data of every tensor
+	read    atomic.Int64
+	countMu sync.Mutex
+	counted map[string]bool // guarded by countMu
 }
 
 // OpenDir opens the checkpoint in directory dir, which holds, in order of
@@ -177,7 +187,7 @@ func openIndex(dir, index string) (*Set, error) {
 
 // openSet opens every file of paths and merges their namespaces.
 func openSet(dir string, paths []string) (*Set, error) {
-	s := &Set{dir: dir, byName: make(map[string]*File)}
+	s := &Set{dir: dir, byName: make(map[string]*File), counted: make(map[string]bool)}
 	for _, p := range paths {
 		f, err := Open(p)
 		if err != nil {
@@ -185,6 +195,8 @@ func openSet(dir string, paths []string) (*Set, error) {
 			return nil, err
 		}
 		s.files = append(s.files, f)
+		// Open checked that the tensors cover the data buffer exactly.
+		s.total += int64(len(f.data))
 		for _, name := range f.names {
 			if prev, dup := s.byName[name]; dup {
 				s.Close()
@@ -224,8 +236,31 @@ func (s *Set) Tensor(name string) (Tensor, error) {
 	if !ok {
 		return Tensor{}, fmt.Errorf("safetensors: %s: tensor %q: %w", s.dir, name, ErrNotFound)
 	}
-	return f.Tensor(name)
+	t, err := f.Tensor(name)
+	if err != nil {
+		return t, err
+	}
+	s.countMu.Lock()
+	first := !s.counted[name]
+	s.counted[name] = true
+	s.countMu.Unlock()
+	if first {
+		s.read.Add(int64(len(t.Data)))
+	}
+	return t, nil
 }
+
+// BytesRead is how many bytes of tensor data Tensor has handed out so
+// far, each tensor counted once: a loader's progress towards TotalBytes.
+// The data is memory-mapped, so the pages themselves may be read from
+// disk later, when first touched. Safe to call while another goroutine
+// loads, and after Close.
+func (s *Set) BytesRead() int64 { return s.read.Load() }
+
+// TotalBytes is the size of the data of all the tensors of the set (the
+// files without their headers): BytesRead once every tensor has been
+// handed out.
+func (s *Set) TotalBytes() int64 { return s.total }
 
 // Close closes every file of the set, returning the errors joined. Tensor
 // data obtained from s must not be used afterwards.

@@ -533,6 +533,61 @@ func TestOpenDirSharded(t *testing.T) {
 	}
 }
 
+// BytesRead counts each tensor's data once, as Tensor hands it out, and
+// reaches TotalBytes (the set's files only) when every tensor has been.
+func TestSetBytesRead(t *testing.T) {
+	dir := t.TempDir()
+	shard(t, dir, "model-00001-of-00002.safetensors", "embed", "layers.0.attn")
+	shard(t, dir, "model-00002-of-00002.safetensors", "layers.0.mlp", "unembed")
+	s, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want int64
+	for _, n := range s.Names() {
+		want += int64(len(n)) // each tensor holds its name's bytes
+	}
+	if s.TotalBytes() != want || s.BytesRead() != 0 {
+		t.Fatalf("after OpenDir: %d of %d bytes read, want 0 of %d", s.BytesRead(), s.TotalBytes(), want)
+	}
+	if _, err := s.Tensor("embed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tensor("absent"); err == nil {
+		t.Fatal("absent tensor found")
+	}
+	if got := s.BytesRead(); got != int64(len("embed")) {
+		t.Errorf("after one tensor: %d bytes read, want %d", got, len("embed"))
+	}
+	// Concurrent and repeated lookups count each tensor once.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, n := range s.Names() {
+				if _, err := s.Tensor(n); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s.BytesRead() != want {
+		t.Errorf("after every tensor: %d bytes read, want %d", s.BytesRead(), want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tensor("unembed"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Tensor after Close: err = %v", err)
+	}
+	if s.BytesRead() != want || s.TotalBytes() != want {
+		t.Errorf("after Close: %d of %d bytes read, want %d of %d", s.BytesRead(), s.TotalBytes(), want, want)
+	}
+}
+
 func TestOpenDirSingleFile(t *testing.T) {
 	dir := t.TempDir()
 	shard(t, dir, SingleFileName, "a", "b")

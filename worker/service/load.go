@@ -72,6 +72,8 @@ func (w *Service) readWeights(cfg model.Config, dir string) (*safetensors.Set, *
 	if err != nil {
 		return nil, nil, err
 	}
+	// The heartbeats report the set's progress until the Load ends.
+	w.loadSet.Store(set)
 	weights, err := engine.LoadWeights(cfg, set)
 	if err != nil {
 		set.Close()
@@ -168,7 +170,13 @@ func (w *Service) doLoad(l *wire.Load) (res *wire.LoadResult) {
 	res = &wire.LoadResult{Rank: int32(w.opts.Rank)}
 	log := w.log.With(zap.String("model_dir", l.ModelDir))
 	w.st.SetPhase(Loading, "")
+	stopWatch := make(chan struct{})
+	go w.watchLoad(stopWatch, time.Now(), log)
 	defer func() {
+		close(stopWatch)
+		// Before the phase changes: a heartbeat that sees Loading may
+		// carry the progress, one that sees the next phase carries none.
+		w.loadSet.Store(nil)
 		if r := recover(); r != nil {
 			log.Error("panic in load", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			w.unload()

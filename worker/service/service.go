@@ -93,6 +93,10 @@ type Service struct {
 	// the last step or load, for heartbeats (leak checks).
 	sequences atomic.Int32
 
+	// loadSet is the checkpoint of the Load in progress, once open, for
+	// the heartbeats' progress (progress.go); nil otherwise.
+	loadSet atomic.Pointer[safetensors.Set]
+
 	// Owned by the model goroutine.
 	set     *safetensors.Set
 	coll    *collective.NATS // joins the ranks when the world size is above 1
@@ -336,14 +340,21 @@ func (w *Service) noteSequences() {
 	w.sequences.Store(int32(n))
 }
 
-func (w *Service) heartbeat() {
+func (w *Service) heartbeat() { w.publish(w.subj.Heartbeat(), w.heartbeatMsg()) }
+
+// heartbeatMsg is the worker's heartbeat as of now: the load's progress
+// rides on it while the state is Loading only.
+func (w *Service) heartbeatMsg() *wire.Heartbeat {
 	state, errMsg := w.st.Report()
 	h := &wire.Heartbeat{
 		WorkerId: w.opts.WorkerID, Rank: int32(w.opts.Rank), State: state.String(), Steps: w.steps.Load(),
 		UnixNanos: time.Now().UnixNano(), Error: errMsg,
 	}
 	h.Sequences = w.sequences.Load()
-	w.publish(w.subj.Heartbeat(), h)
+	if state == Loading {
+		h.LoadBytesDone, h.LoadBytesTotal = w.loadProgress()
+	}
+	return h
 }
 
 func (w *Service) heartbeats() {
