@@ -11,12 +11,15 @@ LDFLAGS := -X main.version=$(VERSION)
 # the build output.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-# make run: the tiny gpt-oss checkpoint on two CPU worker processes in
-# tensor parallelism. make run-mock: the original test plan's command (the
-# mock engine unless the 20b weights are in the Hugging Face cache).
-RUN_ARGS ?= --model models/tiny --tp 2 --profile latency_first --port 8000
+# make run: gpt-oss-20b, downloaded into the Hugging Face cache on the
+# first run (progress on the terminal), on GPU workers when go-nvml finds
+# GPUs, on the CPU otherwise; when its weights cannot be had (offline, the
+# Hub unreachable) the coordinator says so and serves the tiny checkpoint.
+# make run-mock: the original test plan's command on the mock engine.
+RUN_ARGS ?= --model 20b --fallback-model models/tiny --profile latency_first --port 8000
+MODEL ?= 20b
 
-.PHONY: help run run-mock build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check fuzz
+.PHONY: help run run-mock download build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check fuzz
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,11 +29,14 @@ build: ## build bin/coordinator, bin/worker and bin/bench
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker
 	$(GO) build -o $(BIN)/bench ./scripts/bench
 
-run: build tiny ## start the server on :8000: coordinator, embedded NATS, two CPU workers (tiny model, tp 2)
+run: build tiny ## serve gpt-oss-20b on :8000 (downloaded on first run; the tiny model when it cannot be had)
 	$(BIN)/coordinator $(RUN_ARGS)
 
-run-mock: build ## the original test plan's command: gpt-oss-20b (mock engine without its weights)
-	$(BIN)/coordinator --model 20b --profile latency_first --port 8000
+run-mock: build ## the original test plan's command on the mock engine (no weights, no download)
+	$(BIN)/coordinator --model 20b --profile latency_first --port 8000 --mock
+
+download: build ## download a model into the Hugging Face cache without serving it (MODEL=20b, 120b or org/name)
+	$(BIN)/coordinator download $(MODEL)
 
 test: vet test-go fuzz test-e2e ## vet, Go tests (race detector), bounded fuzzing and the openai-SDK end-to-end tests
 
@@ -71,9 +77,12 @@ $(VENV)/.ok: scripts/requirements-e2e.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
 	touch $@
 
-test-e2e: build tiny $(VENV)/.ok ## end-to-end tests with the official openai Python SDK
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" COORDINATOR_BIN="$(CURDIR)/$(BIN)/coordinator" \
-	  $(VENV)/bin/python -m pytest -q scripts/e2e
+# The e2e tests never reach the network: the Hub tests run scripts/fakehub,
+# the others run offline against an empty cache (scripts/e2e/conftest.py).
+test-e2e: build tiny $(VENV)/.ok ## end-to-end tests with the official openai Python SDK and huggingface_hub
+	$(GO) build -o $(BIN)/fakehub ./scripts/fakehub
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" COORDINATOR_BIN="$(CURDIR)/$(BIN)/coordinator" FAKEHUB_BIN="$(CURDIR)/$(BIN)/fakehub" \
+	  HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest -q scripts/e2e
 
 bench: build ## streaming overhead in mock mode at 1, 64 and 512 concurrent streams
 	scripts/bench-stream.sh

@@ -37,13 +37,14 @@ import (
 	"github.com/gptoss/server/coordinator/api"
 	"github.com/gptoss/server/coordinator/cluster"
 	"github.com/gptoss/server/coordinator/config"
+	"github.com/gptoss/server/coordinator/hub"
 	"github.com/gptoss/server/coordinator/mock"
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/coordinator/sched"
+	"github.com/gptoss/server/coordinator/startup"
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/logging"
-	"github.com/gptoss/server/shared/model"
 	"github.com/gptoss/server/shared/step"
 )
 
@@ -51,6 +52,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "download" {
+		os.Exit(download(os.Args[2:], os.Getenv))
+	}
 	s, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -59,16 +63,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(2)
 	}
-	log, err := logging.New(s.LogLevel, s.LogFormat)
+	// The log goes through the start-up's display, which keeps its
+	// progress bars below the log lines on a terminal.
+	tracker := startup.NewTracker()
+	tty := logging.StderrIsTerminal()
+	disp := startup.NewDisplay(tracker, os.Stderr, tty)
+	log, err := logging.NewTo(s.LogLevel, s.LogFormat, disp.Writer(), tty)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(2)
 	}
+	disp.SetLogger(log.Named("startup"))
 	// Signals before anything starts: a SIGTERM while the workers load
 	// still ends the process cleanly.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	if err := serve(s, log, sigs); err != nil {
+	if err := serve(s, log, tracker, disp, sigs); err != nil {
 		log.Error("coordinator failed", zap.Error(err))
 		_ = log.Sync()
 		os.Exit(1)
@@ -76,59 +86,15 @@ func main() {
 	_ = log.Sync()
 }
 
-// engine is what generates: the mock, or the workers.
-type engine struct {
-	mode, reason string // "mock" or "real", and why, for the log and /health
-	dir          string // the checkpoint (or preset, for dummy weights) the workers load
-	backend      string // the workers' backend: cpu or cuda
-	vocab        int    // the model's vocabulary size
-}
-
-// chooseEngine decides between the real engine and the mock: the real one
-// needs the model's weights; without them --mock=auto serves the mock and
-// says why, --mock=false refuses to start. It also sets the preset's
-// context length from the checkpoint.
-func chooseEngine(s config.Settings, preset *model.Preset) (engine, error) {
-	e := engine{backend: cluster.BackendFor(s.Backend, s.TP, cluster.GPUs()), vocab: preset.Architecture().Vocab}
-	switch {
-	case s.Mock == "true":
-		e.mode, e.reason = "mock", "requested with --mock"
-	case s.LoadFormat == "dummy":
-		// Random weights of the real shapes: the workers build them, so
-		// nothing is needed here but the preset (or a directory's config).
-		e.mode, e.dir = "real", s.Model
-		e.reason = fmt.Sprintf("dummy weights of %s (--load-format dummy) on %d %s worker process(es)", s.Model, s.TP, e.backend)
-		if cfg, err := model.LoadConfig(s.Model); err == nil {
-			preset.ContextLength, e.vocab = cfg.MaxPositions, cfg.Vocab
-		}
-	default:
-		d, err := model.FindCheckpoint(s.Model, os.Getenv)
-		switch {
-		case err == nil:
-			e.mode, e.dir = "real", d
-			e.reason = fmt.Sprintf("%d %s worker process(es) on %s", s.TP, e.backend, d)
-			// The checkpoint's own config sets the context length.
-			cfg, err := model.LoadConfig(d)
-			if err != nil {
-				return e, err
-			}
-			preset.ContextLength, e.vocab = cfg.MaxPositions, cfg.Vocab
-		case s.Mock == "false":
-			return e, err
-		default:
-			e.mode, e.reason = "mock", err.Error()+" (--mock=auto fell back to the mock engine)"
-		}
-	}
-	return e, nil
-}
+// resolveTimeout bounds what happens before the port opens: asking the
+// Hub and fetching config.json (the weights come after).
+const resolveTimeout = 2 * time.Minute
 
 // serve builds the coordinator's parts and runs them until a signal, a
-// failed listener or a failed engine ends them.
-func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
-	preset, err := model.Resolve(s.Model)
-	if err != nil {
-		return err
-	}
+// failed listener or a failed engine ends them. The port opens before the
+// weights are downloaded and loaded: /health shows the progress, and
+// generation requests get 503 until the model is ready.
+func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *startup.Display, sigs <-chan os.Signal) error {
 	profs, err := profiles.Load(s.ProfilesFile)
 	if err != nil {
 		return err
@@ -139,16 +105,30 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 	if len(s.APIKeys) == 0 && !s.AllowUnauthenticated && !isLoopback(s.Host) {
 		return fmt.Errorf("refusing to listen on %s without API keys: set --api-key (or GPTOSS_API_KEY), or --allow-unauthenticated", s.Host)
 	}
-	eng, err := chooseEngine(s, &preset)
+	hc := hub.New(hub.EnvFrom(os.Getenv), hub.Options{Logger: log.Named("hub"), UserAgent: "gptoss-server/" + version,
+		Progress: tracker.FileProgress})
+	rctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	src, err := startup.Resolve(rctx, startup.Request{Model: s.Model, Revision: s.Revision, Mock: s.Mock,
+		LoadFormat: s.LoadFormat, FallbackModel: s.FallbackModel, Hub: hc, Logger: log.Named("startup")})
+	cancel()
 	if err != nil {
 		return err
 	}
+	tracker.Begin(src)
+	preset := src.Preset
+	backend := cluster.BackendFor(s.Backend, s.TP, cluster.GPUs())
+	if src.Mode == "real" {
+		src.Reason += fmt.Sprintf(" on %d %s worker process(es)", s.TP, backend)
+	}
 	log.Info("starting coordinator",
 		zap.String("version", version), zap.String("model", preset.ID), zap.String("profile", s.Profile),
-		zap.String("mode", eng.mode), zap.Any("settings", s.Redacted()))
-	if eng.mode == "mock" {
-		log.Warn("MOCK MODE: no model weights are loaded; replies come from the deterministic mock engine",
-			zap.String("reason", eng.reason))
+		zap.String("mode", src.Mode), zap.String("source", src.Kind), zap.String("reason", src.Reason), zap.Any("settings", s.Redacted()))
+	switch {
+	case src.Mode == "mock":
+		log.Warn("MOCK MODE: no model weights are loaded; replies come from the deterministic mock engine, marked by the "+
+			api.MockHeader+" header and a mock_ system_fingerprint", zap.String("reason", src.Reason))
+	case src.Fallback:
+		log.Warn("FALLBACK MODEL: "+s.Model+"'s weights cannot be had; serving "+s.FallbackModel+" instead", zap.String("reason", src.Reason))
 	}
 
 	tok, err := tokenizer.New()
@@ -186,24 +166,22 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 		}
 	}, func(error) { close(quit) })
 
-	// The engine starts before the listener, so the port opens when
-	// requests can be served.
+	// The mock serves at once; the real engine starts behind the open
+	// port (actor 5), the scheduler stepping a stand-in executor until the
+	// model is loaded.
 	var exec step.Executor
 	var workers func() any
-	var cl *cluster.Cluster
-	if eng.mode == "real" {
-		cl, err = cluster.Start(cluster.Options{
-			Model: eng.dir, TP: s.TP, Backend: eng.backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
+	var eng *startup.Engine
+	if src.Mode == "real" {
+		stand := &startup.Executor{}
+		eng = startup.NewEngine(src, tracker, hc, cluster.Options{
+			TP: s.TP, Backend: backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
 			NATSURL: s.NATSURL, NATSToken: s.NATSToken, Deployment: s.Deployment,
 			StepTimeout: s.StepTimeout, StepTimeoutPerToken: s.StepTimeoutPerToken, LoadTimeout: s.LoadTimeout,
 			MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
-			LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: eng.vocab, Logger: log.Named("cluster"),
-		})
-		if err != nil {
-			return err
-		}
-		exec = cl.Executor()
-		workers = func() any { return cl.Workers() }
+			LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: src.Vocab, Logger: log.Named("cluster"),
+		}, stand, log.Named("startup"))
+		exec, workers = stand, eng.Workers
 	} else {
 		m := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
 		m.SetMinReply(s.MockMinReplyTokens)
@@ -214,7 +192,7 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 		Logger:       log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
 		OnStepFailure: rec.ObserveStepFailure})
 	srv, err := api.New(api.Options{
-		Model: preset, Mode: eng.mode, ModeReason: eng.reason, Profiles: profs, DefaultProfile: s.Profile,
+		Model: preset, Mode: src.Mode, ModeReason: src.Reason, Profiles: profs, DefaultProfile: s.Profile, Startup: tracker,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,
 		Limits: api.Limits{MaxMessages: s.MaxMessages, MaxN: s.MaxN, MaxStop: s.MaxStop, MaxStopBytes: 256,
 			MaxTools: s.MaxTools, MaxPromptStrings: 1},
@@ -225,9 +203,6 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 	// Until the group runs, a failure stops what started, in order.
 	abort := func(err error) error {
 		sch.Close()
-		if cl != nil {
-			cl.Stop()
-		}
 		return err
 	}
 	if err != nil {
@@ -238,7 +213,7 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 	if err != nil {
 		return abort(fmt.Errorf("listen %s: %w", addr, err))
 	}
-	log.Info("listening", zap.String("address", l.Addr().String()), zap.String("mode", eng.mode),
+	log.Info("listening", zap.String("address", l.Addr().String()), zap.String("mode", src.Mode), zap.String("phase", tracker.Phase()),
 		zap.Bool("auth", len(s.APIKeys) > 0), zap.Bool("streaming", s.EnableStreaming))
 
 	// 2: the HTTP server. Stopping it drains: admission ends, running
@@ -273,15 +248,29 @@ func serve(s config.Settings, log *zap.Logger, sigs <-chan os.Signal) error {
 		}
 	}, func(error) { close(tickDone) })
 
-	// 4: the real engine's reload watcher; stopping it stops the workers
-	// and then the NATS bus, after the scheduler has closed (actor 2).
-	if cl != nil {
+	// 4: the start-up's progress display, until the model is ready.
+	dctx, dcancel := context.WithCancel(context.Background())
+	g.Add(func() error {
+		disp.Run(dctx)
+		<-dctx.Done() // the display ends early; the group must not
+		return nil
+	}, func(error) { dcancel() })
+
+	// 5: the real engine: download, workers, load, then the reload
+	// watcher. Stopping it stops the workers and then the NATS bus,
+	// after the scheduler has closed (actor 2). A failed start-up ends
+	// the process with its error.
+	if eng != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			return cl.Watch(ctx)
+			if err := eng.Run(ctx); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return nil
 		}, func(error) {
 			cancel()
-			cl.Stop()
+			eng.Stop()
 			log.Info("workers and NATS stopped")
 		})
 	}

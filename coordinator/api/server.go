@@ -82,7 +82,27 @@ type Options struct {
 	Workers func() any
 	// KeyLimits bound each client's request rate and concurrency (429).
 	KeyLimits KeyLimits
+	// Startup, when set, is the engine's start-up (download, load): until
+	// it is over, generation requests get 503 with Retry-After, /ready
+	// says 503 and /health shows its phase and progress.
+	Startup Startup
 }
+
+// Startup is the engine's start-up as the API sees it.
+type Startup interface {
+	// Phase is "downloading", "loading", "ready" or "failed".
+	Phase() string
+	// Pending says why requests cannot run yet ("" once ready).
+	Pending() string
+	// RetryAfter is the wait to suggest to clients, in seconds.
+	RetryAfter() int
+	// Status is /health's "startup" object.
+	Status() any
+}
+
+// MockHeader marks every response of a server running the mock engine, so
+// no client mistakes its text for the model's.
+const MockHeader = "X-Gptoss-Mock"
 
 // Server is the HTTP API.
 type Server struct {
@@ -131,12 +151,24 @@ func New(opts Options) (*Server, error) {
 	}
 	fp := sha256.Sum256([]byte(opts.Version + "|" + opts.Model.ID + "|" + opts.Mode))
 	s.fingerprint = "fp_" + hex.EncodeToString(fp[:5])
+	if opts.Mode == "mock" {
+		// Every mock completion says so in its body too.
+		s.fingerprint = "mock_" + hex.EncodeToString(fp[:5])
+	}
 	s.ready.Store(true)
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.requestIDMiddleware, s.logMiddleware, s.recoverMiddleware)
+	if opts.Mode == "mock" {
+		e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Response().Header().Set(MockHeader, "true")
+				return next(c)
+			}
+		})
+	}
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", opts.MaxBodyBytes)}))
 
 	e.GET("/health", s.health)
@@ -147,8 +179,8 @@ func New(opts Options) (*Server, error) {
 
 	// Auth per route rather than on a /v1 group: a group with middleware
 	// catches every /v1/* path, which turns a wrong method (405) into 404.
-	e.POST(chatRoute, s.chatCompletions, s.authMiddleware, s.limitMiddleware)
-	e.POST(completionsRoute, s.completions, s.authMiddleware, s.limitMiddleware)
+	e.POST(chatRoute, s.chatCompletions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
+	e.POST(completionsRoute, s.completions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
 	e.GET("/v1/models", s.models, s.authMiddleware)
 	e.GET("/v1/models/:id", s.model, s.authMiddleware)
 	s.echo = e
@@ -414,6 +446,33 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// startupMiddleware answers generation requests with 503 and Retry-After
+// while the model downloads or loads: a client retries (the openai SDKs do
+// on 503) instead of waiting on a connection for minutes.
+func (s *Server) startupMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.opts.Startup == nil {
+			return next(c)
+		}
+		if msg := s.opts.Startup.Pending(); msg != "" {
+			code := "model_loading"
+			if s.opts.Startup.Phase() == "failed" {
+				code = "model_failed"
+			}
+			return &Error{Status: 503, Type: "server_error", Code: code, Message: msg, RetryAfter: s.opts.Startup.RetryAfter()}
+		}
+		return next(c)
+	}
+}
+
+// phase is the start-up's phase ("ready" without a start-up).
+func (s *Server) phase() string {
+	if s.opts.Startup == nil {
+		return "ready"
+	}
+	return s.opts.Startup.Phase()
+}
+
 // ---- simple endpoints ----
 
 func (s *Server) health(c echo.Context) error {
@@ -450,9 +509,19 @@ func (s *Server) health(c echo.Context) error {
 	}
 	engineReady := s.opts.Engine.EngineReady()
 	body["engine_ready"] = engineReady
+	phase := s.phase()
+	body["phase"] = phase
+	if s.opts.Startup != nil {
+		body["startup"] = s.opts.Startup.Status()
+	}
 	switch {
 	case !s.ready.Load():
 		body["status"] = "draining"
+	case phase == "failed":
+		body["status"] = "failed"
+	case phase != "ready":
+		// Downloading or loading: alive (200), not ready (/ready 503).
+		body["status"] = "starting"
 	case !engineReady:
 		// Alive, but requests wait: workers are lost, restarting or
 		// loading. Liveness stays 200 (restarting the coordinator would
@@ -474,6 +543,11 @@ func (s *Server) workers() any {
 func (s *Server) readyz(c echo.Context) error {
 	if !s.ready.Load() {
 		return &Error{Status: 503, Type: "server_error", Code: "not_ready", Message: "The server is shutting down.", RetryAfter: 5}
+	}
+	if s.opts.Startup != nil {
+		if msg := s.opts.Startup.Pending(); msg != "" {
+			return &Error{Status: 503, Type: "server_error", Code: "model_loading", Message: msg, RetryAfter: s.opts.Startup.RetryAfter()}
+		}
 	}
 	if !s.opts.Engine.EngineReady() {
 		return &Error{Status: 503, Type: "server_error", Code: "engine_unavailable",

@@ -5,7 +5,7 @@
 // that reloads the model on every rank when a worker comes back as a new
 // process.
 //
-// Start brings all of it up and loads the model; Watch runs the reload
+// Start brings it up, Load loads the model; Watch runs the reload
 // watcher until its context ends; Stop takes it down, workers before the
 // bus. The coordinator's main runs Watch and Stop as one actor of its
 // run.Group, after the HTTP server and the scheduler have stopped.
@@ -74,6 +74,7 @@ type Cluster struct {
 	conn    *nats.Conn
 	client  *remote.Client
 	workers *launch.Group // nil with external workers
+	natsURL string        // where the workers connect, for the log
 }
 
 // WorkerStatus is one worker as /health and /stats show it.
@@ -111,8 +112,8 @@ func StepTimeoutPerToken(backend string) time.Duration {
 // ones may take up to LoadTimeout (someone else starts them).
 const registerWait = time.Minute
 
-// Start starts (or connects to) NATS, launches the workers, waits for them
-// to register and load the model, and returns the cluster. On error
+// Start starts (or connects to) NATS and launches the workers, and
+// returns at once: Load waits for them and loads the model. On error
 // everything it started is stopped.
 func Start(o Options) (c *Cluster, err error) {
 	if o.Logger == nil {
@@ -153,27 +154,37 @@ func Start(o Options) (c *Cluster, err error) {
 		Logger: c.log.Named("remote")}); err != nil {
 		return nil, err
 	}
-	wait := registerWait
+	c.natsURL = url
 	if o.Launch {
 		if err := c.launch(url, token); err != nil {
 			return nil, err
 		}
-	} else {
-		wait = o.LoadTimeout
-		c.log.Info("waiting for external workers to register", zap.Int("tp", o.TP), zap.String("nats", logging.RedactURL(url)))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := c.client.WaitWorkers(ctx, o.TP); err != nil {
-		return nil, fmt.Errorf("cluster: waiting for %d workers to register: %w", o.TP, err)
-	}
-	c.log.Info("workers registered; loading the model", zap.String("model", o.Model), zap.Int("tp", o.TP))
-	lctx, lcancel := context.WithTimeout(context.Background(), o.LoadTimeout)
-	defer lcancel()
-	if err := c.client.Load(lctx, c.loadMsg()); err != nil {
-		return nil, fmt.Errorf("cluster: loading %s: %w", o.Model, err)
 	}
 	return c, nil
+}
+
+// Load waits for the workers to register and loads the model on every
+// rank. ctx ends the wait early (a signal during a long load); the caller
+// then stops the cluster.
+func (c *Cluster) Load(ctx context.Context) error {
+	o := c.opts
+	wait := registerWait
+	if !o.Launch {
+		wait = o.LoadTimeout
+		c.log.Info("waiting for external workers to register", zap.Int("tp", o.TP), zap.String("nats", logging.RedactURL(c.natsURL)))
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := c.client.WaitWorkers(wctx, o.TP); err != nil {
+		return fmt.Errorf("cluster: waiting for %d workers to register: %w", o.TP, err)
+	}
+	c.log.Info("workers registered; loading the model", zap.String("model", o.Model), zap.Int("tp", o.TP))
+	lctx, lcancel := context.WithTimeout(ctx, o.LoadTimeout)
+	defer lcancel()
+	if err := c.client.Load(lctx, c.loadMsg()); err != nil {
+		return fmt.Errorf("cluster: loading %s: %w", o.Model, err)
+	}
+	return nil
 }
 
 // Executor is the scheduler's executor: the client that steps the

@@ -24,10 +24,15 @@ const EnvPrefix = "GPTOSS_"
 
 // Settings is the coordinator's whole configuration.
 type Settings struct {
-	Model   string
-	Profile string
-	Host    string
-	Port    int
+	Model string
+	// Revision is the Hub branch, tag or commit of a repository --model.
+	Revision string
+	// FallbackModel is a checkpoint directory served when --model's
+	// weights cannot be had (offline, unreachable); "" for none.
+	FallbackModel string
+	Profile       string
+	Host          string
+	Port          int
 	// Mock is "auto" (mock when no real engine can start, said loudly),
 	// "true" or "false" (fail instead of falling back).
 	Mock                 string
@@ -75,7 +80,7 @@ type Settings struct {
 // Defaults returns the built-in settings.
 func Defaults() Settings {
 	return Settings{
-		Model: "20b", Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
+		Model: "20b", Revision: "main", Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
 		EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
 		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
@@ -88,7 +93,9 @@ func Defaults() Settings {
 // settings is the coordinator's table: every setting's name, help and
 // parser, read by shared/config in every layer.
 var settings = []sc.Setting[Settings]{
-	{Name: "model", Usage: "model to serve: 20b, 120b, tiny or a checkpoint directory", Set: sc.String(func(s *Settings) *string { return &s.Model })},
+	{Name: "model", Usage: "model to serve: 20b, 120b (openai/gpt-oss-20b, -120b), a Hugging Face repository (org/name, downloaded into the Hugging Face cache) or a checkpoint directory", Set: sc.String(func(s *Settings) *string { return &s.Model })},
+	{Name: "revision", Usage: "branch, tag or commit of a Hugging Face repository --model", Set: sc.String(func(s *Settings) *string { return &s.Revision })},
+	{Name: "fallback-model", Usage: "checkpoint directory to serve, said loudly, when --model's weights cannot be had (offline, unreachable Hub)", Set: sc.String(func(s *Settings) *string { return &s.FallbackModel })},
 	{Name: "profile", Usage: "default serving profile (latency_first, balanced, quality_first)", Set: sc.String(func(s *Settings) *string { return &s.Profile })},
 	{Name: "host", Usage: "address to listen on", Set: sc.String(func(s *Settings) *string { return &s.Host })},
 	{Name: "port", Usage: "port to listen on", Set: sc.Int(func(s *Settings) *int { return &s.Port })},

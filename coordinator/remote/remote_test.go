@@ -729,10 +729,17 @@ func TestScheduler(t *testing.T) {
 		t.Fatalf("tokens %v", ids)
 	}
 	// 3 prefill steps (chunks of 2), then 3 decode steps; the sampling
-	// went with the first, the release comes with the next step, if any.
+	// went with the first. The release comes with the next step, or with
+	// the scheduler's idle flush if that comes first (a step of no
+	// sequences): the two race, and either is right.
 	steps := w0.received()
-	if len(steps) != 6 || steps[0].Seqs[0].Sampling.GetTemperature() != 0.5 || steps[1].Seqs[0].Sampling != nil {
+	if len(steps) < 6 || steps[0].Seqs[0].Sampling.GetTemperature() != 0.5 || steps[1].Seqs[0].Sampling != nil {
 		t.Fatalf("steps %v", steps)
+	}
+	for _, st := range steps[6:] {
+		if len(st.Seqs) != 0 {
+			t.Fatalf("a step after the last decode: %v", steps)
+		}
 	}
 	st2, err := s.Submit(ctx, &sched.Request{Profile: p, Prompt: []int{100}, MaxTokens: 1})
 	if err != nil {
@@ -741,8 +748,12 @@ func TestScheduler(t *testing.T) {
 	if got, _, err := st2.Recv(ctx, nil); err != nil || len(got) != 1 || got[0].ID != 101 {
 		t.Fatalf("%v %v", got, err)
 	}
-	if rel := w0.received()[6].Release; len(rel) != 1 {
-		t.Fatalf("release %v", rel)
+	released := 0
+	for _, st := range w0.received()[6:] {
+		released += len(st.Release)
+	}
+	if released != 1 {
+		t.Fatalf("released %d sequences after the first request, want 1: %v", released, w0.received()[6:])
 	}
 }
 

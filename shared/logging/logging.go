@@ -6,6 +6,7 @@ package logging
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -18,13 +19,26 @@ import (
 // in the given format ("json", "console" or "auto"). Logs go to stderr:
 // stdout is reserved for the go-plugin handshake in workers.
 func New(level, format string) (*zap.Logger, error) {
+	return NewTo(level, format, os.Stderr, StderrIsTerminal())
+}
+
+// StderrIsTerminal reports whether stderr is a terminal: console logs and
+// progress bars there, JSON lines and periodic progress logs elsewhere.
+func StderrIsTerminal() bool {
+	fi, err := os.Stderr.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// NewTo is New writing to w (a progress display that keeps its bars below
+// the log, for one); tty picks the format "auto" means.
+func NewTo(level, format string, w io.Writer, tty bool) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("logging: %w", err)
 	}
 	if format == "" || format == "auto" {
 		format = "json"
-		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		if tty {
 			format = "console"
 		}
 	}
@@ -41,7 +55,7 @@ func New(level, format string) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("logging: unknown format %q (want json, console or auto)", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	return zap.New(core, zap.AddCaller()), nil
 }
 

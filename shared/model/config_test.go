@@ -1,9 +1,6 @@
 package model
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -65,35 +62,5 @@ func TestHFJSONRoundTrip(t *testing.T) {
 	if back.Layers != c.Layers || back.HeadDim != c.HeadDim || back.RopeFactor != c.RopeFactor || back.Sliding(0) != c.Sliding(0) ||
 		back.Sliding(1) != c.Sliding(1) || !back.QuantizedExpert || back.Vocab != c.Vocab {
 		t.Fatalf("round trip: %+v", back)
-	}
-}
-
-func TestFindCheckpoint(t *testing.T) {
-	home := t.TempDir()
-	env := func(k string) string {
-		if k == "HF_HOME" {
-			return home
-		}
-		return ""
-	}
-	_, err := FindCheckpoint("20b", env)
-	if !errors.Is(err, ErrNotDownloaded) || !strings.Contains(err.Error(), "hf download openai/gpt-oss-20b") {
-		t.Fatalf("missing model: %v", err)
-	}
-	snap := filepath.Join(home, "hub", "models--openai--gpt-oss-20b", "snapshots", "abc123")
-	if err := os.MkdirAll(snap, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(snap, "config.json"), []byte("{}"), 0o644)
-	_ = os.MkdirAll(filepath.Join(home, "hub", "models--openai--gpt-oss-20b", "refs"), 0o755)
-	_ = os.WriteFile(filepath.Join(home, "hub", "models--openai--gpt-oss-20b", "refs", "main"), []byte("abc123\n"), 0o644)
-	if dir, err := FindCheckpoint("gpt-oss-20b", env); err != nil || dir != snap {
-		t.Fatalf("found %q, %v", dir, err)
-	}
-	if dir, err := FindCheckpoint(snap, env); err != nil || dir != snap {
-		t.Fatalf("directory: %q %v", dir, err)
-	}
-	if _, err := FindCheckpoint("tiny", env); err == nil || !strings.Contains(err.Error(), "tinymodel") {
-		t.Fatalf("tiny: %v", err)
 	}
 }

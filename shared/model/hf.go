@@ -2,11 +2,6 @@ package model
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -71,48 +66,4 @@ func (f float) MarshalJSON() ([]byte, error) {
 		s += ".0"
 	}
 	return []byte(s), nil
-}
-
-// ErrNotDownloaded says a model's weights are not on this machine.
-var ErrNotDownloaded = errors.New("model weights not found")
-
-// FindCheckpoint locates the checkpoint directory for a --model value: a
-// directory path as given, or a preset's Hugging Face repository in the
-// hub cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
-// ~/.cache/huggingface/hub), snapshot named by refs/main or else the only
-// one. getenv is os.Getenv in production.
-func FindCheckpoint(name string, getenv func(string) string) (string, error) {
-	if fi, err := os.Stat(name); err == nil && fi.IsDir() {
-		return name, nil
-	}
-	p, err := Resolve(name)
-	if err != nil {
-		return "", err
-	}
-	if p.HubRepo == "" {
-		return "", fmt.Errorf("model: %s has no published checkpoint; generate one (go run ./scripts/tinymodel) and pass its directory", p.ID)
-	}
-	cache := getenv("HF_HUB_CACHE")
-	if cache == "" {
-		if home := getenv("HF_HOME"); home != "" {
-			cache = filepath.Join(home, "hub")
-		} else if h := getenv("HOME"); h != "" {
-			cache = filepath.Join(h, ".cache", "huggingface", "hub")
-		}
-	}
-	repo := filepath.Join(cache, "models--"+strings.ReplaceAll(p.HubRepo, "/", "--"))
-	snap := ""
-	if ref, err := os.ReadFile(filepath.Join(repo, "refs", "main")); err == nil {
-		snap = filepath.Join(repo, "snapshots", strings.TrimSpace(string(ref)))
-	} else if all, _ := filepath.Glob(filepath.Join(repo, "snapshots", "*")); len(all) > 0 {
-		sort.Strings(all)
-		snap = all[len(all)-1]
-	}
-	if snap != "" {
-		if _, err := os.Stat(filepath.Join(snap, "config.json")); err == nil {
-			return snap, nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s is not in the Hugging Face cache %s; download it with `hf download %s` (or `huggingface-cli download %s`), or pass --model with the checkpoint directory",
-		ErrNotDownloaded, p.ID, cache, p.HubRepo, p.HubRepo)
 }

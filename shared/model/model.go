@@ -3,8 +3,8 @@
 // weights are read: the presets the command line refers to (public model
 // id, context length, architecture sizes), the architecture of a
 // checkpoint as its config.json states it (Config, LoadConfig; HFJSON
-// writes one), and where a preset's checkpoint lies in the Hugging Face
-// cache (FindCheckpoint).
+// writes one). Getting a checkpoint from the Hugging Face Hub and its
+// cache is the coordinator's (coordinator/hub).
 package model
 
 import (
