@@ -77,9 +77,15 @@ $(VENV)/.ok: scripts/requirements-e2e.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
 	touch $@
 
+# openai-node for scripts/e2e/test_openai_node.py, as pinned in the lock file.
+NODE_E2E := scripts/e2e/node
+$(NODE_E2E)/node_modules/.ok: $(NODE_E2E)/package.json $(NODE_E2E)/package-lock.json
+	npm ci --prefix $(NODE_E2E) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The e2e tests never reach the network: the Hub tests run scripts/fakehub,
 # the others run offline against an empty cache (scripts/e2e/conftest.py).
-test-e2e: build tiny $(VENV)/.ok ## end-to-end tests with the official openai Python SDK and huggingface_hub
+test-e2e: build tiny $(VENV)/.ok $(NODE_E2E)/node_modules/.ok ## end-to-end tests with the official openai Python and Node SDKs, the Agents SDK and huggingface_hub
 	$(GO) build -o $(BIN)/fakehub ./scripts/fakehub
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" COORDINATOR_BIN="$(CURDIR)/$(BIN)/coordinator" FAKEHUB_BIN="$(CURDIR)/$(BIN)/fakehub" \
 	  HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest -q scripts/e2e

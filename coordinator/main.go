@@ -166,6 +166,25 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		}
 	}, func(error) { close(quit) })
 
+	// The NATS bus (embedded unless --nats-url): the stored responses
+	// now, the workers' steps once the engine starts.
+	clusterOpts := cluster.Options{
+		TP: s.TP, Backend: backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
+		Deployment: s.Deployment, StepTimeout: s.StepTimeout, StepTimeoutPerToken: s.StepTimeoutPerToken, LoadTimeout: s.LoadTimeout,
+		MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
+		LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: src.Vocab, Logger: log.Named("cluster"),
+	}
+	b, err := openBus(context.Background(), s, cluster.MaxPending(clusterOpts), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		b.Close()
+		log.Info("NATS stopped")
+	}()
+	clusterOpts.NATSURL, clusterOpts.NATSToken = b.url, b.token
+	store, storeKind := b.Responses()
+
 	// The mock serves at once; the real engine starts behind the open
 	// port (actor 5), the scheduler stepping a stand-in executor until the
 	// model is loaded.
@@ -174,13 +193,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	var eng *startup.Engine
 	if src.Mode == "real" {
 		stand := &startup.Executor{}
-		eng = startup.NewEngine(src, tracker, hc, cluster.Options{
-			TP: s.TP, Backend: backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
-			NATSURL: s.NATSURL, NATSToken: s.NATSToken, Deployment: s.Deployment,
-			StepTimeout: s.StepTimeout, StepTimeoutPerToken: s.StepTimeoutPerToken, LoadTimeout: s.LoadTimeout,
-			MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
-			LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: src.Vocab, Logger: log.Named("cluster"),
-		}, stand, log.Named("startup"))
+		eng = startup.NewEngine(src, tracker, hc, clusterOpts, stand, log.Named("startup"))
 		exec, workers = stand, eng.Workers
 	} else {
 		m := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
@@ -192,7 +205,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		Logger:       log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
 		OnStepFailure: rec.ObserveStepFailure})
 	srv, err := api.New(api.Options{
-		Model: preset, Mode: src.Mode, ModeReason: src.Reason, Profiles: profs, DefaultProfile: s.Profile, Startup: tracker,
+		Model: preset, Mode: src.Mode, ModeReason: src.Reason, Profiles: profs, DefaultProfile: s.Profile, Startup: tracker, ResponseStore: store, ResponseStoreKind: storeKind,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,
 		Limits: api.Limits{MaxMessages: s.MaxMessages, MaxN: s.MaxN, MaxStop: s.MaxStop, MaxStopBytes: 256,
 			MaxTools: s.MaxTools, MaxPromptStrings: 1},
@@ -271,7 +284,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		}, func(error) {
 			cancel()
 			eng.Stop()
-			log.Info("workers and NATS stopped")
+			log.Info("workers stopped")
 		})
 	}
 

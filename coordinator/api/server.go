@@ -82,6 +82,12 @@ type Options struct {
 	Workers func() any
 	// KeyLimits bound each client's request rate and concurrency (429).
 	KeyLimits KeyLimits
+	// ResponseStore keeps the Responses API's stored responses (NATS
+	// JetStream in the coordinator); nil keeps them in memory.
+	ResponseStore ResponseStore
+	// ResponseStoreKind names the store for /health ("jetstream"; "memory"
+	// when ResponseStore is nil).
+	ResponseStoreKind string
 	// Startup, when set, is the engine's start-up (download, load): until
 	// it is over, generation requests get 503 with Retry-After, /ready
 	// says 503 and /health shows its phase and progress.
@@ -116,6 +122,7 @@ type Server struct {
 	// fingerprint identifies this server build and model for
 	// system_fingerprint.
 	fingerprint string
+	responses   ResponseStore
 }
 
 // New builds the server and its routes.
@@ -145,7 +152,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Gatherer == nil {
 		opts.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), limits: newLimiter(opts.KeyLimits)}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), limits: newLimiter(opts.KeyLimits), responses: opts.ResponseStore}
+	if s.responses == nil {
+		s.responses, s.opts.ResponseStoreKind = &memStore{}, "memory"
+	}
 	for _, k := range opts.APIKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
@@ -181,6 +191,11 @@ func New(opts Options) (*Server, error) {
 	// catches every /v1/* path, which turns a wrong method (405) into 404.
 	e.POST(chatRoute, s.chatCompletions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
 	e.POST(completionsRoute, s.completions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
+	e.POST(responsesRoute, s.createResponse, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
+	e.GET(responsesRoute+"/:id", s.getResponse, s.authMiddleware)
+	e.DELETE(responsesRoute+"/:id", s.deleteResponse, s.authMiddleware)
+	e.GET(responsesRoute+"/:id/input_items", s.listInputItems, s.authMiddleware)
+	e.POST(responsesRoute+"/:id/cancel", s.cancelResponse, s.authMiddleware)
 	e.GET("/v1/models", s.models, s.authMiddleware)
 	e.GET("/v1/models/:id", s.model, s.authMiddleware)
 	s.echo = e
@@ -192,9 +207,10 @@ func New(opts Options) (*Server, error) {
 const (
 	chatRoute        = "/v1/chat/completions"
 	completionsRoute = "/v1/completions"
+	responsesRoute   = "/v1/responses"
 )
 
-var routeEndpoints = map[string]string{chatRoute: "chat", completionsRoute: "completions"}
+var routeEndpoints = map[string]string{chatRoute: "chat", completionsRoute: "completions", responsesRoute: "responses"}
 
 // Handler returns the HTTP handler, for tests and custom listeners.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -497,6 +513,7 @@ func (s *Server) health(c echo.Context) error {
 		"active_requests": active,
 		"queued_requests": queued,
 		"workers":         s.workers(),
+		"response_store":  s.opts.ResponseStoreKind,
 	}
 	if kv := s.opts.Engine.KV(); kv != nil {
 		body["kv_cache"] = map[string]any{

@@ -83,6 +83,11 @@ type WorkerStatus struct {
 	Restarts int `json:"restarts"`
 }
 
+// MaxPending is the per-client buffer the bus needs for the largest step
+// of o, for a NATS server started outside the cluster (the coordinator's
+// embedded one).
+func MaxPending(o Options) int64 { return maxPending(o) }
+
 // maxPending is the per-client buffer the bus needs for the largest step:
 // every rank receives the other ranks' shares of the vocabulary-split
 // logits of every sampled sequence, plus a quarter for the activations and

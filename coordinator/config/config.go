@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -64,9 +66,16 @@ type Settings struct {
 	LoadFormat           string // "auto" (the checkpoint) or "dummy" (random weights of its shapes)
 	NATSURL              string
 	NATSToken            string
-	TP                   int
-	Deployment           string
-	StepTimeout          time.Duration
+	// DataDir holds what the coordinator keeps on disk: the embedded NATS
+	// server's JetStream store (the Responses API's stored responses).
+	DataDir string
+	// ResponsesMaxBytes and ResponsesTTL bound the stored responses: the
+	// oldest are dropped past the size, any past the age.
+	ResponsesMaxBytes int64
+	ResponsesTTL      time.Duration
+	TP                int
+	Deployment        string
+	StepTimeout       time.Duration
 	// StepTimeoutPerToken is added to StepTimeout for every token of a
 	// step; 0 picks it by backend (cluster.StepTimeoutPerToken).
 	StepTimeoutPerToken time.Duration
@@ -80,7 +89,7 @@ type Settings struct {
 // Defaults returns the built-in settings.
 func Defaults() Settings {
 	return Settings{
-		Model: "20b", Revision: "main", Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
+		Model: "20b", Revision: "main", ResponsesMaxBytes: 1 << 30, ResponsesTTL: 30 * 24 * time.Hour, Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
 		EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
 		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
@@ -141,6 +150,9 @@ var settings = []sc.Setting[Settings]{
 	{Name: "workers", Usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", Set: sc.OneOf(func(s *Settings) *string { return &s.Workers }, "launch", "external")},
 	{Name: "nats-url", Usage: "external NATS server or cluster (default: an embedded server on loopback)", Set: sc.String(func(s *Settings) *string { return &s.NATSURL })},
 	{Name: "nats-token", Usage: "token for --nats-url", Set: sc.String(func(s *Settings) *string { return &s.NATSToken })},
+	{Name: "data-dir", Usage: "directory of the embedded NATS server's JetStream store (stored responses); default $XDG_DATA_HOME/gptoss or ~/.local/share/gptoss", Set: sc.String(func(s *Settings) *string { return &s.DataDir })},
+	{Name: "responses-max-bytes", Usage: "bound on the stored responses (the oldest are dropped past it)", Set: sc.Bytes(func(s *Settings) *int64 { return &s.ResponsesMaxBytes })},
+	{Name: "responses-ttl", Usage: "how long a stored response is kept", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.ResponsesTTL })},
 	{Name: "tp", Usage: "tensor-parallel degree: worker processes to launch", Set: sc.Int(func(s *Settings) *int { return &s.TP })},
 	{Name: "deployment", Usage: "NATS subject namespace of this server and its workers", Set: sc.String(func(s *Settings) *string { return &s.Deployment })},
 	{Name: "step-timeout", Usage: "watchdog: a forward step with no answer within this fails its requests", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.StepTimeout })},
@@ -169,7 +181,21 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Settings, e
 		return Settings{}, err
 	}
 	s.ConfigFile = file
+	if s.DataDir == "" {
+		s.DataDir = defaultDataDir(getenv)
+	}
 	return s, s.Validate()
+}
+
+// defaultDataDir is the XDG data directory's gptoss folder.
+func defaultDataDir(getenv func(string) string) string {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "gptoss")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "gptoss")
+	}
+	return filepath.Join(os.TempDir(), "gptoss")
 }
 
 // Validate checks ranges that no single setter can.
@@ -193,6 +219,8 @@ func (s Settings) Validate() error {
 		return errors.New("config: tp must be at least 1, step and load timeouts positive")
 	case s.StepTimeoutPerToken < 0:
 		return errors.New("config: step_timeout_per_token must not be negative")
+	case s.ResponsesMaxBytes < 1<<20 || s.ResponsesTTL < time.Second:
+		return errors.New("config: responses_max_bytes must be at least 1MiB and responses_ttl at least 1s")
 	case s.MockStep < 0 || s.MockPerSeq < 0 || s.MockPrefillPerToken < 0 || s.MockMinReplyTokens < 0:
 		return errors.New("config: mock timings must not be negative")
 	}

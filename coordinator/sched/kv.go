@@ -158,6 +158,9 @@ func (m *kvManager) remember(q *sequence, done int) {
 			m.sliding.hold(c.sliding)
 			c.lru = m.lru.PushBack(c)
 			m.cache[h] = c
+			if (i+1)*bs <= len(q.req.Prompt) {
+				q.written += bs
+			}
 		}
 		q.chain, q.cachedBlocks = h, i+1
 	}

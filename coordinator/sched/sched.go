@@ -96,6 +96,10 @@ type Final struct {
 	// PromptTokens and CompletionTokens are the usage counts.
 	PromptTokens     int
 	CompletionTokens int
+	// CachedTokens is how many prompt tokens the prefix cache supplied,
+	// CacheWriteTokens how many it took in from this sequence (usage's
+	// cached and cache-write tokens).
+	CachedTokens, CacheWriteTokens int
 	// Queue is the time from Submit to admission into the batch.
 	Queue time.Duration
 }
@@ -484,6 +488,9 @@ func (s *Scheduler) build(b *step.Batch) {
 			// A new (or recomputed) sequence maps the blocks of its prefix
 			// that are cached and starts computing after them.
 			q.prefilled = s.kv.match(q)
+			if !q.matched {
+				q.reused, q.matched = min(q.prefilled, len(q.req.Prompt)), true
+			}
 		}
 		if q.group != 0 {
 			// Sequences of a failed step run with at most one suspect
@@ -784,7 +791,7 @@ func (s *Scheduler) finish(q *sequence, r FinishReason, err error) {
 	s.mu.Unlock()
 	q.close(&Final{
 		Reason: r, Err: err,
-		PromptTokens: len(q.req.Prompt), CompletionTokens: q.generated,
+		PromptTokens: len(q.req.Prompt), CompletionTokens: q.generated, CachedTokens: q.reused, CacheWriteTokens: q.written,
 		Queue: q.admitted.Sub(q.enqueued),
 	})
 }

@@ -43,6 +43,13 @@ type sequence struct {
 	// blocks, which are in the cache (or were looked for).
 	chain        uint64
 	cachedBlocks int
+	// reused is how many prompt tokens the prefix cache supplied at the
+	// sequence's first admission (usage's cached tokens).
+	reused  int
+	matched bool // the prefix cache was asked once
+	// written is how many prompt tokens this sequence put into the
+	// prefix cache (usage's cache writes).
+	written int
 }
 
 // dead reports whether the sequence must be dropped and why.

@@ -285,14 +285,17 @@ func TestRateModeSendsExpectedCount(t *testing.T) {
 
 	// Poisson arrivals with --requests: exactly that many, at two rates.
 	f2 := newFake(t, &fake{})
-	code, out, doc = runBench(t, f2, "--rate", "400,800", "--requests", "30", "--max-tokens", "4")
+	// Rates a loaded 2-core machine keeps up with under -race (at 800/s
+	// the sender's own lag under a parallel test run halved the achieved
+	// rate).
+	code, out, doc = runBench(t, f2, "--rate", "100,200", "--requests", "30", "--max-tokens", "4")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	if got := f2.n.Load(); got != 60 {
 		t.Errorf("server got %d requests over two rates of 30, want 60", got)
 	}
-	for i, want := range []float64{400, 800} {
+	for i, want := range []float64{100, 200} {
 		r := level(t, doc, i)["rate"].(map[string]any)
 		if r["offered_per_s"] != want || r["sent"] != 30.0 || r["arrival"] != "poisson" {
 			t.Errorf("point %d: %v, want 30 sent at %v/s, poisson", i, r, want)

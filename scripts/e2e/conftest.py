@@ -5,9 +5,11 @@ runs the mock engine with fast pacing so the suite stays quick.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -36,6 +38,12 @@ class Coordinator:
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env.update({"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": TEST_HUB_CACHE, "HF_TOKEN": ""})
+        # Each server keeps its stored responses in its own data directory,
+        # removed when it stops, unless the test names one (to restart on it).
+        self.own_data = None
+        if "GPTOSS_DATA_DIR" not in (env or {}):
+            self.own_data = tempfile.mkdtemp(prefix="gptoss-e2e-data-")
+            full_env["GPTOSS_DATA_DIR"] = self.own_data
         full_env.update(env or {})
         cmd = [BIN, "--model", "20b", "--profile", "latency_first", "--host", "127.0.0.1",
                "--port", str(self.port), "--mock-step", "2ms", "--log-format", "json", *args]
@@ -77,6 +85,8 @@ class Coordinator:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self.own_data:
+            shutil.rmtree(self.own_data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

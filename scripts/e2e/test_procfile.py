@@ -25,8 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 def test_procfile_under_foreman():
     port, nats_port = free_port(), free_port()
+    store = tempfile.mkdtemp(prefix="procfile-nats-")
     env_file = tempfile.NamedTemporaryFile("w", suffix=".env", delete=False)
-    env_file.write(f"GPTOSS_NATS_TOKEN=procfile-test\nGPTOSS_PORT={port}\nNATS_PORT={nats_port}\n")
+    env_file.write(f"GPTOSS_NATS_TOKEN=procfile-test\nGPTOSS_PORT={port}\nNATS_PORT={nats_port}\nGPTOSS_NATS_STORE={store}\n")
     env_file.close()
     log = open(os.path.join(tempfile.gettempdir(), f"foreman-{port}.log"), "w")
     proc = subprocess.Popen(["foreman", "start", "-f", "Procfile", "-e", env_file.name, "-d", ROOT],
@@ -54,6 +55,14 @@ def test_procfile_under_foreman():
         with urllib.request.urlopen(req, timeout=30) as r:
             body = json.load(r)
         assert body["usage"]["completion_tokens"] <= 6 and body["choices"][0]["finish_reason"] in ("length", "stop")
+        # A stored response lives in the external nats-server's JetStream.
+        req = urllib.request.Request(base + "/v1/responses", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"model": "tiny", "max_output_tokens": 16, "input": "Hi"}).encode())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            created = json.load(r)
+        with urllib.request.urlopen(base + "/v1/responses/" + created["id"], timeout=5) as r:
+            assert json.load(r) == created
+        assert os.listdir(os.path.join(store, "jetstream"))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -61,3 +70,4 @@ def test_procfile_under_foreman():
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         os.unlink(env_file.name)
+        shutil.rmtree(store, ignore_errors=True)

@@ -144,6 +144,9 @@ def test_external_nats_restart(make_server):
                           env={"GPTOSS_NATS_TOKEN": "restart-test"})
         c = client(srv)
         assert c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3).usage
+        # This nats-server runs without JetStream: the stored responses stay
+        # in memory, said in the log and in /health.
+        assert srv.get_json("/health")["response_store"] == "memory" and "STORED RESPONSES IN MEMORY" in srv.logs()
         server.terminate()
         server.wait(timeout=10)
         time.sleep(1)

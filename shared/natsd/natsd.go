@@ -2,8 +2,15 @@
 // coordinator by default, the bus between it and its worker processes
 // (subjects and messages in shared/wire). It listens on loopback by
 // default, requires a token that the coordinator hands to the workers it
-// launches, accepts messages up to wire.MaxMessage, runs without JetStream,
-// leaves signals to its host process and writes its logs through zap.
+// launches, accepts messages up to wire.MaxMessage, leaves signals to its
+// host process and writes its logs through zap.
+//
+// JetStream is off unless Options.StoreDir names a directory: the bus
+// between coordinator and workers is core NATS only, and JetStream exists
+// here for the coordinator's own state that must outlive it (the stored
+// responses of coordinator/respstore), kept in JetStream's file store under
+// that directory. A server started again on the same StoreDir (with another
+// port and token) finds its streams again.
 //
 // It lives in shared/ because its limits are part of the wire contract:
 // the tests of both sides (the worker's collective and service, the
@@ -52,9 +59,23 @@ type Options struct {
 	// vocabulary-split logits of every sampled sequence), so the limit
 	// must hold the largest step the scheduler can send.
 	MaxPending int64
+	// StoreDir, when not empty, enables JetStream with its file store
+	// under this directory (nats-server keeps it in StoreDir/jetstream,
+	// one directory per account and stream). "" keeps JetStream off.
+	StoreDir string
+	// JetStreamMaxStore bounds the bytes JetStream may keep on disk; 0
+	// leaves it to nats-server, which takes 75% of the disk space free
+	// under StoreDir at start-up. Streams with a MaxBytes (a respstore
+	// bucket) reserve their whole MaxBytes against this bound when they
+	// are created, so it must exceed their sum. Ignored without StoreDir.
+	JetStreamMaxStore int64
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 }
+
+// serverName is the server's name (in its logs, advisories and the INFO it
+// sends to clients).
+const serverName = "gptoss-coordinator"
 
 // DefaultMaxPending holds the logits of 1024 sampled sequences of a
 // 201088-token vocabulary split over up to 8 ranks (7/8 of 823 MB arrive
@@ -97,20 +118,31 @@ func Start(o Options) (*Server, error) {
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
 	}
+	if o.JetStreamMaxStore < 0 {
+		return nil, fmt.Errorf("natsd: negative JetStream max store %d", o.JetStreamMaxStore)
+	}
 	debug := o.Logger.Core().Enabled(zapcore.DebugLevel)
 	opts := &server.Options{
-		ServerName:    "gptoss-coordinator",
+		// A fixed name: a standalone server's file store does not depend
+		// on it (streams live under StoreDir/jetstream/<account>/streams),
+		// but a random one would show up as another server in every
+		// restart's logs and advisories.
+		ServerName:    serverName,
 		Host:          o.Host,
 		Port:          o.Port,
 		NoSigs:        true,
 		MaxPayload:    wire.MaxMessage,
 		MaxPending:    o.MaxPending,
-		JetStream:     false,
+		JetStream:     o.StoreDir != "",
+		StoreDir:      o.StoreDir,
 		Authorization: o.Token,
 		Debug:         debug,
 		// Trace logs every protocol line (message payloads included):
 		// far too much even at debug level.
 		Trace: false,
+	}
+	if o.StoreDir != "" && o.JetStreamMaxStore > 0 {
+		opts.JetStreamMaxStore = o.JetStreamMaxStore
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -135,6 +167,17 @@ func Start(o Options) (*Server, error) {
 		}
 	}
 	s := &Server{ns: ns, host: o.Host, token: o.Token}
+	if o.StoreDir != "" {
+		if !ns.JetStreamEnabled() {
+			// nats-server reports a failure to enable JetStream through
+			// Fatalf before it listens, which the loop above catches;
+			// this keeps a caller who asked for a store from ever
+			// getting a server without one.
+			return fail("JetStream did not start (see the logs)")
+		}
+		o.Logger.Info("embedded NATS server listening", zap.String("url", s.ClientURL()), zap.String("jetstream_store", ns.StoreDir()))
+		return s, nil
+	}
 	o.Logger.Info("embedded NATS server listening", zap.String("url", s.ClientURL()))
 	return s, nil
 }
