@@ -72,9 +72,12 @@ fuzz: ## bounded fuzzing of request decoding, the Harmony parser, config.json an
 	  $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $${n}x -fuzzminimizetime 100x $$pkg; \
 	done
 
-$(VENV)/.ok: scripts/requirements-e2e.txt
+# requirements-e2e-nodeps.txt: LlamaIndex's OpenAI packages pin openai<3
+# and work with the pinned openai 3: installed without their dependencies.
+$(VENV)/.ok: scripts/requirements-e2e.txt scripts/requirements-e2e-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r scripts/requirements-e2e-nodeps.txt
 	touch $@
 
 # openai-node for scripts/e2e/test_openai_node.py, as pinned in the lock file.
@@ -148,6 +151,65 @@ gpu-check: kernels ## build bin/gpu-check and the kernels for the device check; 
 	@echo '       carry:   $(GPU_CHECK_CARRY)'
 	@echo '       timeout_s: 540'
 	@echo "Smoke test first if the kernels are new: command 'scripts/gpu-check --quick' (about 2 minutes)."
+
+# make install: a system install for the units in configs/systemd (README,
+# "Operating"); PREFIX (default /usr/local) and DESTDIR are honoured.
+#   $(PREFIX)/bin/{coordinator,worker}
+#   $(PREFIX)/lib/libgptoss_kernels.so      when make kernels built it
+#   $(UNITDIR)/{nats,coordinator,worker@}.service, their paths rewritten to
+#                                           PREFIX, SYSCONFDIR and NATS_SERVER
+#   $(PREFIX)/share/gptoss/                 the example configs, as shipped
+#   $(SYSCONFDIR)/gptoss/{env,coordinator.yaml,nats.conf}
+#                                           only where absent: an operator's
+#                                           edited file survives a reinstall
+# The profiles are built into the coordinator; share/gptoss/profiles.yaml is
+# a copy to edit and name with profiles_file in coordinator.yaml.
+# UNITDIR: $(PREFIX)/lib/systemd/system, which is on systemd's unit path for
+# /usr/local (software the administrator installed, as /usr/lib/systemd/system
+# is for Debian's packages), so /etc/systemd/system stays the administrator's
+# own (systemctl edit, enable links) and uninstall never touches it. A PREFIX
+# off that path (/opt/gptoss) puts the units in /etc/systemd/system.
+# make uninstall removes what install put outside /etc/gptoss; never that.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,$(SYSCONFDIR)/systemd/system)
+NATS_SERVER ?= $(or $(shell command -v nats-server 2>/dev/null),/usr/sbin/nats-server)
+UNITS := $(notdir $(wildcard configs/systemd/*.service))
+SHARE_FILES := env.example coordinator.yaml nats.conf profiles.yaml
+
+.PHONY: install uninstall
+# install builds the binaries only when they are missing, so that `make build
+# && sudo make install` needs no Go toolchain on root's PATH: after a change,
+# make build first.
+install: $(if $(and $(wildcard $(BIN)/coordinator),$(wildcard $(BIN)/worker)),,build) ## install the binaries, kernels, systemd units and /etc/gptoss (PREFIX=/usr/local, DESTDIR)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/gptoss
+	install -m 0755 $(BIN)/coordinator $(BIN)/worker $(DESTDIR)$(PREFIX)/bin/
+	@if [ -f $(KERNELS_LIB) ]; then \
+	  echo "install -m 0755 $(KERNELS_LIB) $(DESTDIR)$(PREFIX)/lib/"; \
+	  install -d $(DESTDIR)$(PREFIX)/lib && install -m 0755 $(KERNELS_LIB) $(DESTDIR)$(PREFIX)/lib/; \
+	else echo "note: no $(KERNELS_LIB) (make kernels builds it): skipped; the CUDA workers need it"; fi
+	@for u in $(UNITS); do \
+	  echo "install configs/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u"; \
+	  sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/lib/|$(PREFIX)/lib/|g' \
+	      -e 's|/usr/sbin/nats-server|$(NATS_SERVER)|g' -e 's|/etc/gptoss|$(SYSCONFDIR)/gptoss|g' \
+	      configs/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 $(addprefix configs/,$(SHARE_FILES)) $(DESTDIR)$(PREFIX)/share/gptoss/
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/gptoss
+	@for f in env:env.example:0600 coordinator.yaml:coordinator.yaml:0644 nats.conf:nats.conf:0644; do \
+	  dst=$(DESTDIR)$(SYSCONFDIR)/gptoss/$${f%%:*}; src=$${f#*:}; mode=$${src#*:}; src=configs/$${src%%:*}; \
+	  if [ -e "$$dst" ]; then echo "kept $$dst (the shipped one: $(PREFIX)/share/gptoss/$${src#configs/})"; \
+	  else echo "install -m $$mode $$src $$dst"; install -m $$mode "$$src" "$$dst" || exit 1; fi; \
+	done
+	@echo "next: edit $(SYSCONFDIR)/gptoss/env (GPTOSS_NATS_TOKEN, GPTOSS_TP), then systemctl daemon-reload &&"
+	@echo "      systemctl enable --now nats coordinator worker@0 (one worker@N per GPU)"
+
+uninstall: ## remove what make install put outside /etc/gptoss (never the configuration)
+	rm -f $(DESTDIR)$(PREFIX)/bin/coordinator $(DESTDIR)$(PREFIX)/bin/worker $(DESTDIR)$(PREFIX)/lib/$(notdir $(KERNELS_LIB))
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/gptoss/,$(SHARE_FILES))
+	@rmdir $(DESTDIR)$(PREFIX)/share/gptoss 2>/dev/null || true
+	@echo "kept $(SYSCONFDIR)/gptoss (the configuration) and /var/lib/gptoss (model cache, stored responses)"
 
 clean: ## remove build outputs and the test virtualenv
 	rm -rf $(BIN) $(VENV)

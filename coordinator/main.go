@@ -105,6 +105,13 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	if len(s.APIKeys) == 0 && !s.AllowUnauthenticated && !isLoopback(s.Host) {
 		return fmt.Errorf("refusing to listen on %s without API keys: set --api-key (or GPTOSS_API_KEY), or --allow-unauthenticated", s.Host)
 	}
+	// pprof (off unless --pprof-addr) serves from here on, so the
+	// start-up can be profiled; actor 6 owns it once the group runs.
+	pp, err := startPprof(s.PprofAddr, log.Named("pprof"))
+	if err != nil {
+		return err
+	}
+	defer pp.Close()
 	hc := hub.New(hub.EnvFrom(os.Getenv), hub.Options{Logger: log.Named("hub"), UserAgent: "gptoss-server/" + version,
 		Progress: tracker.FileProgress})
 	rctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
@@ -137,7 +144,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rec, err := stats.New(profs.Names(), reg)
+	rec, err := stats.New(profs.Names(), reg, stats.WithModel(preset.ID, preset.ContextLength))
 	if err != nil {
 		return err
 	}
@@ -208,7 +215,8 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		Model: preset, Mode: src.Mode, ModeReason: src.Reason, Profiles: profs, DefaultProfile: s.Profile, Startup: tracker, ResponseStore: store, ResponseStoreKind: storeKind,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,
 		Limits: api.Limits{MaxMessages: s.MaxMessages, MaxN: s.MaxN, MaxStop: s.MaxStop, MaxStopBytes: 256,
-			MaxTools: s.MaxTools, MaxPromptStrings: 1},
+			MaxTools: s.MaxTools, MaxPromptStrings: api.DefaultLimits.MaxPromptStrings},
+		CORS:            api.CORS{Origins: s.CORSOrigins, AllowCredentials: s.CORSAllowCredentials},
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,
 		Logger: log.Named("api"), Version: version, Workers: workers,
 		KeyLimits: api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
@@ -219,6 +227,9 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		return err
 	}
 	if err != nil {
+		return abort(err)
+	}
+	if err := registerEngineMetrics(reg, preset.ID, sch, workers); err != nil {
 		return abort(err)
 	}
 	addr := net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
@@ -286,6 +297,12 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 			eng.Stop()
 			log.Info("workers stopped")
 		})
+	}
+
+	// 6: pprof, last: it stays up while the others stop, so that a
+	// shutdown that hangs can still be profiled.
+	if pp != nil {
+		g.Add(pp.Wait, func(error) { pp.Close() })
 	}
 
 	err = g.Run()

@@ -13,7 +13,8 @@
 // without it still starts, registers and answers the Load with the error.
 // --load-format dummy serves random weights of real shapes (the Load's
 // model may then be a preset: 20b, 120b, tiny) for benchmarks without the
-// checkpoint files.
+// checkpoint files. --pprof-addr serves net/http/pprof on a loopback port
+// of its own (off by default).
 //
 // Settings are read by shared/config, as the coordinator's are: every flag
 // also reads GPTOSS_WORKER_<NAME> from the environment (dashes become
@@ -94,6 +95,7 @@ var table = &sc.Table[settings]{
 		{Name: "nccl", Usage: "with --backend cuda and world size 1, still join a (one-rank) NCCL communicator", Set: sc.Bool(func(s *settings) *bool { return &s.NCCL }), Bool: true},
 		{Name: "cuda-graphs", Usage: "with --backend cuda, capture decode steps of common batch sizes as CUDA graphs and replay them (off until the GPU check has proven them)", Set: sc.Bool(func(s *settings) *bool { return &s.CUDAGraphs }), Bool: true},
 		{Name: "load-format", Usage: "auto (the default): the checkpoint's weights; dummy: random weights of its shapes (the model may then be a preset: 20b, 120b, tiny)", Set: sc.OneOf(func(s *settings) *string { return &s.LoadFormat }, service.LoadAuto, service.LoadDummy)},
+		{Name: "pprof-addr", Usage: "serve net/http/pprof on this loopback host:port, e.g. 127.0.0.1:6061 (default: off; other hosts are refused)", Set: sc.String(func(s *settings) *string { return &s.PprofAddr })},
 	},
 }
 

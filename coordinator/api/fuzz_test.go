@@ -13,9 +13,9 @@ import (
 	"github.com/gptoss/server/coordinator/tokenizer"
 )
 
-// FuzzRequests sends arbitrary bodies to both generation endpoints: the
-// answer is never a 5xx, errors always have OpenAI's shape, and successes
-// are valid JSON.
+// FuzzRequests sends arbitrary bodies to both generation endpoints and to
+// /tokenize and /detokenize: the answer is never a 5xx, errors always have
+// OpenAI's shape, and successes are valid JSON.
 func FuzzRequests(f *testing.F) {
 	for _, s := range []string{
 		hello,
@@ -24,6 +24,8 @@ func FuzzRequests(f *testing.F) {
 		`{"model":"gpt-oss-20b","prompt":"x","max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"model":"gpt-oss-20b","messages":[{"role":"tool","tool_call_id":"a","content":"x"}]}`,
 		`{"model":"gpt-oss-20b","messages":"hi"}`, `null`, `[]`, `{}`, `{"model":1e400}`,
+		`{"prompt":"Hi","return_token_strs":true}`, `{"tokens":[1,200006,-1]}`,
+		`{"messages":[{"role":"user","content":"Hi"}],"add_generation_prompt":false,"tools":[{"type":"function","function":{"name":"f"}}]}`,
 	} {
 		f.Add(s)
 	}
@@ -36,7 +38,7 @@ func FuzzRequests(f *testing.F) {
 	})
 	h := e.srv.Handler()
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/v1/chat/completions", "/v1/completions"} {
+		for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"} {
 			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
@@ -81,6 +83,8 @@ var fuzzSeeds = []string{
 	`{"model":"gpt-oss-20b","messages":[{"role":"tool","tool_call_id":"a","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}}`,
 	`{"model":"gpt-oss-20b","messages":[{"role":"user","content":[{"type":"text","text":"\ud800"}]}],"stop":["a","b"],"stream":true,"stream_options":{"include_usage":true}}`,
 	`{"model":"gpt-oss-20b","prompt":[[1,2],[3]],"suffix":"x","echo":true,"best_of":2}`,
+	`{"model":"gpt-oss-20b","prompt":[[1,2],[3],"x"],"echo":true,"n":2,"stream":true}`,
+	`{"model":"gpt-oss-20b","prompt":["a","b","c"],"echo":true,"logprobs":1,"max_tokens":3}`,
 	`{"model":"gpt-oss-20b","prompt":"x","temperature":-NaN}{"x":1}`,
 	`{"model":"gpt-oss-20b","messages":"hi"}`, `null`, `[]`, `{}`, ``, `{"model":1e400}`, `[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]`,
 }
@@ -166,9 +170,17 @@ func checkParams(t *testing.T, s *Server, body string, g *genParams) {
 		sp.TopLogprobs < 0 || sp.TopLogprobs > 20:
 		t.Fatalf("%q accepted with %+v (n %d, max_tokens %d, prompt %d)", body, sp, g.n, g.maxTokens, len(g.prompt))
 	}
-	for _, id := range g.prompt {
-		if id < 0 || id >= tokenizer.VocabSize {
-			t.Fatalf("%q: token %d outside the vocabulary", body, id)
+	if len(g.batch()) > s.opts.Limits.MaxPromptStrings {
+		t.Fatalf("%q accepted with %d prompts", body, len(g.batch()))
+	}
+	for _, in := range g.batch() {
+		if len(in.ids) == 0 || in.maxTokens < 1 || in.maxTokens > g.profile.Generation.MaxTokensCap || len(in.ids)+in.maxTokens > s.opts.Model.ContextLength {
+			t.Fatalf("%q accepted a prompt of %d tokens with max_tokens %d", body, len(in.ids), in.maxTokens)
+		}
+		for _, id := range in.ids {
+			if id < 0 || id >= tokenizer.VocabSize {
+				t.Fatalf("%q: token %d outside the vocabulary", body, id)
+			}
 		}
 	}
 }

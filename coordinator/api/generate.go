@@ -68,11 +68,12 @@ type update struct {
 	err   error
 }
 
-// generate submits the request's sequences and writes the response.
+// generate submits the request's sequences, n for each prompt, and writes
+// the response.
 func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	start := getInfo(c).start
 	setInfo(c, func(i *reqInfo) {
-		i.endpoint, i.stream, i.promptTokens, i.profile = endpoint, g.stream, len(g.prompt), g.profile.Name
+		i.endpoint, i.stream, i.promptTokens, i.profile = endpoint, g.stream, g.promptTokens(), g.profile.Name
 	})
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
@@ -82,23 +83,32 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 		subCtx, cancelT = context.WithTimeout(ctx, t)
 		defer cancelT()
 	}
-	choices := make([]*choice, 0, g.n)
-	for i := range g.n {
-		sampling := g.sampling
-		if sampling.HasSeed {
-			sampling.Seed = choiceSeed(sampling.Seed, i)
-		}
-		st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
-			ID: requestID(c), Profile: g.profile, Prompt: g.prompt, MaxTokens: g.maxTokens,
-			StopTokens: stopTokens(g.chat), Sampling: sampling,
-		})
-		if err != nil {
-			for _, ch := range choices {
-				ch.stream.Cancel()
+	batch := g.batch()
+	choices := make([]*choice, 0, len(batch)*g.n)
+	for p, in := range batch {
+		for j := range g.n {
+			sampling := g.sampling
+			if sampling.HasSeed {
+				// Per choice of a prompt: the same prompt sent twice in a
+				// batch gets the same answers, as it would alone.
+				sampling.Seed = choiceSeed(sampling.Seed, j)
 			}
-			return submitError(err)
+			st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
+				ID: requestID(c), Profile: g.profile, Prompt: in.ids, MaxTokens: in.maxTokens,
+				StopTokens: stopTokens(g.chat), Sampling: sampling,
+			})
+			if err != nil {
+				for _, ch := range choices {
+					ch.stream.Cancel()
+				}
+				return submitError(err)
+			}
+			ch := newChoice(p*g.n+j, st, g, s.opts.Tokenizer)
+			if g.echo {
+				ch.echo = in.text
+			}
+			choices = append(choices, ch)
 		}
-		choices = append(choices, newChoice(i, st, g, s.opts.Tokenizer))
 	}
 	r := &run{s: s, c: c, g: g, choices: choices, start: start, endpoint: endpoint,
 		id: newID(endpoint), created: time.Now().Unix()}
@@ -227,7 +237,7 @@ func (r *run) collect(ctx context.Context) error {
 		out := Completion{Envelope: r.envelope("text_completion"), Usage: usage}
 		for _, ch := range r.choices {
 			fr := ch.finishReason()
-			out.Choices = append(out.Choices, CompletionChoice{Text: ch.content.String(), Index: ch.index, Logprobs: r.logprobsField(ch), FinishReason: &fr})
+			out.Choices = append(out.Choices, CompletionChoice{Text: ch.echo + ch.content.String(), Index: ch.index, Logprobs: r.logprobsField(ch), FinishReason: &fr})
 		}
 		return r.c.JSON(http.StatusOK, out)
 	}
@@ -327,6 +337,16 @@ func (r *run) begin() error {
 	r.status = http.StatusOK
 	r.sse.start()
 	if !r.g.chat {
+		// An echoed prompt comes first, in its own chunk, so the stream's
+		// text adds up to the non-streamed choice's.
+		for _, ch := range r.choices {
+			if ch.echo == "" {
+				continue
+			}
+			if err := r.sse.send(r.textChunk(ch.index, ch.echo, nil)); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	for _, ch := range r.choices {
@@ -436,7 +456,7 @@ func (r *run) sendUsage() error {
 }
 
 func (r *run) usage() *Usage {
-	u := &Usage{PromptTokens: len(r.g.prompt)}
+	u := &Usage{PromptTokens: r.g.promptTokens()}
 	reasoning := 0
 	for _, ch := range r.choices {
 		if ch.final != nil {
@@ -479,7 +499,7 @@ func (r *run) record() {
 	first := r.choices[0]
 	rec := stats.Record{
 		Profile: r.g.profile.Name, Endpoint: r.endpoint, Status: r.status, Stream: r.g.stream,
-		PromptTokens: len(r.g.prompt), E2E: time.Since(r.start),
+		PromptTokens: r.g.promptTokens(), E2E: time.Since(r.start),
 	}
 	for _, ch := range r.choices {
 		rec.ITL = append(rec.ITL, ch.itl...)

@@ -36,6 +36,9 @@ type choice struct {
 	deltas             []harmony.Delta
 	recvBuf            []step.Token
 	calls              []toolCall // function calls, in order
+	// echo is the prompt's text, written before the choice's own text
+	// (completions with echo).
+	echo string
 
 	lp *logprobTrack // nil unless the request asked for logprobs
 }

@@ -328,7 +328,7 @@ func TestOtherParameters(t *testing.T) {
 		{"best_of", `1`, true},
 		{"best_of", `3`, false},
 		{"echo", `false`, true},
-		{"echo", `true`, false},
+		{"echo", `true`, true}, // the prompt's text before each choice's
 	}
 	run := func(path string, cases []pc) {
 		for _, c := range cases {

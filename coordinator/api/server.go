@@ -1,6 +1,7 @@
 // Package api is the coordinator's HTTP front door: the OpenAI-compatible
-// endpoints (chat completions, completions, models), health, readiness,
-// statistics and Prometheus metrics, served by Echo. It validates and
+// endpoints (chat completions, completions, responses, models), vLLM's
+// /tokenize, /detokenize and /version, health, readiness, statistics and
+// Prometheus metrics, served by Echo. It validates and
 // renders requests, submits them to the scheduler and writes the results,
 // streaming or not. It knows nothing of how tokens are produced: the mock
 // engine and the real workers sit behind the same Engine interface.
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -76,8 +78,15 @@ type Options struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	Logger   *zap.Logger
-	// Version is reported by /health.
+	// Version is reported by /health and /version.
 	Version string
+	// Root is the checkpoint /v1/models reports as each card's root, as
+	// vLLM does (the directory or the Hub repository served); "" derives
+	// it from Model (modelRoot).
+	Root string
+	// CORS opens the API to browser pages of other origins; the zero value
+	// sends no CORS headers.
+	CORS CORS
 	// Workers, when set, lists the worker processes for /health and /stats.
 	Workers func() any
 	// KeyLimits bound each client's request rate and concurrency (429).
@@ -123,6 +132,7 @@ type Server struct {
 	// system_fingerprint.
 	fingerprint string
 	responses   ResponseStore
+	cors        *corsPolicy // nil: no CORS headers
 }
 
 // New builds the server and its routes.
@@ -152,7 +162,14 @@ func New(opts Options) (*Server, error) {
 	if opts.Gatherer == nil {
 		opts.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), limits: newLimiter(opts.KeyLimits), responses: opts.ResponseStore}
+	cors, err := newCORSPolicy(opts.CORS)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Root == "" {
+		opts.Root = modelRoot(opts.Model)
+	}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), limits: newLimiter(opts.KeyLimits), responses: opts.ResponseStore, cors: cors}
 	if s.responses == nil {
 		s.responses, s.opts.ResponseStoreKind = &memStore{}, "memory"
 	}
@@ -179,6 +196,11 @@ func New(opts Options) (*Server, error) {
 			}
 		})
 	}
+	if cors != nil {
+		// Before the routes' own middleware (auth, limits): a preflight
+		// is answered here, without a key.
+		e.Use(s.corsMiddleware)
+	}
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", opts.MaxBodyBytes)}))
 
 	e.GET("/health", s.health)
@@ -198,6 +220,12 @@ func New(opts Options) (*Server, error) {
 	e.POST(responsesRoute+"/:id/cancel", s.cancelResponse, s.authMiddleware)
 	e.GET("/v1/models", s.models, s.authMiddleware)
 	e.GET("/v1/models/:id", s.model, s.authMiddleware)
+	// vLLM's utility endpoints, at the root as vLLM serves them, under
+	// the same key as /v1. They need neither the engine nor a start-up
+	// that is over, and they are no generation: not in the stats.
+	e.POST("/tokenize", s.tokenize, s.authMiddleware)
+	e.POST("/detokenize", s.detokenize, s.authMiddleware)
+	e.GET("/version", s.version, s.authMiddleware)
 	s.echo = e
 	return s, nil
 }
@@ -601,7 +629,21 @@ func (s *Server) UpdateLoadGauges() { s.opts.Stats.SetLoad(s.loadForStats()) }
 
 func (s *Server) card() ModelCard {
 	return ModelCard{ID: s.opts.Model.ID, Object: "model", Created: s.started.Unix(), OwnedBy: "openai",
-		ContextLength: s.opts.Model.ContextLength, MaxModelLen: s.opts.Model.ContextLength}
+		ContextLength: s.opts.Model.ContextLength, MaxModelLen: s.opts.Model.ContextLength,
+		Root: s.opts.Root, Permission: []any{}}
+}
+
+// modelRoot is the checkpoint a model was loaded from, as far as the
+// preset tells: its Hub repository, else the directory it was resolved
+// from (model.Resolve names a directory's model by its path), else its id.
+func modelRoot(p model.Preset) string {
+	switch {
+	case p.HubRepo != "":
+		return p.HubRepo
+	case strings.ContainsRune(p.Name, '/') || strings.ContainsRune(p.Name, filepath.Separator) || strings.HasPrefix(p.Name, "."):
+		return p.Name
+	}
+	return p.ID
 }
 
 func (s *Server) models(c echo.Context) error {

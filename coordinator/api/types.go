@@ -319,6 +319,13 @@ type ModelCard struct {
 	// MaxModelLen repeats the context length under vLLM's name, which
 	// several clients read.
 	MaxModelLen int `json:"max_model_len"`
+	// Root, Parent and Permission complete vLLM's card: the checkpoint
+	// served (a Hub repository or a directory), the base model of an
+	// adapter (always null: there are no adapters) and the legacy
+	// permission list (empty).
+	Root       string  `json:"root"`
+	Parent     *string `json:"parent"`
+	Permission []any   `json:"permission"`
 }
 
 var jsonNull = json.RawMessage("null")

@@ -35,14 +35,23 @@ type Limits struct {
 }
 
 // DefaultLimits are the caps used when the configuration sets none.
-var DefaultLimits = Limits{MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxStopBytes: 256, MaxTools: 128, MaxPromptStrings: 1}
+// MaxPromptStrings 16 lets a client batch a few prompts in one completions
+// request (with n 8, at most 128 sequences, a fraction of a profile's
+// queue) without one request taking over the scheduler.
+var DefaultLimits = Limits{MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxStopBytes: 256, MaxTools: 128, MaxPromptStrings: 16}
 
 // genParams is a validated generation request, common to both endpoints.
 type genParams struct {
-	chat         bool
-	profile      *profiles.Profile
-	prompt       []int
-	maxTokens    int
+	chat    bool
+	profile *profiles.Profile
+	// prompt and maxTokens are the prompt and its output budget (a
+	// completions request's first prompt).
+	prompt    []int
+	maxTokens int
+	// inputs are a completions request's prompts, prompt's included: each
+	// is answered by n choices, choice j of prompt i at index i*n+j, as
+	// OpenAI numbers them. nil for chat and responses (prompt alone).
+	inputs       []input
 	sampling     step.Sampling
 	stop         []string
 	n            int
@@ -55,6 +64,38 @@ type genParams struct {
 	// call is answered as message.function_call with finish_reason
 	// "function_call".
 	legacyFunctions bool
+	// echo (completions) puts each prompt's text before its choices' text.
+	echo bool
+}
+
+// input is one prompt of a request and its output budget.
+type input struct {
+	ids       []int
+	maxTokens int
+	// text is the prompt as text, what echo repeats: the string sent, or
+	// the ids decoded (filled only when echo asks for it).
+	text string
+}
+
+// batch is the request's prompts: inputs, or the one prompt.
+func (g *genParams) batch() []input {
+	if g.inputs != nil {
+		return g.inputs
+	}
+	return []input{{ids: g.prompt, maxTokens: g.maxTokens}}
+}
+
+// promptTokens counts the prompt tokens of the request, each prompt once
+// however many choices answer it (usage.prompt_tokens, as OpenAI counts).
+func (g *genParams) promptTokens() int {
+	if g.inputs == nil {
+		return len(g.prompt)
+	}
+	n := 0
+	for _, in := range g.inputs {
+		n += len(in.ids)
+	}
+	return n
 }
 
 // decodeJSON reads the body into v. Syntax errors and type mismatches are
@@ -448,37 +489,59 @@ func (s *Server) parseStop(raw json.RawMessage) ([]string, error) {
 	return out, nil
 }
 
-// resolveMaxTokens applies the profile's default and cap and the context
-// length. requested is nil when the client set no limit.
+// resolveMaxTokens sets the output budget of the request's prompt.
+// requested is nil when the client set no limit.
 func (s *Server) resolveMaxTokens(requested *int, param string, g *genParams) error {
-	ctxLen := s.opts.Model.ContextLength
-	// A sequence must also fit in the engine's KV cache at once, or it
-	// could never finish however much the scheduler preempts.
-	if kv := s.opts.Engine.Capabilities().KVTokens; kv > 0 && kv < ctxLen {
-		ctxLen = kv
+	m, err := s.maxTokensFor(requested, param, len(g.prompt), g.profile)
+	g.maxTokens = m
+	return err
+}
+
+// maxTokensFor is the output budget of a prompt of promptLen tokens: the
+// requested one, held to the profile's max_tokens_cap and the context; or,
+// when the client set none, the rest of the context, capped by
+// max_tokens_cap (and by the profile's max_tokens when it sets one). The
+// rest of the context is what OpenAI and vLLM give, and what a reasoning
+// model needs: gpt-oss at high effort writes thousands of reasoning tokens
+// before its answer, and a small default budget cut answers off before
+// they began (finish_reason "length", empty content).
+func (s *Server) maxTokensFor(requested *int, param string, promptLen int, p *profiles.Profile) (int, error) {
+	ctxLen := s.contextTokens()
+	if promptLen >= ctxLen {
+		return 0, invalid("messages", "context_length_exceeded",
+			"This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", ctxLen, promptLen)
 	}
-	prompt := len(g.prompt)
-	if prompt >= ctxLen {
-		return invalid("messages", "context_length_exceeded",
-			"This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", ctxLen, prompt)
-	}
-	cap := g.profile.Generation.MaxTokensCap
+	cap := p.Generation.MaxTokensCap
 	if requested == nil {
-		g.maxTokens = min(g.profile.Generation.MaxTokens, ctxLen-prompt)
-		return nil
+		budget := min(ctxLen-promptLen, cap)
+		if d := p.Generation.MaxTokens; d > 0 {
+			budget = min(budget, d)
+		}
+		return budget, nil
 	}
 	m := *requested
 	switch {
 	case m < 1:
-		return invalid(param, "invalid_value", "Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", param, m)
+		return 0, invalid(param, "invalid_value", "Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", param, m)
 	case m > cap:
-		return invalid(param, "invalid_value", "%s is too large: %d. The %s profile allows at most %d completion tokens, whereas you provided %d.", param, m, g.profile.Name, cap, m)
-	case prompt+m > ctxLen:
-		return invalid("messages", "context_length_exceeded",
-			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.", ctxLen, prompt+m, prompt, m)
+		return 0, invalid(param, "invalid_value", "%s is too large: %d. The %s profile allows at most %d completion tokens, whereas you provided %d.", param, m, p.Name, cap, m)
+	case promptLen+m > ctxLen:
+		return 0, invalid("messages", "context_length_exceeded",
+			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.", ctxLen, promptLen+m, promptLen, m)
 	}
-	g.maxTokens = m
-	return nil
+	return m, nil
+}
+
+// contextTokens is the most tokens (prompt and output) one sequence may
+// hold: the model's context, or less when the engine's KV cache cannot
+// hold that much for one sequence (it could then never finish, however
+// much the scheduler preempts).
+func (s *Server) contextTokens() int {
+	ctxLen := s.opts.Model.ContextLength
+	if kv := s.opts.Engine.Capabilities().KVTokens; kv > 0 && kv < ctxLen {
+		ctxLen = kv
+	}
+	return ctxLen
 }
 
 // parseChat validates a chat request and renders its prompt.
@@ -506,15 +569,39 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 	if err := refuseUnsupported(append(req.RefusedParams.refusables(), req.ChatRefusedParams.refusables()...)); err != nil {
 		return nil, err
 	}
-	tools, err := s.resolveTools(req)
-	if err != nil {
-		return nil, err
-	}
 	g.legacyFunctions = len(req.Functions) > 0
 	if g.reasoningField, err = s.resolveReasoningField(req); err != nil {
 		return nil, err
 	}
 	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
+		return nil, err
+	}
+	if v := req.User; v != nil && len(*v) > 512 {
+		return nil, invalid("user", "invalid_value", "Invalid 'user': at most 512 bytes.")
+	}
+	if g.prompt, err = s.renderChat(req, p); err != nil {
+		return nil, err
+	}
+	param := "max_tokens"
+	mt := req.MaxTokens
+	if req.MaxCompletionTokens != nil {
+		param, mt = "max_completion_tokens", req.MaxCompletionTokens
+	}
+	if err := s.resolveMaxTokens(mt, param, g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// renderChat validates what shapes a chat prompt (tools or the deprecated
+// functions, tool_choice, reasoning_effort and chat_template_kwargs, the
+// messages) and renders it in the Harmony format, ending with the
+// generation prompt. It is the one rendering of /v1/chat/completions (and
+// so of the Responses API) and of /tokenize's messages form, so /tokenize
+// counts exactly the tokens a chat request is charged.
+func (s *Server) renderChat(req *ChatRequest, p *profiles.Profile) ([]int, error) {
+	tools, err := s.resolveTools(req)
+	if err != nil {
 		return nil, err
 	}
 	effort := p.Generation.ReasoningEffort
@@ -531,25 +618,13 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 	} else if v != nil {
 		effort = *v
 	}
-	if v := req.User; v != nil && len(*v) > 512 {
-		return nil, invalid("user", "invalid_value", "Invalid 'user': at most 512 bytes.")
-	}
 	msgs, err := s.convertMessages(req.Messages)
 	if err != nil {
 		return nil, err
 	}
-	g.prompt = harmony.Render(s.opts.Tokenizer, harmony.Conversation{
+	return harmony.Render(s.opts.Tokenizer, harmony.Conversation{
 		Messages: msgs, ReasoningEffort: effort, Date: time.Now().UTC().Format(time.DateOnly), Tools: tools,
-	})
-	param := "max_tokens"
-	mt := req.MaxTokens
-	if req.MaxCompletionTokens != nil {
-		param, mt = "max_completion_tokens", req.MaxCompletionTokens
-	}
-	if err := s.resolveMaxTokens(mt, param, g); err != nil {
-		return nil, err
-	}
-	return g, nil
+	}), nil
 }
 
 // resolveTools validates tools and tool_choice (or their deprecated
@@ -843,7 +918,8 @@ func contentText(raw json.RawMessage, param string) (text string, present bool, 
 
 // parseCompletion validates a completions request. A text prompt is
 // encoded as ordinary text (no special tokens); clients that need control
-// tokens send token ids.
+// tokens send token ids. A list of prompts is answered as OpenAI does:
+// n choices for each, every prompt with its own budget.
 func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	g, err := s.newParams(false, req.Model, req.Profile, &req.SamplingParams, &req.OutputParams)
 	if err != nil {
@@ -860,7 +936,12 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 		g.sampling.Logprobs, g.sampling.TopLogprobs = true, *v
 	}
 	if req.Echo != nil && *req.Echo {
-		return nil, unsupported("echo", "echo is not supported by this server.")
+		if g.sampling.Logprobs {
+			// OpenAI lists the prompt's tokens with logprobs when echoing;
+			// the sampler computes logprobs of generated tokens only.
+			return nil, unsupported("echo", "echo together with logprobs is not supported: this server computes logprobs for generated tokens only, not for the prompt's. Send echo or logprobs, not both.")
+		}
+		g.echo = true
 	}
 	if req.Suffix != nil && *req.Suffix != "" {
 		return nil, unsupported("suffix", "suffix is not supported: gpt-oss has no fill-in-the-middle mode.")
@@ -874,18 +955,31 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
 		return nil, err
 	}
-	prompt, err := s.completionPrompt(req.Prompt)
+	inputs, err := s.completionPrompts(req.Prompt)
 	if err != nil {
 		return nil, err
 	}
-	g.prompt = prompt
-	if err := s.resolveMaxTokens(req.MaxTokens, "max_tokens", g); err != nil {
-		return nil, err
+	for i := range inputs {
+		in := &inputs[i]
+		if in.maxTokens, err = s.maxTokensFor(req.MaxTokens, "max_tokens", len(in.ids), g.profile); err != nil {
+			return nil, err
+		}
+		if g.echo && in.text == "" {
+			// Token ids echo as their text, special tokens by name.
+			if in.text, err = s.opts.Tokenizer.Decode(in.ids); err != nil {
+				return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': %v.", err).withCause(err)
+			}
+		}
 	}
+	g.inputs, g.prompt, g.maxTokens = inputs, inputs[0].ids, inputs[0].maxTokens
 	return g, nil
 }
 
-func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
+// completionPrompts decodes a completions prompt: a string, an array of
+// token ids, or an array of strings or token-id arrays, each a prompt of
+// its own (at most Limits.MaxPromptStrings). A string prompt keeps its
+// text for echo.
+func (s *Server) completionPrompts(raw json.RawMessage) ([]input, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, jsonNull) {
 		return nil, invalid("prompt", "missing_required_parameter", "Missing required parameter: 'prompt'.")
@@ -893,14 +987,14 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 	bad := func(err error) *Error {
 		return invalid("prompt", "invalid_type", "Invalid 'prompt': expected a string, an array of strings, an array of token ids or an array of token-id arrays.").withCause(err)
 	}
-	var prompts [][]int
+	var inputs []input
 	switch raw[0] {
 	case '"':
 		var t string
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return nil, bad(err)
 		}
-		prompts = [][]int{s.opts.Tokenizer.Encode(t)}
+		inputs = []input{{ids: s.opts.Tokenizer.Encode(t), text: t}}
 	case '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
@@ -914,11 +1008,11 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 			if err := json.Unmarshal(raw, &ids); err != nil {
 				return nil, bad(err)
 			}
-			prompts = [][]int{ids}
+			inputs = []input{{ids: ids}}
 			break
 		}
 		if len(items) > s.opts.Limits.MaxPromptStrings {
-			return nil, unsupported("prompt", "Batched prompts are not supported: send at most %d prompt per request.", s.opts.Limits.MaxPromptStrings)
+			return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': at most %d prompts are allowed in one request, got %d.", s.opts.Limits.MaxPromptStrings, len(items))
 		}
 		for _, it := range items {
 			it = bytes.TrimSpace(it)
@@ -927,28 +1021,33 @@ func (s *Server) completionPrompt(raw json.RawMessage) ([]int, error) {
 				if err := json.Unmarshal(it, &t); err != nil {
 					return nil, bad(err)
 				}
-				prompts = append(prompts, s.opts.Tokenizer.Encode(t))
+				inputs = append(inputs, input{ids: s.opts.Tokenizer.Encode(t), text: t})
 				continue
 			}
 			var ids []int
 			if err := json.Unmarshal(it, &ids); err != nil {
 				return nil, bad(err)
 			}
-			prompts = append(prompts, ids)
+			inputs = append(inputs, input{ids: ids})
 		}
 	default:
 		return nil, bad(nil)
 	}
-	ids := prompts[0]
-	if len(ids) == 0 {
-		return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': the prompt is empty.")
-	}
-	for _, id := range ids {
-		if id < 0 || id >= tokenizer.VocabSize {
-			return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': token id %d is outside the vocabulary (0..%d).", id, tokenizer.VocabSize-1)
+	for i, in := range inputs {
+		which := "the prompt"
+		if len(inputs) > 1 {
+			which = fmt.Sprintf("prompt %d", i)
+		}
+		if len(in.ids) == 0 {
+			return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': %s is empty.", which)
+		}
+		for _, id := range in.ids {
+			if id < 0 || id >= tokenizer.VocabSize {
+				return nil, invalid("prompt", "invalid_value", "Invalid 'prompt': token id %d of %s is outside the vocabulary (0..%d).", id, which, tokenizer.VocabSize-1)
+			}
 		}
 	}
-	return ids, nil
+	return inputs, nil
 }
 
 func clipString(s string, n int) string {

@@ -73,9 +73,10 @@ func numericCases() []rangeCase {
 		bad("n", `0`, "between 1 and 8"), bad("n", `-1`, "between 1 and 8"), bad("n", `9`, "between 1 and 8"),
 		bad("n", `4294967297`, "between 1 and 8"),
 
-		ok("max_tokens", `1`), ok("max_tokens", `4096`),
-		bad("max_tokens", `0`, ">= 1"), bad("max_tokens", `-1`, ">= 1"), bad("max_tokens", `4097`, "4096"),
-		bad("max_tokens", `4294967297`, "4096"), bad("max_tokens", `9223372036854775807`, "4096"),
+		// latency_first's max_tokens_cap.
+		ok("max_tokens", `1`), ok("max_tokens", `8192`),
+		bad("max_tokens", `0`, ">= 1"), bad("max_tokens", `-1`, ">= 1"), bad("max_tokens", `8193`, "8192"),
+		bad("max_tokens", `4294967297`, "8192"), bad("max_tokens", `9223372036854775807`, "8192"),
 
 		ok("repetition_penalty", `1`), ok("repetition_penalty", `1.0`),
 	)

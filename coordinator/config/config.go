@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,11 @@ type Settings struct {
 	Mock                 string
 	APIKeys              []string
 	AllowUnauthenticated bool
+	// CORSOrigins may call the API from browser pages (scheme://host[:port]
+	// or "*"); none: no CORS headers at all. CORSAllowCredentials lets
+	// those pages send cookies and HTTP auth; never with "*".
+	CORSOrigins          []string
+	CORSAllowCredentials bool
 	EnableStreaming      bool
 	ReasoningField       string
 	ProfilesFile         string
@@ -82,6 +88,9 @@ type Settings struct {
 	LoadTimeout         time.Duration
 	LogLevel            string
 	LogFormat           string
+	// PprofAddr serves net/http/pprof on this loopback host:port; "" is
+	// off (coordinator/pprof.go refuses other hosts at start-up).
+	PprofAddr string
 	// ConfigFile is where the file layer came from ("" when none).
 	ConfigFile string
 }
@@ -124,6 +133,9 @@ var settings = []sc.Setting[Settings]{
 	{Name: "api-key", Aliases: []string{"GPTOSS_API_KEYS"}, Usage: "API key clients must send (repeatable; env: comma-separated)", List: true,
 		Set: sc.Strings(func(s *Settings) *[]string { return &s.APIKeys }), Reset: sc.Clear(func(s *Settings) *[]string { return &s.APIKeys })},
 	{Name: "allow-unauthenticated", Usage: "allow listening on a non-loopback address without API keys", Set: sc.Bool(func(s *Settings) *bool { return &s.AllowUnauthenticated }), Bool: true},
+	{Name: "cors-origins", Usage: "origins whose browser pages may call the API, e.g. https://app.example.com, or * for any (repeatable or comma-separated; default: none, no CORS headers)", List: true,
+		Set: sc.Strings(func(s *Settings) *[]string { return &s.CORSOrigins }), Reset: sc.Clear(func(s *Settings) *[]string { return &s.CORSOrigins })},
+	{Name: "cors-allow-credentials", Usage: "let --cors-origins pages send cookies and HTTP auth (not with *, which browsers refuse)", Set: sc.Bool(func(s *Settings) *bool { return &s.CORSAllowCredentials }), Bool: true},
 	{Name: "enable-streaming", Aliases: []string{"ENABLE_STREAMING"}, Usage: "serve stream=true requests (false: they get a 400)", Set: sc.Bool(func(s *Settings) *bool { return &s.EnableStreaming }), Bool: true},
 	{Name: "reasoning-field", Usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", Set: sc.OneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},
 	{Name: "profiles-file", Usage: "profiles YAML (default: the built-in configs/profiles.yaml)", Set: sc.String(func(s *Settings) *string { return &s.ProfilesFile })},
@@ -160,6 +172,7 @@ var settings = []sc.Setting[Settings]{
 	{Name: "load-timeout", Usage: "longest a worker may take to load the model", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.LoadTimeout })},
 	{Name: "log-level", Usage: "debug, info, warn or error", Set: sc.String(func(s *Settings) *string { return &s.LogLevel })},
 	{Name: "log-format", Usage: "json, console or auto (console on a terminal)", Set: sc.String(func(s *Settings) *string { return &s.LogFormat })},
+	{Name: "pprof-addr", Usage: "serve net/http/pprof on this loopback host:port, e.g. 127.0.0.1:6060, a listener of its own (default: off; other hosts are refused)", Set: sc.String(func(s *Settings) *string { return &s.PprofAddr })},
 }
 
 // table reads the settings; api_keys is the file key a list reads best as.
@@ -209,6 +222,15 @@ func (s Settings) Validate() error {
 		return errors.New("config: shutdown_timeout must not be negative")
 	case s.MaxRunning < 1 || s.MaxStepTokens < 1:
 		return errors.New("config: max_running and max_step_tokens must be positive")
+	case s.CORSAllowCredentials && slices.Contains(s.CORSOrigins, "*"):
+		// Browsers refuse credentials for any origin; echoing every
+		// origin instead would let any site act with a user's cookies.
+		return errors.New("config: --cors-allow-credentials cannot be used with --cors-origins '*': list the origins")
+	case s.CORSAllowCredentials && len(s.CORSOrigins) == 0:
+		return errors.New("config: --cors-allow-credentials needs --cors-origins")
+	case slices.ContainsFunc(s.CORSOrigins, func(o string) bool { return o != "*" && !strings.Contains(o, "://") }):
+		// The API checks the whole form; this catches a bare host early.
+		return fmt.Errorf("config: --cors-origins %q: want scheme://host[:port] (as browsers send Origin) or *", s.CORSOrigins)
 	case s.KeyBurst < 0 || s.KeyConcurrency < 0:
 		return errors.New("config: key_burst and key_concurrency must not be negative")
 	case s.MaxMessages < 1 || s.MaxN < 1 || s.MaxStop < 0 || s.MaxTools < 0:

@@ -100,6 +100,9 @@ func TestErrors(t *testing.T) {
 		{[]string{"--mock=maybe"}, nil, "auto, true or false"},
 		{[]string{"--reasoning-field", "thoughts"}, nil, "reasoning_content, reasoning or both"},
 		{[]string{"stray"}, nil, "unexpected argument"},
+		{[]string{"--cors-origins", "*", "--cors-allow-credentials"}, nil, "cannot be used with --cors-origins '*'"},
+		{[]string{"--cors-allow-credentials"}, nil, "needs --cors-origins"},
+		{[]string{"--cors-origins", "app.example.com"}, nil, "scheme://host"},
 		{nil, map[string]string{"GPTOSS_MAX_N": "zero"}, "GPTOSS_MAX_N"},
 		{nil, map[string]string{"ENABLE_STREAMING": "nope"}, "ENABLE_STREAMING"},
 	}
@@ -119,5 +122,24 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if s.Profile != "latency_first" || s.Port != 8000 {
 		t.Fatalf("%+v", s)
+	}
+}
+
+// TestCORS: no origins by default (no CORS headers); --cors-origins is
+// repeatable and comma-separated, GPTOSS_CORS_ORIGINS comma-separated; a
+// higher layer replaces the list.
+func TestCORS(t *testing.T) {
+	s, err := Load(nil, env(nil), io.Discard)
+	if err != nil || len(s.CORSOrigins) != 0 || s.CORSAllowCredentials {
+		t.Fatalf("defaults: %q %v %v", s.CORSOrigins, s.CORSAllowCredentials, err)
+	}
+	s, err = Load([]string{"--cors-origins", "https://a.example,https://b.example", "--cors-origins", "http://localhost:3000", "--cors-allow-credentials"},
+		env(map[string]string{"GPTOSS_CORS_ORIGINS": "https://env.example"}), io.Discard)
+	if err != nil || strings.Join(s.CORSOrigins, " ") != "https://a.example https://b.example http://localhost:3000" || !s.CORSAllowCredentials {
+		t.Fatalf("flags: %q %v %v", s.CORSOrigins, s.CORSAllowCredentials, err)
+	}
+	s, err = Load(nil, env(map[string]string{"GPTOSS_CORS_ORIGINS": "*"}), io.Discard)
+	if err != nil || strings.Join(s.CORSOrigins, " ") != "*" {
+		t.Fatalf("env: %q %v", s.CORSOrigins, err)
 	}
 }

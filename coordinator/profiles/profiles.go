@@ -19,11 +19,19 @@ import (
 
 // Generation holds the defaults applied to a request that does not set them.
 type Generation struct {
-	ReasoningEffort string  `yaml:"reasoning_effort"`
-	MaxTokens       int     `yaml:"max_tokens"`
-	MaxTokensCap    int     `yaml:"max_tokens_cap"`
-	Temperature     float64 `yaml:"temperature"`
-	TopP            float64 `yaml:"top_p"`
+	ReasoningEffort string `yaml:"reasoning_effort"`
+	// MaxTokens, when set (above 0), caps the output budget of a request
+	// that sets no max_tokens; by default such a request may use the rest
+	// of the context up to MaxTokensCap, as OpenAI and vLLM allow. It used
+	// to be the default budget itself (512 to 4096), which cut reasoning
+	// answers off before they began; the built-in profiles leave it unset,
+	// and an operator's file that still sets it keeps a smaller default.
+	MaxTokens int `yaml:"max_tokens"`
+	// MaxTokensCap is the largest output budget a request may ask for
+	// (400 above it) and the budget of one that asks for none.
+	MaxTokensCap int     `yaml:"max_tokens_cap"`
+	Temperature  float64 `yaml:"temperature"`
+	TopP         float64 `yaml:"top_p"`
 }
 
 // Scheduling is the policy the scheduler applies to the profile's requests.
@@ -128,8 +136,8 @@ func (p *Profile) validate() error {
 	switch {
 	case g.MaxTokensCap < 1:
 		return errors.New("max_tokens_cap must be at least 1")
-	case g.MaxTokens < 1 || g.MaxTokens > g.MaxTokensCap:
-		return fmt.Errorf("max_tokens %d must be within 1..max_tokens_cap (%d)", g.MaxTokens, g.MaxTokensCap)
+	case g.MaxTokens < 0 || g.MaxTokens > g.MaxTokensCap:
+		return fmt.Errorf("max_tokens %d must be within 1..max_tokens_cap (%d), or 0 (unset: the rest of the context up to the cap)", g.MaxTokens, g.MaxTokensCap)
 	case g.Temperature < 0 || g.Temperature > 2:
 		return fmt.Errorf("temperature %v must be within 0..2", g.Temperature)
 	case g.TopP <= 0 || g.TopP > 1:

@@ -116,6 +116,11 @@ type WorkerInfo struct {
 	// dummy weights).
 	LoadBytesDone  int64 `json:"load_bytes_done"`
 	LoadBytesTotal int64 `json:"load_bytes_total"`
+	// StepTime is the time of the Steps on the worker's clock, LastStep
+	// the last forward pass's, as of its last heartbeat (0 from a worker
+	// that does not report them): the per-worker step time of the metrics.
+	StepTime time.Duration `json:"step_time_ns"`
+	LastStep time.Duration `json:"last_step_ns"`
 }
 
 // Client is the coordinator's handle on the workers. It implements
@@ -296,6 +301,11 @@ func (c *Client) onHeartbeat(m *nats.Msg) {
 	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
 	w.Sequences = int(h.Sequences)
 	w.LoadBytesDone, w.LoadBytesTotal = h.LoadBytesDone, h.LoadBytesTotal
+	w.StepTime, w.LastStep = time.Duration(h.StepNanos), time.Duration(h.LastStepNanos)
+	if h.MemoryTotal > 0 {
+		// Sampled since the registration (which was before the load).
+		w.MemoryTotal, w.MemoryUsed = h.MemoryTotal, h.MemoryUsed
+	}
 	c.notifyLocked()
 }
 

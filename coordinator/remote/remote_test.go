@@ -600,6 +600,31 @@ func TestHeartbeatLoadProgress(t *testing.T) {
 	})
 }
 
+// The heartbeats' step time and device memory reach Workers() (the
+// per-worker metrics); a heartbeat without memory keeps the register's.
+func TestHeartbeatStepTimeAndMemory(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, 1, nil)
+	w := e.worker(t, 0, 1)
+	w.register()
+	testkit.Eventually(t, 2*time.Second, "registered", func() bool { ws := c.Workers(); return len(ws) == 1 && ws[0].Registered })
+	reg := c.Workers()[0]
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "ready", Steps: 4,
+		StepNanos: uint64(80 * time.Millisecond), LastStepNanos: uint64(15 * time.Millisecond)})
+	testkit.Eventually(t, 2*time.Second, "step time", func() bool {
+		ws := c.Workers()
+		return len(ws) == 1 && ws[0].Steps == 4 && ws[0].StepTime == 80*time.Millisecond && ws[0].LastStep == 15*time.Millisecond
+	})
+	if ws := c.Workers(); ws[0].MemoryTotal != reg.MemoryTotal || ws[0].MemoryUsed != reg.MemoryUsed {
+		t.Errorf("memory %d/%d, want the register's %d/%d", ws[0].MemoryUsed, ws[0].MemoryTotal, reg.MemoryUsed, reg.MemoryTotal)
+	}
+	w.send(e.subj.Heartbeat(), &wire.Heartbeat{WorkerId: "w0", Rank: 0, State: "ready", MemoryTotal: 81 << 30, MemoryUsed: 70 << 30})
+	testkit.Eventually(t, 2*time.Second, "sampled memory", func() bool {
+		ws := c.Workers()
+		return len(ws) == 1 && ws[0].MemoryTotal == 81<<30 && ws[0].MemoryUsed == 70<<30
+	})
+}
+
 // /health shows WorkerInfo as JSON: every field under its snake_case key.
 func TestWorkerInfoJSON(t *testing.T) {
 	b, err := json.Marshal(WorkerInfo{ID: "w0", Rank: 1, PID: 7, Sequences: 2, LoadBytesDone: 3, LoadBytesTotal: 4})
@@ -611,7 +636,7 @@ func TestWorkerInfoJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"id", "rank", "device", "memory_total", "memory_used", "state", "error", "last_heartbeat",
-		"steps", "pid", "registered", "lost", "sequences", "load_bytes_done", "load_bytes_total"}
+		"steps", "pid", "registered", "lost", "sequences", "load_bytes_done", "load_bytes_total", "step_time_ns", "last_step_ns"}
 	got := slices.Sorted(maps.Keys(m))
 	slices.Sort(want)
 	if !slices.Equal(got, want) {

@@ -480,7 +480,13 @@ func submitMany(t *testing.T, s *Scheduler, p *profiles.Profile, n, maxTokens in
 func TestInfrastructureFailureRetriesTogether(t *testing.T) {
 	f := newFake()
 	var failed atomic.Bool
+	// The first step waits until all 64 requests are submitted: on a
+	// loaded machine the instant fake otherwise finishes the first
+	// requests before the last arrive, and 64 never run together.
+	submitted := make(chan struct{})
+	var gate sync.Once
 	f.fail = func(b *step.Batch) error {
+		gate.Do(func() { <-submitted })
 		if len(b.Seqs) == 64 && b.Seqs[0].Pos > 6 && !failed.Swap(true) {
 			return errors.New("worker killed")
 		}
@@ -491,6 +497,7 @@ func TestInfrastructureFailureRetriesTogether(t *testing.T) {
 	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
 	defer s.Close()
 	streams := submitMany(t, s, p, 64, 20)
+	close(submitted)
 	for i, st := range streams {
 		if toks, fin := collect(t, st); fin.Reason != FinishLength || len(toks) != 20 {
 			t.Fatalf("request %d: %+v after %d tokens", i, fin, len(toks))

@@ -45,6 +45,9 @@ type metrics struct {
 	// Engine steps, over all profiles: a step serves every profile's
 	// sequences at once.
 	stepDuration, stepSeqs, stepTokens prometheus.Histogram
+
+	// vllm is the same data under vLLM's names (vllm.go).
+	vllm *vllmMetrics
 }
 
 var stepBuckets = []float64{
@@ -52,7 +55,7 @@ var stepBuckets = []float64{
 	0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5,
 }
 
-func newMetrics() *metrics {
+func newMetrics(model string, maxModelLen int) *metrics {
 	hist := func(name, help string, buckets []float64) *prometheus.HistogramVec {
 		return prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: name, Help: help, Buckets: buckets,
@@ -118,6 +121,8 @@ func newMetrics() *metrics {
 			Help: "Sequences in one step.", Buckets: tokenBuckets}),
 		stepTokens: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_step_tokens",
 			Help: "Tokens processed in one step (prefill chunks plus one per decoding sequence).", Buckets: tokenBuckets}),
+
+		vllm: newVLLMMetrics(model, maxModelLen),
 	}
 }
 
@@ -130,6 +135,7 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.harmonyMalformed, m.preemptions,
 		m.stepFailures, m.retried, m.refused, m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
 	}
+	cs = append(cs, m.vllm.vecs...)
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

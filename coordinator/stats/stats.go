@@ -127,8 +127,10 @@ type Load struct {
 type Option func(*options)
 
 type options struct {
-	window int
-	clock  func() time.Time
+	window      int
+	clock       func() time.Time
+	model       string
+	maxModelLen int
 }
 
 // WithWindow sets how many recent samples each series keeps for the JSON
@@ -148,6 +150,21 @@ func WithClock(now func() time.Time) Option {
 	return func(o *options) {
 		if now != nil {
 			o.clock = now
+		}
+	}
+}
+
+// WithModel names the served model, the model_name label of the vLLM
+// series (vllm.go), and its context length, the top of their per-request
+// token buckets as vLLM sizes them. An empty name keeps DefaultModelName,
+// a length below 1 gpt-oss's 131072.
+func WithModel(name string, contextLength int) Option {
+	return func(o *options) {
+		if name != "" {
+			o.model = name
+		}
+		if contextLength >= 1 {
+			o.maxModelLen = contextLength
 		}
 	}
 }
@@ -206,11 +223,11 @@ type requestKey struct {
 // skips registration. Registration errors (e.g. a second Recorder on the same
 // registry) are returned rather than panicking, so the caller decides.
 func New(profiles []string, reg prometheus.Registerer, opts ...Option) (*Recorder, error) {
-	o := options{window: DefaultWindow, clock: time.Now}
+	o := options{window: DefaultWindow, clock: time.Now, model: DefaultModelName, maxModelLen: defaultMaxModelLen}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	m := newMetrics()
+	m := newMetrics(o.model, o.maxModelLen)
 	if reg != nil {
 		if err := m.register(reg); err != nil {
 			return nil, err
@@ -236,6 +253,7 @@ func (r *Recorder) ObservePreemption(profile string) {
 	p := r.profileLocked(profile)
 	r.mu.Unlock()
 	p.preemptions.Inc()
+	r.m.vllm.preemptions.Inc()
 }
 
 // ObserveStepFailure counts a failed step and what became of its sequences.
@@ -252,6 +270,7 @@ func (r *Recorder) ObserveStep(seqs, tokens int, took time.Duration) {
 	r.m.stepDuration.Observe(took.Seconds())
 	r.m.stepSeqs.Observe(float64(seqs))
 	r.m.stepTokens.Observe(float64(tokens))
+	r.m.vllm.iterTokens.Observe(float64(tokens))
 }
 
 // profileLocked returns the profile for name, creating it when first seen.
@@ -407,6 +426,7 @@ func (r *Recorder) Observe(rec Record) {
 	}
 	r.mu.Unlock()
 
+	r.m.vllm.observe(&rec, generated)
 	reqC.Inc()
 	if rec.PromptTokens > 0 {
 		p.promptTotal.Add(float64(rec.PromptTokens))
@@ -486,11 +506,16 @@ func (r *Recorder) SetLoad(load map[string]Load) {
 	}
 	ps := slices.Clone(r.order)
 	r.mu.Unlock()
+	var total Load
 	for _, p := range ps {
 		l := agg[p]
 		p.running.Set(float64(l.Active))
 		p.waiting.Set(float64(l.Queued))
+		total.Active += l.Active
+		total.Queued += l.Queued
 	}
+	r.m.vllm.running.Set(float64(total.Active))
+	r.m.vllm.waiting.Set(float64(total.Queued))
 }
 
 // Quantiles holds percentiles of a latency series, in seconds.

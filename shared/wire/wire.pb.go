@@ -146,8 +146,20 @@ type Heartbeat struct {
 	// device after done reaches total. Dummy weights report 0 of 0.
 	LoadBytesDone  int64 `protobuf:"varint,8,opt,name=load_bytes_done,json=loadBytesDone,proto3" json:"load_bytes_done,omitempty"`
 	LoadBytesTotal int64 `protobuf:"varint,9,opt,name=load_bytes_total,json=loadBytesTotal,proto3" json:"load_bytes_total,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The steps' time on the worker's clock, for the per-worker metrics:
+	// step_nanos is the time of all the steps counted in steps (so that a
+	// dashboard divides the two for the mean over any window), last_step_nanos
+	// the last one's that ran sequences (not a release-only step). 0 from a
+	// worker that does not report them.
+	StepNanos     uint64 `protobuf:"varint,10,opt,name=step_nanos,json=stepNanos,proto3" json:"step_nanos,omitempty"`
+	LastStepNanos uint64 `protobuf:"varint,11,opt,name=last_step_nanos,json=lastStepNanos,proto3" json:"last_step_nanos,omitempty"`
+	// The device's memory (the machine's on cpu) in bytes, sampled every few
+	// seconds: Register's figures are from before the model loaded. 0: not
+	// sampled yet (the coordinator keeps Register's).
+	MemoryTotal   uint64 `protobuf:"varint,12,opt,name=memory_total,json=memoryTotal,proto3" json:"memory_total,omitempty"`
+	MemoryUsed    uint64 `protobuf:"varint,13,opt,name=memory_used,json=memoryUsed,proto3" json:"memory_used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -239,6 +251,34 @@ func (x *Heartbeat) GetLoadBytesDone() int64 {
 func (x *Heartbeat) GetLoadBytesTotal() int64 {
 	if x != nil {
 		return x.LoadBytesTotal
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetStepNanos() uint64 {
+	if x != nil {
+		return x.StepNanos
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLastStepNanos() uint64 {
+	if x != nil {
+		return x.LastStepNanos
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetMemoryTotal() uint64 {
+	if x != nil {
+		return x.MemoryTotal
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetMemoryUsed() uint64 {
+	if x != nil {
+		return x.MemoryUsed
 	}
 	return 0
 }
@@ -1039,7 +1079,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vmemory_used\x18\x06 \x01(\x04R\n" +
 	"memoryUsed\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x10\n" +
-	"\x03pid\x18\b \x01(\x05R\x03pid\"\x8d\x02\n" +
+	"\x03pid\x18\b \x01(\x05R\x03pid\"\x98\x03\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -1050,7 +1090,14 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1c\n" +
 	"\tsequences\x18\a \x01(\x05R\tsequences\x12&\n" +
 	"\x0fload_bytes_done\x18\b \x01(\x03R\rloadBytesDone\x12(\n" +
-	"\x10load_bytes_total\x18\t \x01(\x03R\x0eloadBytesTotal\"\xef\x01\n" +
+	"\x10load_bytes_total\x18\t \x01(\x03R\x0eloadBytesTotal\x12\x1d\n" +
+	"\n" +
+	"step_nanos\x18\n" +
+	" \x01(\x04R\tstepNanos\x12&\n" +
+	"\x0flast_step_nanos\x18\v \x01(\x04R\rlastStepNanos\x12!\n" +
+	"\fmemory_total\x18\f \x01(\x04R\vmemoryTotal\x12\x1f\n" +
+	"\vmemory_used\x18\r \x01(\x04R\n" +
+	"memoryUsed\"\xef\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +

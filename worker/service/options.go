@@ -49,6 +49,9 @@ type Options struct {
 	ParentPID int
 	// Version is reported in the registration.
 	Version string
+	// PprofAddr, when set, serves net/http/pprof on this loopback
+	// host:port (pprof.go); "" leaves profiling off.
+	PprofAddr string
 }
 
 // Validate checks the options that no single setting can check alone.
@@ -82,6 +85,11 @@ func (o *Options) Validate() error {
 	}
 	if _, err := wire.NewSubjects(o.Deployment); err != nil {
 		return fmt.Errorf("--deployment: %w", err)
+	}
+	if o.PprofAddr != "" {
+		if err := checkPprofAddr(o.PprofAddr); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -93,6 +93,14 @@ type Service struct {
 	// the last step or load, for heartbeats (leak checks).
 	sequences atomic.Int32
 
+	// stepNanos is the time of the steps counted in steps, lastStepNanos
+	// the last one's, for the heartbeats (the per-worker metrics).
+	stepNanos, lastStepNanos atomic.Uint64
+
+	// memTotal and memUsed are the device's memory as last sampled
+	// (sampleMemory), for the heartbeats; 0 until the first sample.
+	memTotal, memUsed atomic.Uint64
+
 	// loadSet is the checkpoint of the Load in progress, once open, for
 	// the heartbeats' progress (progress.go); nil otherwise.
 	loadSet atomic.Pointer[safetensors.Set]
@@ -183,6 +191,17 @@ func (w *Service) Run(sigs <-chan os.Signal) int {
 	if c.NATSToken != "" {
 		opts = append(opts, nats.Token(c.NATSToken))
 	}
+	if c.PprofAddr != "" {
+		// Before NATS, so that a worker stuck connecting can be profiled.
+		// A port already taken costs the profiling, not the worker: the
+		// launcher hands the coordinator's environment to every rank, so
+		// an inherited GPTOSS_WORKER_PPROF_ADDR binds for one rank only.
+		if p, err := startPprof(c.PprofAddr, w.log); err != nil {
+			w.log.Error("pprof not started; serving without it", zap.Error(err))
+		} else {
+			defer p.Close()
+		}
+	}
 	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		w.log.Error("connecting to NATS", zap.Error(err))
@@ -214,6 +233,7 @@ func (w *Service) Run(sigs <-chan os.Signal) int {
 	w.heartbeat()
 
 	go w.loop()
+	go w.sampleMemory()
 	go w.heartbeats()
 	go w.watchCoordinator()
 	if c.ParentPID > 0 {
@@ -351,10 +371,29 @@ func (w *Service) heartbeatMsg() *wire.Heartbeat {
 		UnixNanos: time.Now().UnixNano(), Error: errMsg,
 	}
 	h.Sequences = w.sequences.Load()
+	h.StepNanos, h.LastStepNanos = w.stepNanos.Load(), w.lastStepNanos.Load()
+	h.MemoryTotal, h.MemoryUsed = w.memTotal.Load(), w.memUsed.Load()
 	if state == Loading {
 		h.LoadBytesDone, h.LoadBytesTotal = w.loadProgress()
 	}
 	return h
+}
+
+// memEvery is the period of the device memory samples the heartbeats
+// carry: NVML's init is too slow to run for every heartbeat, and memory
+// moves with loads and the KV cache's allocation, not step by step.
+const memEvery = 5 * time.Second
+
+// sampleMemory samples the device's memory every memEvery, off the
+// heartbeat's goroutine so that a slow NVML call never delays a heartbeat.
+func (w *Service) sampleMemory() {
+	t := time.NewTicker(memEvery)
+	defer t.Stop()
+	for ; ; <-t.C {
+		_, total, used := device()
+		w.memTotal.Store(total)
+		w.memUsed.Store(used)
+	}
 }
 
 func (w *Service) heartbeats() {
@@ -535,6 +574,15 @@ func (w *Service) doStep(j job) {
 		}
 		res = &wire.StepResult{StepId: j.step.StepId, Rank: int32(w.opts.Rank), Error: err.Error()}
 	} else {
+		// The time first, then the count: a heartbeat between the two
+		// sees a mean a little high rather than one step short of time.
+		took := uint64(time.Since(start))
+		w.stepNanos.Add(took)
+		if len(j.step.Seqs) > 0 {
+			// A release-only step (microseconds) would hide the last
+			// forward pass's time.
+			w.lastStepNanos.Store(took)
+		}
 		w.steps.Add(1)
 	}
 	w.replyStep(j.reply, res)
