@@ -45,6 +45,7 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/logging"
+	"github.com/gptoss/server/shared/pprof"
 	"github.com/gptoss/server/shared/step"
 )
 
@@ -107,7 +108,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	}
 	// pprof (off unless --pprof-addr) serves from here on, so the
 	// start-up can be profiled; actor 6 owns it once the group runs.
-	pp, err := startPprof(s.PprofAddr, log.Named("pprof"))
+	pp, err := pprof.Start(s.PprofAddr, log.Named("pprof"))
 	if err != nil {
 		return err
 	}

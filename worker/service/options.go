@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gptoss/server/shared/pprof"
 	"github.com/gptoss/server/shared/wire"
 )
 
@@ -50,7 +51,7 @@ type Options struct {
 	// Version is reported in the registration.
 	Version string
 	// PprofAddr, when set, serves net/http/pprof on this loopback
-	// host:port (pprof.go); "" leaves profiling off.
+	// host:port (shared/pprof); "" leaves profiling off.
 	PprofAddr string
 }
 
@@ -87,7 +88,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--deployment: %w", err)
 	}
 	if o.PprofAddr != "" {
-		if err := checkPprofAddr(o.PprofAddr); err != nil {
+		if err := pprof.Check(o.PprofAddr); err != nil {
 			return err
 		}
 	}

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gptoss/server/shared/logging"
+	"github.com/gptoss/server/shared/pprof"
 	"github.com/gptoss/server/shared/wire"
 	"github.com/gptoss/server/worker/collective"
 	"github.com/gptoss/server/worker/cuda"
@@ -196,7 +197,7 @@ func (w *Service) Run(sigs <-chan os.Signal) int {
 		// A port already taken costs the profiling, not the worker: the
 		// launcher hands the coordinator's environment to every rank, so
 		// an inherited GPTOSS_WORKER_PPROF_ADDR binds for one rank only.
-		if p, err := startPprof(c.PprofAddr, w.log); err != nil {
+		if p, err := pprof.Start(c.PprofAddr, w.log); err != nil {
 			w.log.Error("pprof not started; serving without it", zap.Error(err))
 		} else {
 			defer p.Close()

@@ -1,4 +1,4 @@
-package main
+package pprof
 
 import (
 	"io"
@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 )
 
-func TestPprofAddrLoopbackOnly(t *testing.T) {
+func TestCheckLoopbackOnly(t *testing.T) {
 	for addr, ok := range map[string]bool{
 		"127.0.0.1:6060": true,
 		"localhost:6060": true,
@@ -24,27 +24,27 @@ func TestPprofAddrLoopbackOnly(t *testing.T) {
 		"127.0.0.1:http": false,
 		"127.0.0.1:-1":   false,
 	} {
-		err := checkPprofAddr(addr)
+		err := Check(addr)
 		if (err == nil) != ok {
-			t.Errorf("checkPprofAddr(%q) = %v, want ok %v", addr, err, ok)
+			t.Errorf("Check(%q) = %v, want ok %v", addr, err, ok)
 		}
 		if err != nil && !strings.Contains(err.Error(), "--pprof-addr") {
-			t.Errorf("checkPprofAddr(%q): %q does not name the flag", addr, err)
+			t.Errorf("Check(%q): %q does not name the flag", addr, err)
 		}
 	}
 	// The refusal happens before anything listens.
-	if p, err := startPprof("0.0.0.0:0", zap.NewNop()); err == nil || p != nil {
+	if p, err := Start("0.0.0.0:0", zap.NewNop()); err == nil || p != nil {
 		t.Fatalf("startPprof on every interface: %v, %v", p, err)
 	} else if !strings.Contains(err.Error(), "loopback only") {
 		t.Errorf("error %q does not say why", err)
 	}
 }
 
-func TestPprofServes(t *testing.T) {
-	if p, err := startPprof("", zap.NewNop()); p != nil || err != nil {
+func TestServes(t *testing.T) {
+	if p, err := Start("", zap.NewNop()); p != nil || err != nil {
 		t.Fatalf("off: %v, %v", p, err)
 	}
-	p, err := startPprof("127.0.0.1:0", zap.NewNop())
+	p, err := Start("127.0.0.1:0", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestPprofServes(t *testing.T) {
 		}
 	}
 	// A second listener on the same port is a clear start-up error.
-	if _, err := startPprof(p.Addr().String(), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "pprof: listen") {
+	if _, err := Start(p.Addr().String(), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "pprof: listen") {
 		t.Errorf("port in use: %v", err)
 	}
 	done := make(chan error, 1)

@@ -1,30 +1,14 @@
 package service
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 )
 
-func TestPprofAddrLoopbackOnly(t *testing.T) {
-	for addr, ok := range map[string]bool{
-		"127.0.0.1:6061": true,
-		"localhost:0":    true,
-		"[::1]:6061":     true,
-		":6061":          false,
-		"0.0.0.0:6061":   false,
-		"192.168.1.2:1":  false,
-		"127.0.0.1":      false,
-	} {
-		if err := checkPprofAddr(addr); (err == nil) != ok {
-			t.Errorf("checkPprofAddr(%q) = %v, want ok %v", addr, err, ok)
-		}
-	}
-	// Options.Validate applies the rule: a bad flag fails the start-up.
+// Options.Validate applies shared/pprof's loopback rule: a bad flag fails
+// the start-up.
+func TestPprofAddrValidated(t *testing.T) {
 	o := Options{NATSURL: "nats://127.0.0.1:4222", Deployment: "default", WorldSize: 1, WorkerID: "w", Heartbeat: time.Second,
 		CoordinatorTimeout: time.Second, StepTimeout: time.Second, Backend: BackendCPU, GPUMemoryUtilization: 0.9, LoadFormat: LoadAuto}
 	if err := o.Validate(); err != nil {
@@ -38,29 +22,6 @@ func TestPprofAddrLoopbackOnly(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Errorf("Validate with pprof on loopback: %v", err)
 	}
-}
-
-func TestPprofServes(t *testing.T) {
-	p, err := startPprof("127.0.0.1:0", zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Get("http://" + p.Addr().String() + "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine") {
-		t.Errorf("goroutine profile: %d %q", resp.StatusCode, body[:min(len(body), 200)])
-	}
-	if _, err := startPprof(p.Addr().String(), zap.NewNop()); err == nil {
-		t.Error("a second listener on a port in use started")
-	}
-	p.Close()
-	p.Close()
-	var none *pprofServer
-	none.Close() // nil-safe
 }
 
 // The heartbeat carries the steps' time and the device's memory as the
