@@ -126,6 +126,25 @@ func (s *Server) createResponse(c echo.Context) error {
 	return s.respond(c, p)
 }
 
+// countInputTokens is POST /v1/responses/input_tokens (the SDKs'
+// responses.input_tokens.count): the input tokens a request with this body
+// would be charged, from the same rendering, without generating.
+func (s *Server) countInputTokens(c echo.Context) error {
+	var req ResponsesRequest
+	if err := decodeJSON(c.Request().Body, &req); err != nil {
+		return err
+	}
+	if req.Model == "" {
+		req.Model = s.opts.Model.ID // optional here, as in OpenAI's API
+	}
+	req.Stream = nil
+	p, err := s.parseResponses(c.Request().Context(), &req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"object": "response.input_tokens", "input_tokens": len(p.g.prompt)})
+}
+
 // parseResponses validates a request and turns it into a chat generation.
 func (s *Server) parseResponses(ctx context.Context, req *ResponsesRequest) (*respParams, error) {
 	switch {

@@ -275,3 +275,22 @@ func TestItemsToMessages(t *testing.T) {
 		t.Fatal("foreign encrypted_content accepted")
 	}
 }
+
+// input_tokens counts what a create with the same body is charged.
+func TestResponseInputTokens(t *testing.T) {
+	e := newEnv(t)
+	body := `{"model":"gpt-oss-20b","input":"Weather in Paris?","instructions":"Be brief.","tools":` + weatherTool + `}`
+	_, b := e.post(t, "/v1/responses", body)
+	want := decodeResponse(t, b).Usage.InputTokens
+	resp, b := e.post(t, "/v1/responses/input_tokens", body)
+	var got struct {
+		Object      string `json:"object"`
+		InputTokens int    `json:"input_tokens"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || resp.StatusCode != 200 || got.Object != "response.input_tokens" || got.InputTokens != want {
+		t.Fatalf("%d %s, want %d input tokens", resp.StatusCode, b, want)
+	}
+	if resp, b := e.post(t, "/v1/responses/input_tokens", `{"input":"x","background":true}`); resp.StatusCode != 400 {
+		t.Fatalf("refusals apply: %d %s", resp.StatusCode, b)
+	}
+}

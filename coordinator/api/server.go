@@ -214,6 +214,7 @@ func New(opts Options) (*Server, error) {
 	e.POST(chatRoute, s.chatCompletions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
 	e.POST(completionsRoute, s.completions, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
 	e.POST(responsesRoute, s.createResponse, s.authMiddleware, s.startupMiddleware, s.limitMiddleware)
+	e.POST(responsesRoute+"/input_tokens", s.countInputTokens, s.authMiddleware)
 	e.GET(responsesRoute+"/:id", s.getResponse, s.authMiddleware)
 	e.DELETE(responsesRoute+"/:id", s.deleteResponse, s.authMiddleware)
 	e.GET(responsesRoute+"/:id/input_items", s.listInputItems, s.authMiddleware)
@@ -238,7 +239,8 @@ const (
 	responsesRoute   = "/v1/responses"
 )
 
-var routeEndpoints = map[string]string{chatRoute: "chat", completionsRoute: "completions", responsesRoute: "responses"}
+var routeEndpoints = map[string]string{chatRoute: "chat", completionsRoute: "completions", responsesRoute: "responses",
+	responsesRoute + "/input_tokens": "responses", responsesRoute + "/:id/cancel": "responses"}
 
 // Handler returns the HTTP handler, for tests and custom listeners.
 func (s *Server) Handler() http.Handler { return s.echo }

@@ -624,3 +624,14 @@ def test_real_engine_create_and_stream(make_server):
     assert got == final
     assert_response_type(raw)
     assert_events_typed(events)
+
+
+def test_input_tokens_count(server):
+    """The SDK's responses.input_tokens.count answers what a create with the
+    same input is charged."""
+    c = client(server)
+    kw = dict(input="What is the weather in Paris?", instructions="Be brief.", tools=[WEATHER_TOOL])
+    counted = c.responses.input_tokens.count(model=MODEL, **kw)
+    created = c.responses.create(model=MODEL, max_output_tokens=ROOMY, **kw)
+    assert counted.object == "response.input_tokens"
+    assert counted.input_tokens == created.usage.input_tokens > 0
