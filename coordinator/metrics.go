@@ -40,7 +40,7 @@ func registerEngineMetrics(reg prometheus.Registerer, model string, sch *sched.S
 		for i, w := range ws {
 			out[i] = stats.Worker{
 				Rank: w.Rank, Device: w.Device, MemoryTotal: w.MemoryTotal, MemoryUsed: w.MemoryUsed,
-				State: w.State, Lost: w.Lost, Steps: w.Steps, StepTime: w.StepTime, LastStep: w.LastStep,
+				State: w.State, Lost: w.Lost, Steps: w.Steps, StepTime: w.StepTime, LastStep: w.LastStep, IdleTime: w.IdleTime,
 				Sequences: w.Sequences, Restarts: w.Restarts, LoadBytesDone: w.LoadBytesDone, LoadBytesTotal: w.LoadBytesTotal,
 				// Every rank holds the scheduler's block tables.
 				KVBlocks: u.Blocks, KVBlocksUsed: u.UsedBlocks,

@@ -121,6 +121,9 @@ type WorkerInfo struct {
 	// that does not report them): the per-worker step time of the metrics.
 	StepTime time.Duration `json:"step_time_ns"`
 	LastStep time.Duration `json:"last_step_ns"`
+	// IdleTime is the time the worker waited between forward steps (the
+	// serving loop's bubble under load), as of its last heartbeat.
+	IdleTime time.Duration `json:"idle_time_ns"`
 }
 
 // Client is the coordinator's handle on the workers. It implements
@@ -301,7 +304,7 @@ func (c *Client) onHeartbeat(m *nats.Msg) {
 	w.State, w.Error, w.Steps, w.LastHeartbeat, w.beating = h.State, h.Error, h.Steps, time.Now(), true
 	w.Sequences = int(h.Sequences)
 	w.LoadBytesDone, w.LoadBytesTotal = h.LoadBytesDone, h.LoadBytesTotal
-	w.StepTime, w.LastStep = time.Duration(h.StepNanos), time.Duration(h.LastStepNanos)
+	w.StepTime, w.LastStep, w.IdleTime = time.Duration(h.StepNanos), time.Duration(h.LastStepNanos), time.Duration(h.IdleNanos)
 	if h.MemoryTotal > 0 {
 		// Sampled since the registration (which was before the load).
 		w.MemoryTotal, w.MemoryUsed = h.MemoryTotal, h.MemoryUsed

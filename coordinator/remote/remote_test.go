@@ -636,7 +636,7 @@ func TestWorkerInfoJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"id", "rank", "device", "memory_total", "memory_used", "state", "error", "last_heartbeat",
-		"steps", "pid", "registered", "lost", "sequences", "load_bytes_done", "load_bytes_total", "step_time_ns", "last_step_ns"}
+		"steps", "pid", "registered", "lost", "sequences", "load_bytes_done", "load_bytes_total", "step_time_ns", "last_step_ns", "idle_time_ns"}
 	got := slices.Sorted(maps.Keys(m))
 	slices.Sort(want)
 	if !slices.Equal(got, want) {

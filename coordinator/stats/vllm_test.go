@@ -363,7 +363,7 @@ func TestWorkerCollector(t *testing.T) {
 	}
 	ws = []Worker{
 		{Rank: 0, Device: "NVIDIA H100 80GB HBM3", MemoryTotal: 80 << 30, MemoryUsed: 70 << 30, State: "ready", Steps: 100,
-			StepTime: 2 * time.Second, LastStep: ms(15), Sequences: 3, Restarts: 1, KVBlocks: 1000, KVBlocksUsed: 250},
+			StepTime: 2 * time.Second, LastStep: ms(15), IdleTime: ms(250), Sequences: 3, Restarts: 1, KVBlocks: 1000, KVBlocksUsed: 250},
 		{Rank: 1, Device: "cpu", MemoryTotal: 64 << 30, State: "loading", Lost: true, LoadBytesDone: 10, LoadBytesTotal: 40},
 		{Rank: 1, Device: "cpu", State: "ready"}, // a duplicate rank is left out
 		{Rank: 2, Device: "cpu", State: "hibernating"},
@@ -382,6 +382,7 @@ func TestWorkerCollector(t *testing.T) {
 		{"gptoss_worker_kv_blocks_used", r0, 250},
 		{"gptoss_worker_steps_total", r0, 100},
 		{"gptoss_worker_step_seconds_total", r0, 2},
+		{"gptoss_worker_idle_seconds_total", r0, 0.25},
 		{"gptoss_worker_last_step_seconds", r0, 0.015},
 		{"gptoss_worker_sequences", r0, 3},
 		{"gptoss_worker_restarts_total", r0, 1},

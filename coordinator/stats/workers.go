@@ -31,6 +31,8 @@ type Worker struct {
 	Steps    uint64
 	StepTime time.Duration
 	LastStep time.Duration
+	// IdleTime is the time the worker waited between forward steps.
+	IdleTime time.Duration
 	// Sequences is the sequences the worker holds state for.
 	Sequences int
 	// Restarts is how often the launcher restarted this rank.
@@ -58,6 +60,7 @@ type workerCollector struct {
 
 	memTotal, memUsed, kvBlocks, kvUsed      *prometheus.Desc
 	steps, stepSeconds, lastStep, sequences  *prometheus.Desc
+	idleSeconds                              *prometheus.Desc
 	state, restarts, loadedBytes, totalBytes *prometheus.Desc
 }
 
@@ -76,6 +79,7 @@ func NewWorkerCollector(workers func() []Worker) prometheus.Collector {
 		kvUsed:      desc("gptoss_worker_kv_blocks_used", "KV cache blocks held by running sequences (blocks held only by the prefix cache count as free)."),
 		steps:       desc("gptoss_worker_steps_total", "Steps the worker ran."),
 		stepSeconds: desc("gptoss_worker_step_seconds_total", "Time the worker spent in steps; over gptoss_worker_steps_total, the mean step time."),
+		idleSeconds: desc("gptoss_worker_idle_seconds_total", "Time the worker waited between forward steps for the coordinator; under load, rate() of it over rate() of gptoss_worker_step_seconds_total is the serving loop's bubble."),
 		lastStep:    desc("gptoss_worker_last_step_seconds", "Time the worker's last step that ran sequences (a forward pass) took."),
 		sequences:   desc("gptoss_worker_sequences", "Sequences the worker holds state for."),
 		state:       desc("gptoss_worker_state", "1 for the worker's current state, 0 for the others; lost: its heartbeats stopped.", "state"),
@@ -87,7 +91,7 @@ func NewWorkerCollector(workers func() []Worker) prometheus.Collector {
 
 // Describe implements prometheus.Collector.
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.memTotal, c.memUsed, c.kvBlocks, c.kvUsed, c.steps, c.stepSeconds,
+	for _, d := range []*prometheus.Desc{c.memTotal, c.memUsed, c.kvBlocks, c.kvUsed, c.steps, c.stepSeconds, c.idleSeconds,
 		c.lastStep, c.sequences, c.state, c.restarts, c.loadedBytes, c.totalBytes} {
 		ch <- d
 	}
@@ -121,6 +125,7 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(c.steps, float64(w.Steps))
 		counter(c.stepSeconds, w.StepTime.Seconds())
+		counter(c.idleSeconds, w.IdleTime.Seconds())
 		gauge(c.lastStep, w.LastStep.Seconds())
 		gauge(c.sequences, float64(w.Sequences))
 		counter(c.restarts, float64(w.Restarts))

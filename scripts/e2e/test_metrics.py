@@ -159,6 +159,8 @@ def test_vllm_metrics_and_worker_gauges(make_server):
     assert one(fams, "gptoss_worker_memory_total_bytes", rank="0") > 0
     assert one(fams, "gptoss_worker_kv_blocks", rank="0") == kv["blocks"]
     assert one(fams, "gptoss_worker_step_seconds_total", rank="0") > 0
+    # Several requests, several forward steps: the worker waited between them.
+    assert one(fams, "gptoss_worker_idle_seconds_total", rank="0") > 0
     assert one(fams, "gptoss_worker_last_step_seconds", rank="0") > 0
     assert one(fams, "gptoss_worker_restarts_total", rank="0") == 0
 

@@ -156,8 +156,13 @@ type Heartbeat struct {
 	// The device's memory (the machine's on cpu) in bytes, sampled every few
 	// seconds: Register's figures are from before the model loaded. 0: not
 	// sampled yet (the coordinator keeps Register's).
-	MemoryTotal   uint64 `protobuf:"varint,12,opt,name=memory_total,json=memoryTotal,proto3" json:"memory_total,omitempty"`
-	MemoryUsed    uint64 `protobuf:"varint,13,opt,name=memory_used,json=memoryUsed,proto3" json:"memory_used,omitempty"`
+	MemoryTotal uint64 `protobuf:"varint,12,opt,name=memory_total,json=memoryTotal,proto3" json:"memory_total,omitempty"`
+	MemoryUsed  uint64 `protobuf:"varint,13,opt,name=memory_used,json=memoryUsed,proto3" json:"memory_used,omitempty"`
+	// idle_nanos is the time between a forward step's reply and the start of
+	// the next forward step, summed: the engine waiting for the coordinator
+	// to turn a step around. Under load its rate is the serving loop's
+	// bubble; on an idle server it grows with the wall clock.
+	IdleNanos     uint64 `protobuf:"varint,14,opt,name=idle_nanos,json=idleNanos,proto3" json:"idle_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,6 +284,13 @@ func (x *Heartbeat) GetMemoryTotal() uint64 {
 func (x *Heartbeat) GetMemoryUsed() uint64 {
 	if x != nil {
 		return x.MemoryUsed
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetIdleNanos() uint64 {
+	if x != nil {
+		return x.IdleNanos
 	}
 	return 0
 }
@@ -1079,7 +1091,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vmemory_used\x18\x06 \x01(\x04R\n" +
 	"memoryUsed\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x10\n" +
-	"\x03pid\x18\b \x01(\x05R\x03pid\"\x98\x03\n" +
+	"\x03pid\x18\b \x01(\x05R\x03pid\"\xb7\x03\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x14\n" +
@@ -1097,7 +1109,9 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x0flast_step_nanos\x18\v \x01(\x04R\rlastStepNanos\x12!\n" +
 	"\fmemory_total\x18\f \x01(\x04R\vmemoryTotal\x12\x1f\n" +
 	"\vmemory_used\x18\r \x01(\x04R\n" +
-	"memoryUsed\"\xef\x01\n" +
+	"memoryUsed\x12\x1d\n" +
+	"\n" +
+	"idle_nanos\x18\x0e \x01(\x04R\tidleNanos\"\xef\x01\n" +
 	"\x04Load\x12\x1b\n" +
 	"\tmodel_dir\x18\x01 \x01(\tR\bmodelDir\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12\x1b\n" +

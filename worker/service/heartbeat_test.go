@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gptoss/server/shared/wire"
 )
 
 // Options.Validate applies shared/pprof's loopback rule: a bad flag fails
@@ -42,5 +44,26 @@ func TestHeartbeatStepTimeAndMemory(t *testing.T) {
 	}
 	if h.MemoryTotal != total || h.MemoryUsed != used || total == 0 {
 		t.Errorf("memory %d of %d, want %d of %d (nonzero)", h.MemoryUsed, h.MemoryTotal, used, total)
+	}
+}
+
+// The gap from a forward step's reply to the next forward step's start is
+// idle time; release-only steps neither count nor end a gap.
+func TestIdleBetweenForwardSteps(t *testing.T) {
+	w := newTestService(t, LoadDummy, time.Second)
+	forward := &wire.Step{StepId: 1, Seqs: []*wire.SeqStep{{Id: 1, Tokens: []int32{1}}}}
+	w.doStep(job{kind: jobStep, step: forward}) // no reply subject: nothing is sent
+	if w.idleNanos.Load() != 0 || w.lastStepEnd.Load() == 0 {
+		t.Fatalf("after the first step: idle %d, end %d", w.idleNanos.Load(), w.lastStepEnd.Load())
+	}
+	time.Sleep(30 * time.Millisecond)
+	w.doStep(job{kind: jobStep, step: &wire.Step{StepId: 2, Release: []uint64{9}}}) // release only
+	if w.idleNanos.Load() != 0 {
+		t.Fatalf("a release-only step counted idle time: %d", w.idleNanos.Load())
+	}
+	w.doStep(job{kind: jobStep, step: &wire.Step{StepId: 3, Seqs: forward.Seqs}})
+	idle := time.Duration(w.heartbeatMsg().IdleNanos)
+	if idle < 30*time.Millisecond || idle > time.Second {
+		t.Fatalf("idle %v, want the 30ms gap", idle)
 	}
 }

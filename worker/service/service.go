@@ -97,6 +97,10 @@ type Service struct {
 	// stepNanos is the time of the steps counted in steps, lastStepNanos
 	// the last one's, for the heartbeats (the per-worker metrics).
 	stepNanos, lastStepNanos atomic.Uint64
+	// idleNanos sums the gaps from a forward step's reply to the next
+	// forward step's start (lastStepEnd, unix nanoseconds; 0: none yet).
+	idleNanos   atomic.Uint64
+	lastStepEnd atomic.Int64
 
 	// memTotal and memUsed are the device's memory as last sampled
 	// (sampleMemory), for the heartbeats; 0 until the first sample.
@@ -372,7 +376,7 @@ func (w *Service) heartbeatMsg() *wire.Heartbeat {
 		UnixNanos: time.Now().UnixNano(), Error: errMsg,
 	}
 	h.Sequences = w.sequences.Load()
-	h.StepNanos, h.LastStepNanos = w.stepNanos.Load(), w.lastStepNanos.Load()
+	h.StepNanos, h.LastStepNanos, h.IdleNanos = w.stepNanos.Load(), w.lastStepNanos.Load(), w.idleNanos.Load()
 	h.MemoryTotal, h.MemoryUsed = w.memTotal.Load(), w.memUsed.Load()
 	if state == Loading {
 		h.LoadBytesDone, h.LoadBytesTotal = w.loadProgress()
@@ -555,6 +559,10 @@ func (w *Service) loop() {
 // doStep runs one step under the watchdog and replies.
 func (w *Service) doStep(j job) {
 	start := time.Now()
+	forward := len(j.step.Seqs) > 0
+	if prev := w.lastStepEnd.Load(); forward && prev != 0 {
+		w.idleNanos.Add(uint64(max(start.UnixNano()-prev, 0)))
+	}
 	limit := w.stepDeadline(j.step)
 	timer := time.AfterFunc(limit, func() { w.stepHung(j, limit, limit) })
 	res, err := w.runStep(j.step)
@@ -587,6 +595,9 @@ func (w *Service) doStep(j job) {
 		w.steps.Add(1)
 	}
 	w.replyStep(j.reply, res)
+	if forward {
+		w.lastStepEnd.Store(time.Now().UnixNano())
+	}
 }
 
 // stepDeadline is how long step may run: the deadline the coordinator
