@@ -224,10 +224,7 @@ func (r *run) collect(ctx context.Context) error {
 			u.ch.finish(u.final)
 			pending--
 			if err := finalError(u.final, u.ch.stopHit); err != nil {
-				r.failed = err.Status >= 500
-				r.status = err.Status
-				r.cancelAll()
-				return err
+				return r.refuse(err)
 			}
 		}
 	}
@@ -277,13 +274,8 @@ func (r *run) stream(ctx context.Context) error {
 			return r.clientGone()
 		}
 		if r.sse == nil {
-			if u.final != nil && len(u.toks) == 0 {
-				if err := finalError(u.final, false); err != nil {
-					r.failed = err.Status >= 500
-					r.status = err.Status
-					r.cancelAll()
-					return err
-				}
+			if err := endedUnheard(u); err != nil {
+				return r.refuse(err)
 			}
 			if err := r.begin(); err != nil {
 				return r.clientGone()
@@ -332,10 +324,34 @@ func (r *run) stream(ctx context.Context) error {
 	return nil
 }
 
-func (r *run) begin() error {
+// endedUnheard is the error of a sequence that ended badly before any
+// output (queued, or failed at its first step): the stream is not open
+// yet, so it can still be answered with its HTTP status.
+func endedUnheard(u update) *Error {
+	if u.final != nil && len(u.toks) == 0 {
+		return finalError(u.final, false)
+	}
+	return nil
+}
+
+// refuse answers a failed generation with its HTTP error (nothing was
+// streamed): the other choices are cancelled, the status recorded.
+func (r *run) refuse(e *Error) error {
+	r.failed = e.Status >= 500
+	r.status = e.Status
+	r.cancelAll()
+	return e
+}
+
+// openSSE starts the event stream (status 200, headers out).
+func (r *run) openSSE() {
 	r.sse = newSSEWriter(r.c, r.s.opts.SSEWriteTimeout)
 	r.status = http.StatusOK
 	r.sse.start()
+}
+
+func (r *run) begin() error {
+	r.openSSE()
 	if !r.g.chat {
 		// An echoed prompt comes first, in its own chunk, so the stream's
 		// text adds up to the non-streamed choice's.

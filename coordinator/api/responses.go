@@ -914,9 +914,7 @@ func (r *respRun) collect(ctx context.Context) error {
 			r.add(d)
 		}
 		if err := finalError(u.final, false); err != nil {
-			r.failed = err.Status >= 500
-			r.status = err.Status
-			return err
+			return r.refuse(err)
 		}
 		r.finish()
 		r.save()
@@ -934,16 +932,10 @@ func (r *respRun) stream(ctx context.Context) error {
 			return r.clientGone()
 		}
 		if r.sse == nil {
-			if u.final != nil && len(u.toks) == 0 {
-				if err := finalError(u.final, false); err != nil {
-					r.failed = err.Status >= 500
-					r.status = err.Status
-					return err
-				}
+			if err := endedUnheard(u); err != nil {
+				return r.refuse(err)
 			}
-			r.sse = newSSEWriter(r.c, r.s.opts.SSEWriteTimeout)
-			r.status = http.StatusOK
-			r.sse.start()
+			r.openSSE()
 			r.event("response.created", map[string]any{"response": &r.resp})
 			r.event("response.in_progress", map[string]any{"response": &r.resp})
 		}
