@@ -137,9 +137,10 @@ type Parser struct {
 	route    Kind
 	call     int // current tool call number; -1 before the first
 	header   []int
-	stop     int  // the terminating token of the last message
-	lastCall bool // the last message was a function call
-	toTool   bool // the current message has a recipient
+	stop     int    // the terminating token of the last message
+	lastCall bool   // the last message was a function call
+	toTool   bool   // the current message has a recipient
+	channel  string // the current message's channel, once its content began
 
 	malformed [NumMalformations]int
 
@@ -190,6 +191,17 @@ func ParseMessages(tok *tokenizer.Tokenizer, ids []int) ([]ParsedMessage, int) {
 // InReasoning reports whether the last token pushed was reasoning text, so
 // callers can count reasoning tokens for usage.
 func (p *Parser) InReasoning() bool { return p.st == stContent && p.route == Reasoning }
+
+// Content reports whether the last token pushed left the parser inside a
+// message's content, and that message's route and channel: what the
+// structured-output guide (coordinator/guide) constrains is decided by the
+// same reading of the header as the API's.
+func (p *Parser) Content() (route Kind, channel string, ok bool) {
+	if p.st != stContent {
+		return 0, "", false
+	}
+	return p.route, p.channel, true
+}
 
 // Written reports how many bytes of text the parser has output as kind.
 func (p *Parser) Written(kind Kind) int { return p.written[kind] }
@@ -426,6 +438,7 @@ func (p *Parser) overflowHeader(out []Delta) []Delta {
 func (p *Parser) beginContent(out []Delta) []Delta {
 	h := p.scanHeader()
 	m := h.msg
+	p.channel = m.Channel
 	if h.role != "" && h.role != "assistant" {
 		p.warn(BadRole)
 	}

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,9 @@ var (
 	ErrEngineUnavailable = errors.New("sched: the engine is unavailable")
 	// ErrKVCapacity: the sequence outgrew the whole KV cache.
 	ErrKVCapacity = errors.New("sched: the sequence does not fit the KV cache")
+	// ErrGuide: the sequence's Guide failed (a grammar llguidance gave up
+	// on, or a token the executor drew outside the mask).
+	ErrGuide = errors.New("sched: constrained decoding failed")
 )
 
 // FinishReason says why a sequence stopped, in OpenAI's vocabulary plus
@@ -86,6 +90,25 @@ type Request struct {
 	// (so the caller can tell <|call|> from <|return|>) and counted.
 	StopTokens []int
 	Sampling   step.Sampling
+	// Guide, when set, constrains every sampled token (structured output,
+	// forced calls, the reasoning budget). The scheduler owns it once
+	// Submit succeeds and closes it when the sequence ends; when Submit
+	// fails, the caller still does.
+	Guide Guide
+}
+
+// Guide constrains a sequence's tokens (coordinator/guide implements it).
+// Its methods are called on the scheduler's loop, Mask of different
+// sequences in parallel.
+type Guide interface {
+	// Mask returns the tokens allowed next as a step.Seq.Allow bitset, or
+	// nil when any token may follow. The slice is the Guide's and stays
+	// valid until the next Accept.
+	Mask() ([]uint32, error)
+	// Accept advances past the token drawn.
+	Accept(tok int) error
+	// Close frees the Guide; called once the sequence ended.
+	Close()
 }
 
 // Final is the end of a sequence.
@@ -128,6 +151,10 @@ type Options struct {
 	// checkKV makes the loop verify the block accounting after every step
 	// (tests).
 	checkKV bool
+	// OnGuide, when set, is told about every step that constrained some
+	// of its sequences: how many masks and the time the step waited for
+	// the guides. Called on the loop goroutine.
+	OnGuide func(masks int, took time.Duration)
 	// OnStepFailure, when set, is told about every failed step: how many of
 	// its sequences were requeued to be recomputed and how many were
 	// refused (ErrEngineFailed).
@@ -374,6 +401,7 @@ func (s *Scheduler) loop() {
 		if len(b.Seqs) == 0 {
 			continue
 		}
+		s.guide(&b)
 		t0 := time.Now()
 		if err := s.exec.Step(ctx, &b); err != nil {
 			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
@@ -556,6 +584,61 @@ func (s *Scheduler) build(b *step.Batch) {
 	}
 }
 
+// guide fills the allowed tokens of every guided sequence that samples in
+// b, computing the masks in parallel (each Guide is independent). A Guide
+// that fails leaves its sequence unconstrained for this step and the
+// sequence fails when the step delivers.
+func (s *Scheduler) guide(b *step.Batch) {
+	var guided []*sequence
+	for _, q := range s.batch {
+		if q.stepIdx >= 0 && q.req.Guide != nil && b.Seqs[q.stepIdx].Sample {
+			guided = append(guided, q)
+		}
+	}
+	if len(guided) == 0 {
+		return
+	}
+	t0 := time.Now()
+	var masks atomic.Int64
+	parallel(len(guided), func(i int) {
+		q := guided[i]
+		q.guideErr = nil
+		mask, err := q.req.Guide.Mask()
+		if err != nil {
+			q.guideErr = err
+			return
+		}
+		if mask != nil {
+			masks.Add(1)
+		}
+		b.Seqs[q.stepIdx].Allow = mask
+	})
+	if n := int(masks.Load()); n > 0 && s.opts.OnGuide != nil {
+		s.opts.OnGuide(n, time.Since(t0))
+	}
+}
+
+// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, f func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // setupKV starts managing block tables once the executor reports a KV
 // geometry (remote workers report theirs when the model is loaded).
 func (s *Scheduler) setupKV() {
@@ -634,6 +717,16 @@ func (s *Scheduler) deliver(b *step.Batch) {
 		}
 		tok := st.Out
 		tok.At = now
+		if g := q.req.Guide; g != nil {
+			err := q.guideErr
+			if err == nil {
+				err = g.Accept(tok.ID)
+			}
+			if err != nil {
+				s.finish(q, FinishError, fmt.Errorf("%w: %w", ErrGuide, err))
+				return true
+			}
+		}
 		q.generated++
 		q.tokens = append(q.tokens, tok.ID)
 		q.push(tok)

@@ -50,6 +50,8 @@ type sequence struct {
 	// written is how many prompt tokens this sequence put into the
 	// prefix cache (usage's cache writes).
 	written int
+	// guideErr is the Guide's failure to compute this step's mask.
+	guideErr error
 }
 
 // dead reports whether the sequence must be dropped and why.
@@ -77,7 +79,12 @@ func (q *sequence) push(t step.Token) {
 	q.signal()
 }
 
+// close ends the sequence with f (the first close wins) and frees its
+// Guide. Called on the loop goroutine only.
 func (q *sequence) close(f *Final) {
+	if q.req.Guide != nil {
+		q.req.Guide.Close()
+	}
 	q.mu.Lock()
 	if q.final == nil {
 		q.final = f

@@ -35,6 +35,15 @@ type Sampling struct {
 	TopLogprobs      int
 }
 
+// Allowed reports whether the bitset allow admits token t (nil admits
+// every token).
+func Allowed(allow []uint32, t int) bool {
+	if allow == nil {
+		return true
+	}
+	return t >= 0 && t/32 < len(allow) && allow[t/32]>>(uint(t)%32)&1 == 1
+}
+
 // Token is one generated token as delivered to the caller.
 type Token struct {
 	ID int
@@ -75,6 +84,15 @@ type Seq struct {
 	// positions [0, Pos+len(Tokens)); the sliding table too, with -1 for
 	// blocks wholly behind the window. Valid until the next step.
 	Blocks, SlidingBlocks []int
+	// Allow, when not nil, is the set of tokens the sampler may draw
+	// (structured output, forced calls, the reasoning budget: see
+	// coordinator/guide): a bitset over the vocabulary, token t allowed when
+	// Allow[t/32]>>(t%32)&1 is set; tokens past len(Allow)*32 are not.
+	// Executors apply it before sampling (the logits of every other token
+	// become -Inf), so the draw, its logprob and the top alternatives are
+	// those of the constrained distribution. Only meaningful with Sample;
+	// valid until the next step.
+	Allow []uint32
 	// Out is filled by the executor when Sample is set.
 	Out Token
 	// Preempted is set by the executor when it could not make room for
