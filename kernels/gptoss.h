@@ -230,6 +230,19 @@ gx_status gx_sample(gx_ctx *ctx, const float *logits, int S, int V, const gx_sam
                     const int32_t *pen_off, const int32_t *pen_ids, const float *pen_counts, int n_top,
                     int32_t *token, float *logprob, int32_t *top_ids, float *top_lp);
 
+/* Restricts rows of logits fp32 [S x V] (device) to sets of allowed tokens
+ * (structured output), in place: for i < n, every token t of row rows[i]
+ * whose bit is clear in that row's bitset becomes -inf, and the others are
+ * left as they are. The bitsets are allow uint32 [n x W], W = (V + 31) / 32
+ * words per row, token t being bit t % 32 of word t / 32 (the bits past V
+ * are ignored). rows int32 [n] and allow on the device; a row outside
+ * [0, S) is skipped. Run before gx_sample, it makes the draw, the logprob
+ * and the top list those of the constrained distribution (the "raw" logits
+ * are then the masked ones), as worker/sample's SampleAllowed. Its inputs
+ * are device memory, so it may be captured in a graph. */
+gx_status gx_mask_logits(gx_ctx *ctx, float *logits, int S, int V, int n, const int32_t *rows,
+                         const uint32_t *allow);
+
 /* ---- NCCL ---------------------------------------------------------------- */
 
 #define GX_NCCL_ID_BYTES 128

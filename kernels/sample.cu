@@ -1,4 +1,6 @@
-// sample.cu — per-row sampling over the full vocabulary.
+// sample.cu — per-row sampling over the full vocabulary, and
+// gx_mask_logits, which restricts rows to sets of allowed tokens before it
+// (at the end of the file).
 //
 // One block of 512 threads per row, all in one kernel (the semantics are
 // worker/sample's, the CPU sampler; gptoss.h states them):
@@ -441,7 +443,37 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
+// One thread per token of a masked row, so a warp reads one bitset word
+// (a broadcast) and writes its 32 consecutive logits: coalesced, and only
+// where a token is denied. blockIdx.y strides over the masked rows.
+constexpr int kMaskThreads = 256;
+
+__global__ void mask_kernel(float *__restrict__ logits, int S, int V, int n, const int32_t *__restrict__ rows,
+                            const uint32_t *__restrict__ allow) {
+  const int64_t W = (V + 31) / 32;
+  const int t = blockIdx.x * kMaskThreads + threadIdx.x;
+  if (t >= V) return;
+  for (int i = blockIdx.y; i < n; i += gridDim.y) {
+    const int r = rows[i];
+    if (r < 0 || r >= S) continue;
+    if (!((allow[i * W + (t >> 5)] >> (t & 31)) & 1u)) logits[(int64_t)r * V + t] = -INFINITY;
+  }
+}
+
 }  // namespace
+
+GX_EXPORT gx_status gx_mask_logits(gx_ctx *ctx, float *logits, int S, int V, int n, const int32_t *rows,
+                                   const uint32_t *allow) {
+  GX_CHECK_CTX(ctx);
+  GX_CHECK(S >= 0 && V > 0 && n >= 0, "gx_mask_logits: S=%d V=%d n=%d", S, V, n);
+  if (S == 0 || n == 0) return GX_OK;
+  GX_CHECK(logits && rows && allow, "gx_mask_logits: null pointer");
+  GX_CALL(gx_set_device(ctx));
+  const dim3 grid(gx_cdiv(V, kMaskThreads), std::min(n, 65535));
+  mask_kernel<<<grid, kMaskThreads, 0, ctx->stream>>>(logits, S, V, n, rows, allow);
+  GX_LAUNCH("mask_logits");
+  return GX_OK;
+}
 
 GX_EXPORT gx_status gx_sample(gx_ctx *ctx, const float *logits, int S, int V, const gx_sampling *params,
                               const int32_t *pen_off, const int32_t *pen_ids, const float *pen_counts, int n_top,

@@ -12,6 +12,14 @@
 // plain text ending in <|endoftext|>. The text is a function of the prompt, and of the seed when
 // temperature > 0 (random when no seed is given), so greedy requests repeat
 // exactly, as a real model's would.
+//
+// A set of allowed tokens (step.Seq.Allow, structured output) is obeyed:
+// the scripted token when the set allows it; otherwise the sequence leaves
+// its script for good ("guided") and takes, deterministically, the allowed
+// token that closes a JSON grammar soonest (see guide). A guided step
+// without a set writes the script's answer (the text of its last message)
+// and then its stop token. A set that allows no
+// token of the vocabulary rejects that sequence alone, as the workers do.
 package mock
 
 import (
@@ -20,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -56,6 +65,7 @@ type Executor struct {
 	filler    []int
 	user      []int // "user" as tokens, to find the last user message
 	assistant []int
+	closers   []int        // the tokens of ", } and ], in guide's order
 	active    atomic.Int64 // len(seqs), readable from other goroutines
 }
 
@@ -65,12 +75,25 @@ type seqState struct {
 	stop   int   // <|return|> for chat, <|endoftext|> for raw text
 	pos    int
 	last   int // the last token produced
+	// guided: a set of allowed tokens excluded the script's token once,
+	// and the script no longer applies.
+	guided bool
+	// answer is the text of the script's last message, which a guided
+	// sequence writes where nothing constrains it (apos tokens so far).
+	answer []int
+	apos   int
 }
 
 // New returns a mock executor that names itself model in its replies.
 func New(tok *tokenizer.Tokenizer, model string, t Timing) *Executor {
-	return &Executor{tok: tok, timing: t, model: model, seqs: map[uint64]*seqState{}, sleep: sleepCtx,
+	e := &Executor{tok: tok, timing: t, model: model, seqs: map[uint64]*seqState{}, sleep: sleepCtx,
 		filler: tok.Encode(" " + strings.Join(words, " ") + "."), user: tok.Encode("user"), assistant: tok.Encode("assistant")}
+	for _, c := range []byte(`"}]`) {
+		if id, ok := tok.ByteToken(c); ok {
+			e.closers = append(e.closers, id)
+		}
+	}
+	return e
 }
 
 // SetMinReply makes every reply at least n tokens long (0: natural length).
@@ -111,6 +134,7 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 		}
 		if s.script == nil {
 			s.script, s.stop = e.script(s.prompt, st.Sampling)
+			s.answer = s.script[lastIndex(s.script, tokenizer.Message)+1:]
 		}
 		id := s.stop
 		switch {
@@ -119,12 +143,75 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 		case s.stop != tokenizer.Call && int64(s.pos) < e.minReply.Load():
 			id = e.filler[(s.pos-len(s.script))%len(e.filler)]
 		}
+		if st.Allow != nil || s.guided {
+			var ok bool
+			if id, ok = e.guide(s, id, st.Allow); !ok {
+				st.Err = fmt.Errorf("%w: mock: sequence %d: no token of the vocabulary is allowed", step.ErrRejected, st.ID)
+				e.Release([]uint64{st.ID})
+				continue
+			}
+		}
 		s.pos++
 		s.last = id
 		st.Out = step.Token{ID: id}
 	}
 	d := e.timing.Step + time.Duration(len(b.Seqs))*e.timing.PerSeq + time.Duration(prefill)*e.timing.PerPrefillToken
 	return e.sleep(ctx, d)
+}
+
+// guide applies a set of allowed tokens (nil: none) to the scripted token
+// id of a sequence that has a set or is already guided, and returns the
+// token to emit; false when the set allows no token of the vocabulary.
+// The script's token is kept while the set allows it. Otherwise the
+// sequence is guided from then on and takes, lowest id first within each
+// rule, an allowed special token (a grammar that may end lets it: a stop
+// or a message's end), else the first allowed of ", } and ] (which close
+// JSON strings and values: " first, so a string never grows without end),
+// else the lowest allowed token, so that a grammar that forces JSON
+// finishes within a few tokens. A guided step without a set writes the
+// script's answer, then its stop token: a forced header leads to text.
+func (e *Executor) guide(s *seqState, id int, allow []uint32) (int, bool) {
+	switch {
+	case allow == nil:
+		if s.apos < len(s.answer) {
+			s.apos++
+			return s.answer[s.apos-1], true
+		}
+		return s.stop, true
+	case !s.guided && step.Allowed(allow, id):
+		return id, true
+	}
+	s.guided = true
+	top := min(len(allow)*32, tokenizer.VocabSize)
+	for t := tokenizer.NumOrdinary; t < top; t++ {
+		if step.Allowed(allow, t) && e.tok.IsSpecial(t) {
+			return t, true
+		}
+	}
+	for _, t := range e.closers {
+		if step.Allowed(allow, t) {
+			return t, true
+		}
+	}
+	for w, word := range allow {
+		if word != 0 {
+			if t := w*32 + bits.TrailingZeros32(word); t < top {
+				return t, true
+			}
+			break
+		}
+	}
+	return 0, false
+}
+
+// lastIndex is the index of the last v in ids, or -1.
+func lastIndex(ids []int, v int) int {
+	for i := len(ids) - 1; i >= 0; i-- {
+		if ids[i] == v {
+			return i
+		}
+	}
+	return -1
 }
 
 // Release forgets finished sequences.

@@ -2,6 +2,7 @@ package mock
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -146,5 +147,124 @@ func TestToolCallReply(t *testing.T) {
 	msgs, _ = harmony.ParseMessages(tok, out)
 	if last := msgs[len(msgs)-1]; last.Channel != "final" || !strings.Contains(last.Content, `{"temp_c":21}`) {
 		t.Fatalf("after the tool result: %+v", msgs)
+	}
+}
+
+// allowOnly is a vocabulary bitset allowing ids alone.
+func allowOnly(ids ...int) []uint32 {
+	a := make([]uint32, tokenizer.VocabSize/32)
+	for _, id := range ids {
+		a[id/32] |= 1 << (id % 32)
+	}
+	return a
+}
+
+// guided steps one sequence with a set of allowed tokens per step (nil:
+// none), feeding back what it produced as the scheduler does.
+func guided(t *testing.T, e *Executor, id uint64, prompt []int, allows ...[]uint32) []int {
+	t.Helper()
+	st := step.Seq{ID: id, Tokens: prompt, Sample: true, Sampling: &step.Sampling{}}
+	var out []int
+	for _, allow := range allows {
+		st.Allow = allow
+		b := &step.Batch{Seqs: []step.Seq{st}}
+		if err := e.Step(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if b.Seqs[0].Err != nil {
+			t.Fatal(b.Seqs[0].Err)
+		}
+		tok := b.Seqs[0].Out.ID
+		out = append(out, tok)
+		st.Pos += len(st.Tokens)
+		st.Tokens = []int{tok}
+	}
+	e.Release([]uint64{id})
+	return out
+}
+
+// A set that allows the script changes nothing; one that forces a token
+// gets it, and the sequence, guided from then on, writes its script's
+// answer and its stop token when the sets stop.
+func TestAllowForced(t *testing.T) {
+	tok := tokenizer.Default()
+	e := New(tok, "m", Timing{})
+	prompt := harmony.Render(tok, harmony.Conversation{Messages: []harmony.Message{{Role: "user", Content: "Hi"}}})
+	free := run(t, e, 1, prompt, &step.Sampling{}, 10000)
+	all := make([]uint32, tokenizer.VocabSize/32)
+	for i := range all {
+		all[i] = ^uint32(0)
+	}
+	sets := make([][]uint32, len(free))
+	for i := range sets {
+		sets[i] = all
+	}
+	if got := guided(t, e, 2, prompt, sets...); !equal(got, free) {
+		t.Fatalf("a set allowing everything changed the reply:\n%v\n%v", got, free)
+	}
+	forced := tok.Encode(" forty")[0]
+	answer := free[lastIndex(free, tokenizer.Message)+1 : len(free)-1]
+	want := append([]int{forced, forced}, answer...)
+	want = append(want, tokenizer.Return)
+	sets = make([][]uint32, len(want))
+	sets[0], sets[1] = allowOnly(forced), allowOnly(forced)
+	if got := guided(t, e, 3, prompt, sets...); !equal(got, want) {
+		t.Fatalf("forced %d then free: %v, want %v", forced, got, want)
+	}
+	if e.Active() != 0 {
+		t.Fatal("state leaked")
+	}
+}
+
+// A set that excludes the script's token makes the sequence follow the
+// policy: an allowed special token (lowest first), else ", } or ] in that
+// order, else the lowest allowed token; once guided, the script's token no
+// longer counts even where a set allows it.
+func TestAllowPolicy(t *testing.T) {
+	tok := tokenizer.Default()
+	e := New(tok, "m", Timing{})
+	prompt := tok.Encode("Once upon a time")
+	script := run(t, e, 1, prompt, &step.Sampling{}, 100)
+	brace, bracket, quote := tok.Encode("}")[0], tok.Encode("]")[0], tok.Encode(`"`)[0]
+	for name, c := range map[string]struct {
+		sets [][]uint32
+		want []int
+	}{
+		"lowest allowed": {[][]uint32{allowOnly(900, 500)}, []int{500}},
+		"closers, in order": {[][]uint32{allowOnly(5, quote, bracket), allowOnly(5, quote, bracket, brace), allowOnly(quote, 3)},
+			[]int{quote, quote, quote}},
+		"closers without a quote": {[][]uint32{allowOnly(5, bracket), allowOnly(5, bracket, brace)},
+			[]int{bracket, brace}},
+		"specials first, lowest first": {[][]uint32{allowOnly(tokenizer.Call, tokenizer.Return, brace, 1)},
+			[]int{tokenizer.Return}},
+		"the script no longer counts": {[][]uint32{allowOnly(700), allowOnly(script[1], brace), allowOnly(script[2], 9000)},
+			[]int{700, brace, min(script[2], 9000)}},
+		"the script while allowed": {[][]uint32{allowOnly(script[0], 1), allowOnly(script[1], brace), allowOnly(3)},
+			[]int{script[0], script[1], 3}},
+	} {
+		if got := guided(t, e, 2, prompt, c.sets...); !equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+}
+
+// A set that allows nothing in the vocabulary rejects its sequence alone.
+func TestAllowNothing(t *testing.T) {
+	tok := tokenizer.Default()
+	e := New(tok, "m", Timing{})
+	beyond := make([]uint32, tokenizer.VocabSize/32+1)
+	beyond[len(beyond)-1] = 1 // token VocabSize: not in the vocabulary
+	for _, allow := range [][]uint32{{}, allowOnly(), beyond} {
+		b := &step.Batch{Seqs: []step.Seq{
+			{ID: 1, Tokens: []int{1, 2}, Sample: true, Allow: allow},
+			{ID: 2, Tokens: []int{3}, Sample: true},
+		}}
+		if err := e.Step(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(b.Seqs[0].Err, step.ErrRejected) || b.Seqs[1].Err != nil || e.Active() != 1 {
+			t.Fatalf("allow of %d words: errors %v, %v; %d active", len(allow), b.Seqs[0].Err, b.Seqs[1].Err, e.Active())
+		}
+		e.Release([]uint64{2})
 	}
 }

@@ -1,9 +1,13 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/gptoss/server/shared/step"
 )
@@ -30,6 +34,11 @@ import (
 // a top_k or top_logprobs beyond int32 means the same to the sampler as
 // int32's largest value (more than the vocabulary), which it then
 // accepts or refuses for that sequence alone.
+//
+// A sampling sequence's set of allowed tokens (step.Seq.Allow) travels with
+// every step, in the smallest of three forms (see SeqStep in wire.proto and
+// encodeAllow); a non-sampling sequence's is not sent, since nothing reads
+// it.
 
 // StepEncoder is the coordinator's half: it turns the scheduler's batches
 // into Step messages and fills the batches from the StepResults. Not safe
@@ -55,6 +64,9 @@ func (e *StepEncoder) Encode(b *step.Batch) (msg *Step, fresh []uint64) {
 		st := &b.Seqs[i]
 		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: sat32(st.Pos), Sample: st.Sample,
 			Blocks: Int32s(st.Blocks), SlidingBlocks: Int32s(st.SlidingBlocks)}
+		if st.Sample && st.Allow != nil {
+			encodeAllow(ws, st.Allow, chooseAllow(st.Allow))
+		}
 		if _, ok := e.sent[st.ID]; !ok && st.Sampling != nil {
 			ws.Sampling = SamplingToWire(st.Sampling)
 			e.sent[st.ID] = struct{}{}
@@ -154,6 +166,7 @@ type StepDecoder struct {
 	sampling map[uint64]*step.Sampling // received with each sequence's first step
 	seen     map[uint64]bool           // ids of the step being decoded
 	batch    step.Batch                // reused from step to step
+	allow    [][]uint32                // the batch entries' Allow buffers, reused likewise
 }
 
 // NewStepDecoder returns a decoder that knows no sequence yet.
@@ -163,9 +176,11 @@ func NewStepDecoder() *StepDecoder {
 
 // Decode applies msg's release list (forgetting those sequences'
 // Sampling) and returns msg's batch. The batch and its slices are valid
-// until the next Decode. A malformed message (an empty or repeated
-// sequence) is an error; its releases are applied all the same, since the
-// caller releases them from its executor too.
+// until the next Decode (the Allow bitsets reuse their memory from step to
+// step). A malformed message (an empty or repeated sequence, a set of
+// allowed tokens that is inconsistent, out of range or larger than
+// MaxAllowTokens) is an error; its releases are applied all the same,
+// since the caller releases them from its executor too.
 func (d *StepDecoder) Decode(msg *Step) (*step.Batch, error) {
 	for _, id := range msg.Release {
 		delete(d.sampling, id)
@@ -184,10 +199,151 @@ func (d *StepDecoder) Decode(msg *Step) (*step.Batch, error) {
 		if q.Sampling != nil {
 			d.sampling[q.Id] = SamplingFromWire(q.Sampling)
 		}
+		i := len(b.Seqs)
+		if i == len(d.allow) {
+			d.allow = append(d.allow, nil)
+		}
+		allow, err := decodeAllow(q, d.allow[i])
+		if err != nil {
+			return nil, fmt.Errorf("step: sequence %d: %w", q.Id, err)
+		}
+		if allow != nil {
+			d.allow[i] = allow
+		}
 		b.Seqs = append(b.Seqs, step.Seq{ID: q.Id, Tokens: Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample,
-			Sampling: d.sampling[q.Id], Blocks: Ints(q.Blocks), SlidingBlocks: Ints(q.SlidingBlocks)})
+			Sampling: d.sampling[q.Id], Blocks: Ints(q.Blocks), SlidingBlocks: Ints(q.SlidingBlocks), Allow: allow})
 	}
 	return b, nil
+}
+
+// MaxAllowTokens bounds the set of allowed tokens a decoder accepts, in
+// tokens of its bitset (the vocabulary is 201088): a larger one is a
+// malformed message, refused before anything is allocated for it.
+const MaxAllowTokens = 1 << 22
+
+// chooseAllow returns the smallest form of allow on the wire. The sizes
+// are exact and cost one pass over the words: every id of one word has the
+// same varint length, since the lengths change at 2^7, 2^14 and 2^21,
+// multiples of 32. Ties go to the ids, then the denied ids.
+func chooseAllow(allow []uint32) AllowKind {
+	var idBytes, denyBytes int
+	for w, word := range allow {
+		n := bits.OnesCount32(word)
+		size := protowire.SizeVarint(uint64(w) * 32)
+		idBytes += n * size
+		denyBytes += (32 - n) * size
+	}
+	packed := func(n int) int { // a packed repeated field of n payload bytes
+		if n == 0 {
+			return 0
+		}
+		return 1 + protowire.SizeVarint(uint64(n)) + n
+	}
+	bound := 0
+	if len(allow) > 0 {
+		bound = 1 + protowire.SizeVarint(uint64(len(allow))*32)
+	}
+	ids, deny, raw := packed(idBytes)+bound, packed(denyBytes)+bound, packed(4*len(allow))
+	switch {
+	case ids <= deny && ids <= raw:
+		return AllowKind_ALLOW_KIND_IDS
+	case deny <= raw:
+		return AllowKind_ALLOW_KIND_DENY
+	}
+	return AllowKind_ALLOW_KIND_BITS
+}
+
+// encodeAllow sets ws's allowed-token fields to allow in the given form.
+// The bound saturates at int32 (a set that large is refused by every
+// decoder: see MaxAllowTokens).
+func encodeAllow(ws *SeqStep, allow []uint32, kind AllowKind) {
+	ws.AllowKind = kind
+	switch kind {
+	case AllowKind_ALLOW_KIND_IDS, AllowKind_ALLOW_KIND_DENY:
+		ws.AllowBound = sat32(len(allow) * 32)
+		deny := kind == AllowKind_ALLOW_KIND_DENY
+		var ids []int32
+		for w, word := range allow {
+			if deny {
+				word = ^word // the ids listed are the clear bits
+			}
+			for word != 0 {
+				ids = append(ids, int32(w*32+bits.TrailingZeros32(word)))
+				word &= word - 1
+			}
+		}
+		if !deny {
+			ws.AllowIds = ids
+		} else {
+			ws.DenyIds = ids
+		}
+	case AllowKind_ALLOW_KIND_BITS:
+		ws.AllowBits = make([]byte, 4*len(allow))
+		for w, word := range allow {
+			binary.LittleEndian.PutUint32(ws.AllowBits[4*w:], word)
+		}
+	}
+}
+
+// decodeAllow rebuilds q's set of allowed tokens into buf (grown as
+// needed; nil when q has no set), checking that the fields agree with
+// the form and that every id is in range.
+func decodeAllow(q *SeqStep, buf []uint32) ([]uint32, error) {
+	kind, bound := q.AllowKind, int(q.AllowBound)
+	if kind != AllowKind_ALLOW_KIND_IDS && len(q.AllowIds) > 0 ||
+		kind != AllowKind_ALLOW_KIND_DENY && len(q.DenyIds) > 0 ||
+		kind != AllowKind_ALLOW_KIND_BITS && len(q.AllowBits) > 0 ||
+		(kind == AllowKind_ALLOW_KIND_NONE || kind == AllowKind_ALLOW_KIND_BITS) && bound != 0 {
+		return nil, fmt.Errorf("allowed tokens: fields of another form than %v", kind)
+	}
+	switch kind {
+	case AllowKind_ALLOW_KIND_NONE:
+		return nil, nil
+	case AllowKind_ALLOW_KIND_BITS:
+		bound = len(q.AllowBits) * 8
+		if len(q.AllowBits)%4 != 0 {
+			return nil, fmt.Errorf("allowed tokens: a bitset of %d bytes, not whole uint32 words", len(q.AllowBits))
+		}
+	case AllowKind_ALLOW_KIND_IDS, AllowKind_ALLOW_KIND_DENY:
+		if bound < 0 || bound%32 != 0 {
+			return nil, fmt.Errorf("allowed tokens: bound %d is not a whole number of uint32 words", bound)
+		}
+	default:
+		return nil, fmt.Errorf("allowed tokens: unknown form %d", kind)
+	}
+	if bound > MaxAllowTokens {
+		return nil, fmt.Errorf("allowed tokens: a set of %d tokens exceeds %d", bound, MaxAllowTokens)
+	}
+	n := bound / 32
+	if buf == nil || cap(buf) < n {
+		buf = make([]uint32, n) // non-nil even when empty: an empty set allows nothing
+	}
+	allow := buf[:n]
+	switch kind {
+	case AllowKind_ALLOW_KIND_BITS:
+		for w := range allow {
+			allow[w] = binary.LittleEndian.Uint32(q.AllowBits[4*w:])
+		}
+	case AllowKind_ALLOW_KIND_IDS:
+		clear(allow)
+		for _, id := range q.AllowIds {
+			if id < 0 || int(id) >= bound {
+				return nil, fmt.Errorf("allowed tokens: id %d outside [0, %d)", id, bound)
+			}
+			allow[id/32] |= 1 << (uint32(id) % 32)
+		}
+	case AllowKind_ALLOW_KIND_DENY:
+		for w := range allow {
+			allow[w] = math.MaxUint32
+		}
+		for _, id := range q.DenyIds {
+			if id < 0 || int(id) >= bound {
+				return nil, fmt.Errorf("allowed tokens: denied id %d outside [0, %d)", id, bound)
+			}
+			allow[id/32] &^= 1 << (uint32(id) % 32)
+		}
+	}
+	return allow, nil
 }
 
 // Result is the StepResult of b after the executor ran it: the sampled

@@ -3,10 +3,13 @@ package wire
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gptoss/server/shared/step"
 )
@@ -79,6 +82,16 @@ func sameInput(t *testing.T, want *step.Batch, got step.Batch) {
 		}
 		if (g.Sampling == nil) != (w.Sampling == nil) || (g.Sampling != nil && *g.Sampling != *w.Sampling) {
 			t.Errorf("sequence %d: worker sampling %+v, want %+v", w.ID, g.Sampling, w.Sampling)
+		}
+		// The allowed tokens reach the worker exactly (nil stays nil, empty
+		// stays empty) when the sequence samples, and not at all otherwise.
+		wantAllow := w.Allow
+		if !w.Sample {
+			wantAllow = nil
+		}
+		if (g.Allow == nil) != (wantAllow == nil) || !slices.Equal(g.Allow, wantAllow) {
+			t.Errorf("sequence %d: worker allow of %d words (nil %v), want %d (nil %v)", w.ID, len(g.Allow), g.Allow == nil,
+				len(wantAllow), wantAllow == nil)
 		}
 	}
 }
@@ -254,5 +267,183 @@ func TestSamplingSaturates(t *testing.T) {
 		if w.TopK != want || w.TopLogprobs != want {
 			t.Errorf("%d: top_k %d, top_logprobs %d on the wire, want %d", in, w.TopK, w.TopLogprobs, want)
 		}
+	}
+}
+
+// vocabWords is the bitset of the gpt-oss vocabulary: 201088 tokens.
+const vocabWords = 201088 / 32
+
+// allowOnly is a vocabulary bitset that allows ids alone.
+func allowOnly(words int, ids ...int) []uint32 {
+	a := make([]uint32, words)
+	for _, id := range ids {
+		a[id/32] |= 1 << (id % 32)
+	}
+	return a
+}
+
+// allowAllBut is a vocabulary bitset that allows everything but ids.
+func allowAllBut(words int, ids ...int) []uint32 {
+	a := make([]uint32, words)
+	for w := range a {
+		a[w] = math.MaxUint32
+	}
+	for _, id := range ids {
+		a[id/32] &^= 1 << (id % 32)
+	}
+	return a
+}
+
+// allowRandom allows each token with probability p.
+func allowRandom(words int, p float64, seed uint64) []uint32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	a := make([]uint32, words)
+	for t := range words * 32 {
+		if r.Float64() < p {
+			a[t/32] |= 1 << (t % 32)
+		}
+	}
+	return a
+}
+
+// allowCases are sets of allowed tokens and the form each travels in.
+var allowCases = []struct {
+	name  string
+	allow []uint32
+	kind  AllowKind
+}{
+	{"forced token", allowOnly(vocabWords, 200012), AllowKind_ALLOW_KIND_IDS},
+	{"a few tokens", allowOnly(vocabWords, 0, 31, 32, 125, 16000, 201087), AllowKind_ALLOW_KIND_IDS},
+	{"nothing", allowOnly(vocabWords), AllowKind_ALLOW_KIND_IDS},
+	{"empty bitset", []uint32{}, AllowKind_ALLOW_KIND_IDS},
+	{"all but the specials", allowAllBut(vocabWords, 199998, 199999, 200002, 200012, 201087), AllowKind_ALLOW_KIND_DENY},
+	{"everything", allowAllBut(vocabWords), AllowKind_ALLOW_KIND_DENY},
+	{"half, at random", allowRandom(vocabWords, 0.5, 1), AllowKind_ALLOW_KIND_BITS},
+	{"a short bitset", []uint32{0xdeadbeef, 0x12345678, 0xffff0000}, AllowKind_ALLOW_KIND_BITS},
+}
+
+// The three forms of the allowed tokens, and their absence, survive the
+// trip to the worker exactly, in the form the test expects; the decoder's
+// reused buffers never leak one step's set into the next.
+func TestAllowRoundTrip(t *testing.T) {
+	enc, dec := NewStepEncoder(), NewStepDecoder()
+	seq := func(id uint64, sample bool, allow []uint32) step.Seq {
+		return step.Seq{ID: id, Tokens: []int{int(id)}, Pos: 0, Sample: sample, Sampling: &step.Sampling{}, Allow: allow}
+	}
+	for i, c := range allowCases {
+		other := allowCases[(i+1)%len(allowCases)].allow
+		b := &step.Batch{Seqs: []step.Seq{
+			seq(uint64(4*i+1), true, c.allow),
+			seq(uint64(4*i+2), true, nil),
+			seq(uint64(4*i+3), false, other), // not sent: nothing would read it
+			seq(uint64(4*i+4), true, other),
+		}}
+		msg, seen := roundTrip(t, enc, dec, b, sampleAll)
+		sameInput(t, b, seen)
+		if k := msg.Seqs[0].AllowKind; k != c.kind {
+			t.Errorf("%s: sent as %v, want %v", c.name, k, c.kind)
+		}
+		if msg.Seqs[1].AllowKind != AllowKind_ALLOW_KIND_NONE || msg.Seqs[2].AllowKind != AllowKind_ALLOW_KIND_NONE {
+			t.Errorf("%s: a set was sent for a sequence without one, or one that does not sample", c.name)
+		}
+	}
+}
+
+// The encoder picks the smallest of the three forms: each case encoded in
+// every form is at least as large as in the chosen one, and decodes to the
+// same set.
+func TestAllowSmallest(t *testing.T) {
+	cases := slices.Clone(allowCases)
+	for _, p := range []float64{0.001, 0.01, 0.05, 0.1, 0.9, 0.95, 0.99, 0.999} {
+		cases = append(cases, struct {
+			name  string
+			allow []uint32
+			kind  AllowKind
+		}{name: "random", allow: allowRandom(vocabWords, p, uint64(p*1000))})
+	}
+	for _, c := range cases {
+		chosen := chooseAllow(c.allow)
+		sizes := map[AllowKind]int{}
+		for _, kind := range []AllowKind{AllowKind_ALLOW_KIND_IDS, AllowKind_ALLOW_KIND_DENY, AllowKind_ALLOW_KIND_BITS} {
+			ws := &SeqStep{Id: 7, Sample: true}
+			encodeAllow(ws, c.allow, kind)
+			sizes[kind] = proto.Size(ws)
+			data, err := Marshal(ws)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got SeqStep
+			if err := Unmarshal(data, &got); err != nil {
+				t.Fatal(err)
+			}
+			allow, err := decodeAllow(&got, nil)
+			if err != nil || allow == nil || !slices.Equal(allow, c.allow) {
+				t.Errorf("%s as %v: decoded %d words (%v), want %d", c.name, kind, len(allow), err, len(c.allow))
+			}
+		}
+		for kind, n := range sizes {
+			if n < sizes[chosen] {
+				t.Errorf("%s: chose %v (%d bytes), but %v takes %d", c.name, chosen, sizes[chosen], kind, n)
+			}
+		}
+	}
+}
+
+// A malformed set of allowed tokens fails the decode, naming the sequence.
+func TestAllowMalformed(t *testing.T) {
+	const ids, deny, bitset = AllowKind_ALLOW_KIND_IDS, AllowKind_ALLOW_KIND_DENY, AllowKind_ALLOW_KIND_BITS
+	for want, q := range map[string]*SeqStep{
+		"id -1 outside [0, 64)":                      {AllowKind: ids, AllowBound: 64, AllowIds: []int32{3, -1}},
+		"id 64 outside [0, 64)":                      {AllowKind: ids, AllowBound: 64, AllowIds: []int32{64}},
+		"id 0 outside [0, 0)":                        {AllowKind: ids, AllowIds: []int32{0}},
+		"denied id 100 outside [0, 96)":              {AllowKind: deny, AllowBound: 96, DenyIds: []int32{100}},
+		"denied id -5 outside":                       {AllowKind: deny, AllowBound: 96, DenyIds: []int32{-5}},
+		"bound 33 is not a whole number":             {AllowKind: ids, AllowBound: 33},
+		"bound -32 is not":                           {AllowKind: deny, AllowBound: -32},
+		"a set of 4194336 tokens exceeds 4194304":    {AllowKind: deny, AllowBound: MaxAllowTokens + 32},
+		"a set of 4194336 tokens exceeds":            {AllowKind: bitset, AllowBits: make([]byte, (MaxAllowTokens+32)/8)},
+		"a bitset of 7 bytes":                        {AllowKind: bitset, AllowBits: make([]byte, 7)},
+		"fields of another form than ALLOW_KIND_IDS": {AllowKind: ids, AllowBound: 64, DenyIds: []int32{1}},
+		"another form than ALLOW_KIND_NONE":          {AllowIds: []int32{1}},
+		"another form than ALLOW_KIND_BITS":          {AllowKind: bitset, AllowBits: make([]byte, 8), AllowBound: 64},
+		"unknown form 9":                             {AllowKind: 9},
+	} {
+		q.Id, q.Sample = 42, true
+		dec := NewStepDecoder()
+		_, err := dec.Decode(&Step{Seqs: []*SeqStep{{Id: 1}, q}})
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "sequence 42") {
+			t.Errorf("%s: error %v", want, err)
+		}
+	}
+}
+
+// Decoding a step's sets reuses the decoder's buffers once they have
+// grown: a constrained decode step costs no allocation for its set.
+func TestAllowDecodeReuses(t *testing.T) {
+	enc, dec := NewStepEncoder(), NewStepDecoder()
+	b := &step.Batch{Seqs: []step.Seq{{ID: 1, Tokens: []int{1}, Sample: true, Allow: allowRandom(vocabWords, 0.5, 3)}}}
+	msg, _ := enc.Encode(b)
+	if _, err := dec.Decode(msg); err != nil {
+		t.Fatal(err)
+	}
+	q := msg.Seqs[0]
+	first := dec.allow[0]
+	if a := testing.AllocsPerRun(10, func() {
+		if _, err := decodeAllow(q, dec.allow[0]); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations per set decoded into a grown buffer", a)
+	}
+	if _, err := dec.Decode(msg); err != nil || &dec.allow[0][0] != &first[0] {
+		t.Errorf("the second decode did not reuse the buffer (%v)", err)
+	}
+}
+
+func BenchmarkAllowEncode(b *testing.B) {
+	allow := allowRandom(vocabWords, 0.5, 1)
+	for b.Loop() {
+		ws := &SeqStep{}
+		encodeAllow(ws, allow, chooseAllow(allow))
 	}
 }

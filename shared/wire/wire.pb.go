@@ -24,6 +24,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AllowKind is the form of a SeqStep's set of allowed tokens.
+type AllowKind int32
+
+const (
+	AllowKind_ALLOW_KIND_NONE AllowKind = 0 // no set: any token may be drawn
+	AllowKind_ALLOW_KIND_IDS  AllowKind = 1 // allow_ids below allow_bound
+	AllowKind_ALLOW_KIND_DENY AllowKind = 2 // every token below allow_bound but deny_ids
+	AllowKind_ALLOW_KIND_BITS AllowKind = 3 // allow_bits
+)
+
+// Enum value maps for AllowKind.
+var (
+	AllowKind_name = map[int32]string{
+		0: "ALLOW_KIND_NONE",
+		1: "ALLOW_KIND_IDS",
+		2: "ALLOW_KIND_DENY",
+		3: "ALLOW_KIND_BITS",
+	}
+	AllowKind_value = map[string]int32{
+		"ALLOW_KIND_NONE": 0,
+		"ALLOW_KIND_IDS":  1,
+		"ALLOW_KIND_DENY": 2,
+		"ALLOW_KIND_BITS": 3,
+	}
+)
+
+func (x AllowKind) Enum() *AllowKind {
+	p := new(AllowKind)
+	*p = x
+	return p
+}
+
+func (x AllowKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AllowKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_shared_wire_wire_proto_enumTypes[0].Descriptor()
+}
+
+func (AllowKind) Type() protoreflect.EnumType {
+	return &file_shared_wire_wire_proto_enumTypes[0]
+}
+
+func (x AllowKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AllowKind.Descriptor instead.
+func (AllowKind) EnumDescriptor() ([]byte, []int) {
+	return file_shared_wire_wire_proto_rawDescGZIP(), []int{0}
+}
+
 // Register announces a worker (subject <prefix>.register).
 type Register struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -640,6 +693,26 @@ type SeqStep struct {
 	// layers, and sliding-window layers (-1 for blocks behind the window).
 	Blocks        []int32 `protobuf:"varint,6,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
 	SlidingBlocks []int32 `protobuf:"varint,7,rep,packed,name=sliding_blocks,json=slidingBlocks,proto3" json:"sliding_blocks,omitempty"`
+	// The set of tokens the sampler may draw (step.Seq.Allow: structured
+	// output), sent with every sampling step of a constrained sequence, so it
+	// travels in whichever of three forms is smallest (the encoder computes
+	// their sizes exactly): the allowed ids (a forced token, a small set), the
+	// denied ids (everything but a few), or the bitset itself. allow_kind
+	// says which, and that there is a set at all: a sequence without one
+	// (ALLOW_KIND_NONE) may draw any token, which an empty set must not mean.
+	AllowKind AllowKind `protobuf:"varint,8,opt,name=allow_kind,json=allowKind,proto3,enum=gptoss.wire.AllowKind" json:"allow_kind,omitempty"`
+	// ALLOW_KIND_IDS and ALLOW_KIND_DENY: the ids, each in [0, allow_bound),
+	// in any order.
+	AllowIds []int32 `protobuf:"varint,9,rep,packed,name=allow_ids,json=allowIds,proto3" json:"allow_ids,omitempty"`
+	DenyIds  []int32 `protobuf:"varint,10,rep,packed,name=deny_ids,json=denyIds,proto3" json:"deny_ids,omitempty"`
+	// allow_bound is the bitset's size in tokens (a multiple of 32: the
+	// contract's len(Allow) * 32), for ALLOW_KIND_IDS and ALLOW_KIND_DENY:
+	// tokens past it are not allowed, and the worker rebuilds a bitset of
+	// exactly that size.
+	AllowBound int32 `protobuf:"varint,11,opt,name=allow_bound,json=allowBound,proto3" json:"allow_bound,omitempty"`
+	// ALLOW_KIND_BITS: the bitset's uint32 words, little-endian (token t is
+	// bit t % 32 of word t / 32).
+	AllowBits     []byte `protobuf:"bytes,12,opt,name=allow_bits,json=allowBits,proto3" json:"allow_bits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -719,6 +792,41 @@ func (x *SeqStep) GetBlocks() []int32 {
 func (x *SeqStep) GetSlidingBlocks() []int32 {
 	if x != nil {
 		return x.SlidingBlocks
+	}
+	return nil
+}
+
+func (x *SeqStep) GetAllowKind() AllowKind {
+	if x != nil {
+		return x.AllowKind
+	}
+	return AllowKind_ALLOW_KIND_NONE
+}
+
+func (x *SeqStep) GetAllowIds() []int32 {
+	if x != nil {
+		return x.AllowIds
+	}
+	return nil
+}
+
+func (x *SeqStep) GetDenyIds() []int32 {
+	if x != nil {
+		return x.DenyIds
+	}
+	return nil
+}
+
+func (x *SeqStep) GetAllowBound() int32 {
+	if x != nil {
+		return x.AllowBound
+	}
+	return 0
+}
+
+func (x *SeqStep) GetAllowBits() []byte {
+	if x != nil {
+		return x.AllowBits
 	}
 	return nil
 }
@@ -1145,7 +1253,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x11frequency_penalty\x18\b \x01(\x01R\x10frequencyPenalty\x12\x1a\n" +
 	"\blogprobs\x18\t \x01(\bR\blogprobs\x12!\n" +
 	"\ftop_logprobs\x18\n" +
-	" \x01(\x05R\vtopLogprobs\"\xcd\x01\n" +
+	" \x01(\x05R\vtopLogprobs\"\xfc\x02\n" +
 	"\aSeqStep\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x10\n" +
@@ -1153,7 +1261,16 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x06sample\x18\x04 \x01(\bR\x06sample\x121\n" +
 	"\bsampling\x18\x05 \x01(\v2\x15.gptoss.wire.SamplingR\bsampling\x12\x16\n" +
 	"\x06blocks\x18\x06 \x03(\x05R\x06blocks\x12%\n" +
-	"\x0esliding_blocks\x18\a \x03(\x05R\rslidingBlocks\"\x82\x01\n" +
+	"\x0esliding_blocks\x18\a \x03(\x05R\rslidingBlocks\x125\n" +
+	"\n" +
+	"allow_kind\x18\b \x01(\x0e2\x16.gptoss.wire.AllowKindR\tallowKind\x12\x1b\n" +
+	"\tallow_ids\x18\t \x03(\x05R\ballowIds\x12\x19\n" +
+	"\bdeny_ids\x18\n" +
+	" \x03(\x05R\adenyIds\x12\x1f\n" +
+	"\vallow_bound\x18\v \x01(\x05R\n" +
+	"allowBound\x12\x1d\n" +
+	"\n" +
+	"allow_bits\x18\f \x01(\fR\tallowBits\"\x82\x01\n" +
 	"\x04Step\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12(\n" +
 	"\x04seqs\x18\x02 \x03(\v2\x14.gptoss.wire.SeqStepR\x04seqs\x12\x18\n" +
@@ -1179,7 +1296,12 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\x19\n" +
 	"\aControl\x12\x0e\n" +
-	"\x02op\x18\x01 \x01(\tR\x02opB&Z$github.com/gptoss/server/shared/wireb\x06proto3"
+	"\x02op\x18\x01 \x01(\tR\x02op*^\n" +
+	"\tAllowKind\x12\x13\n" +
+	"\x0fALLOW_KIND_NONE\x10\x00\x12\x12\n" +
+	"\x0eALLOW_KIND_IDS\x10\x01\x12\x13\n" +
+	"\x0fALLOW_KIND_DENY\x10\x02\x12\x13\n" +
+	"\x0fALLOW_KIND_BITS\x10\x03B&Z$github.com/gptoss/server/shared/wireb\x06proto3"
 
 var (
 	file_shared_wire_wire_proto_rawDescOnce sync.Once
@@ -1193,30 +1315,33 @@ func file_shared_wire_wire_proto_rawDescGZIP() []byte {
 	return file_shared_wire_wire_proto_rawDescData
 }
 
+var file_shared_wire_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_shared_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_shared_wire_wire_proto_goTypes = []any{
-	(*Register)(nil),     // 0: gptoss.wire.Register
-	(*Heartbeat)(nil),    // 1: gptoss.wire.Heartbeat
-	(*Load)(nil),         // 2: gptoss.wire.Load
-	(*LoadResult)(nil),   // 3: gptoss.wire.LoadResult
-	(*Sampling)(nil),     // 4: gptoss.wire.Sampling
-	(*SeqStep)(nil),      // 5: gptoss.wire.SeqStep
-	(*Step)(nil),         // 6: gptoss.wire.Step
-	(*SampledToken)(nil), // 7: gptoss.wire.SampledToken
-	(*StepResult)(nil),   // 8: gptoss.wire.StepResult
-	(*SeqError)(nil),     // 9: gptoss.wire.SeqError
-	(*Control)(nil),      // 10: gptoss.wire.Control
+	(AllowKind)(0),       // 0: gptoss.wire.AllowKind
+	(*Register)(nil),     // 1: gptoss.wire.Register
+	(*Heartbeat)(nil),    // 2: gptoss.wire.Heartbeat
+	(*Load)(nil),         // 3: gptoss.wire.Load
+	(*LoadResult)(nil),   // 4: gptoss.wire.LoadResult
+	(*Sampling)(nil),     // 5: gptoss.wire.Sampling
+	(*SeqStep)(nil),      // 6: gptoss.wire.SeqStep
+	(*Step)(nil),         // 7: gptoss.wire.Step
+	(*SampledToken)(nil), // 8: gptoss.wire.SampledToken
+	(*StepResult)(nil),   // 9: gptoss.wire.StepResult
+	(*SeqError)(nil),     // 10: gptoss.wire.SeqError
+	(*Control)(nil),      // 11: gptoss.wire.Control
 }
 var file_shared_wire_wire_proto_depIdxs = []int32{
-	4, // 0: gptoss.wire.SeqStep.sampling:type_name -> gptoss.wire.Sampling
-	5, // 1: gptoss.wire.Step.seqs:type_name -> gptoss.wire.SeqStep
-	7, // 2: gptoss.wire.StepResult.tokens:type_name -> gptoss.wire.SampledToken
-	9, // 3: gptoss.wire.StepResult.rejected:type_name -> gptoss.wire.SeqError
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5,  // 0: gptoss.wire.SeqStep.sampling:type_name -> gptoss.wire.Sampling
+	0,  // 1: gptoss.wire.SeqStep.allow_kind:type_name -> gptoss.wire.AllowKind
+	6,  // 2: gptoss.wire.Step.seqs:type_name -> gptoss.wire.SeqStep
+	8,  // 3: gptoss.wire.StepResult.tokens:type_name -> gptoss.wire.SampledToken
+	10, // 4: gptoss.wire.StepResult.rejected:type_name -> gptoss.wire.SeqError
+	5,  // [5:5] is the sub-list for method output_type
+	5,  // [5:5] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_shared_wire_wire_proto_init() }
@@ -1229,13 +1354,14 @@ func file_shared_wire_wire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shared_wire_wire_proto_rawDesc), len(file_shared_wire_wire_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_shared_wire_wire_proto_goTypes,
 		DependencyIndexes: file_shared_wire_wire_proto_depIdxs,
+		EnumInfos:         file_shared_wire_wire_proto_enumTypes,
 		MessageInfos:      file_shared_wire_wire_proto_msgTypes,
 	}.Build()
 	File_shared_wire_wire_proto = out.File

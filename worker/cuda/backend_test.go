@@ -445,6 +445,74 @@ func TestSample(t *testing.T) {
 	}
 }
 
+// Rows with a set of allowed tokens draw from it alone, with the
+// constrained distribution's logprobs and an allowed-only top list; the
+// other rows are untouched; sets of the wrong size are refused before
+// anything runs.
+func TestSampleAllowed(t *testing.T) {
+	cfg := testConfig()
+	w := engine.DummyWeights(cfg, 3, 0)
+	b := newTestBackend(t, w, testOptions(t))
+	const V = 40 // two words, the second partial
+	logits := make([]float32, 3*V)
+	for i := range logits {
+		logits[i] = float32(i%V) / 4
+	}
+	x, _ := b.Tensor(3, V)
+	if err := b.Write(x, logits); err != nil {
+		t.Fatal(err)
+	}
+	cur, off := b.arena.cur, b.arena.off
+	lse := func(v ...float32) float64 {
+		var s float64
+		for _, x := range v {
+			s += math.Exp(float64(x))
+		}
+		return math.Log(s)
+	}
+	// Row 0: greedy over {1, 3, 35}: 35 (the best overall, 39, is denied).
+	// Row 1: no set: 39. Row 2: only 2, at temperature 1: always 2, logprob 0.
+	two := []uint32{1<<1 | 1<<3, 1 << 3}
+	res, err := b.Sample(x, []SampleRow{{TopP: 1, Allow: two}, {TopP: 1}, {Temperature: 1, TopP: 1, Uniform: 0.9, Allow: []uint32{1 << 2, 0}}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Token != 35 || math.Abs(float64(r.Logprob)-(35./4-lse(1./4, 3./4, 35./4))) > 1e-5 ||
+		len(r.Top) != 3 || r.Top[0].ID != 35 || r.Top[1].ID != 3 || r.Top[2].ID != 1 {
+		t.Fatalf("row 0: %+v", r)
+	}
+	if r := res[1]; r.Token != 39 || len(r.Top) != 4 || r.Top[3].ID != 36 {
+		t.Fatalf("row 1: %+v", r)
+	}
+	if r := res[2]; r.Token != 2 || r.Logprob != 0 || len(r.Top) != 1 || r.Top[0] != (TokenLogprob{2, 0}) {
+		t.Fatalf("row 2: %+v", r)
+	}
+	// The masked rows were masked in place; the other is as written.
+	got := make([]float32, 3*V)
+	if err := b.Read(x, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		row, tok := i/V, i%V
+		denied := row == 0 && tok != 1 && tok != 3 && tok != 35 || row == 2 && tok != 2
+		if denied != math.IsInf(float64(v), -1) || !denied && v != logits[i] {
+			t.Fatalf("row %d token %d: %v after sampling", row, tok, v)
+		}
+	}
+	// Only −Inf left in the set: no token to draw.
+	_, err = b.Sample(x, []SampleRow{{TopP: 1}, {TopP: 1}, {TopP: 1, Allow: []uint32{1 << 5, 0}}}, 0)
+	wantErr(t, err, "row 2: no allowed token has a finite logit")
+	_, err = b.Sample(x, []SampleRow{{TopP: 1}, {TopP: 1, Allow: []uint32{1}}, {TopP: 1}}, 0)
+	wantErr(t, err, "row 1: a set of allowed tokens of 1 words for a vocabulary of 40 (2 words)")
+	_, err = b.Sample(x, []SampleRow{{TopP: 1, Allow: []uint32{1, 1, 1}}, {TopP: 1}, {TopP: 1}}, 0)
+	wantErr(t, err, "row 0: a set of allowed tokens of 3 words")
+	_, err = b.Sample(x, []SampleRow{{TopP: 1, Allow: []uint32{}}, {TopP: 1}, {TopP: 1}}, 0)
+	wantErr(t, err, "row 0: a set of allowed tokens of 0 words")
+	if b.arena.cur != cur || b.arena.off != off {
+		t.Fatalf("arena at %d/%d after sampling, was %d/%d", b.arena.cur, b.arena.off, cur, off)
+	}
+}
+
 func TestClosed(t *testing.T) {
 	w := engine.DummyWeights(testConfig(), 3, 0)
 	b, err := New(w, testOptions(t))

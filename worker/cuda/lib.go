@@ -430,6 +430,12 @@ func (c *ctx) sample(logits uintptr, S, V int, params []sampleParams, penOff, pe
 		dp(penCounts), C.int(nTop), dp(token), dp(logprob), dp(topIDs), dp(topLP)))
 }
 
+// maskLogits sets to −Inf the tokens of n rows of logits [S × V] that
+// their bitsets deny (rows int32 [n], allow uint32 [n × ⌈V/32⌉], device).
+func (c *ctx) maskLogits(logits uintptr, S, V, n int, rows, allow uintptr) error {
+	return c.err("gx_mask_logits", C.gxs_mask_logits(c.L, c.e, c.c, dp(logits), C.int(S), C.int(V), C.int(n), dp(rows), dp(allow)))
+}
+
 func (c *ctx) ncclInit(id []byte, nranks, rank int) error {
 	if len(id) != NCCLIDBytes {
 		return fmt.Errorf("cuda: an NCCL id has %d bytes, not %d", NCCLIDBytes, len(id))

@@ -26,6 +26,13 @@ type SampleRow struct {
 	// Counts are the tokens generated so far and how often, for the
 	// penalties (distinct ids).
 	Counts []TokenCount
+	// Allow, when not nil, is the set of tokens the row may draw
+	// (step.Seq.Allow: token t allowed when Allow[t/32]>>(t%32)&1 is set),
+	// exactly ⌈V/32⌉ words for a vocabulary of V (bits past V are
+	// ignored): a set of another size is of another vocabulary, refused
+	// rather than guessed at. A caller holding a shorter contract set
+	// (tokens past it denied) pads it with zero words.
+	Allow []uint32
 }
 
 // TokenCount is a token and its count.
@@ -36,7 +43,10 @@ type TokenCount struct {
 
 // Sampled is one row's draw: the token, its logprob and the nTop most
 // likely tokens with theirs, all under the raw logits (log-softmax before
-// penalties and temperature, as worker/sample reports them).
+// penalties and temperature, as worker/sample reports them). For a row
+// with Allow, the raw logits are the masked ones, and Top lists allowed
+// tokens only (fewer than nTop when fewer are allowed), as worker/sample's
+// SampleAllowed.
 type Sampled struct {
 	Token   int
 	Logprob float32
@@ -53,6 +63,11 @@ type TokenLogprob struct {
 // backend, e.g. a step's logits before EndStep, or one filled by Write) on
 // the device and returns the draws. Its device buffers are pieces of the
 // arena, given back before it returns.
+//
+// The rows with an Allow are masked in place first (gx_mask_logits): their
+// denied tokens' logits become −Inf in logits itself, which saves copying
+// rows of 201088 floats and leaves the sampling kernel as it is; a caller
+// that needs those rows' raw logits afterwards reads them before.
 func (b *Backend) Sample(logits engine.Tensor, rows []SampleRow, nTop int) ([]Sampled, error) {
 	x, err := asTensor(logits)
 	if err != nil {
@@ -70,9 +85,16 @@ func (b *Backend) Sample(logits engine.Tensor, rows []SampleRow, nTop int) ([]Sa
 		return nil, nil
 	}
 	params := make([]sampleParams, S)
-	nPen := 0
+	nPen, nMask, W := 0, 0, (V+31)/32
 	var seen map[int]bool
 	for i, r := range rows {
+		if r.Allow != nil {
+			if len(r.Allow) != W {
+				return nil, fmt.Errorf("cuda: sample: row %d: a set of allowed tokens of %d words for a vocabulary of %d (%d words)",
+					i, len(r.Allow), V, W)
+			}
+			nMask++
+		}
 		params[i] = sampleParams{temperature: r.Temperature, topP: r.TopP, topK: r.TopK, minP: r.MinP,
 			presence: r.PresencePenalty, frequency: r.FrequencyPenalty, uniform: r.Uniform}
 		if len(r.Counts) > 1 {
@@ -140,6 +162,30 @@ func (b *Backend) Sample(logits engine.Tensor, rows []SampleRow, nTop int) ([]Sa
 		penOff, penIDs, penCounts = p, p+uintptr(idOff)*4, p+uintptr(cntOff)*4
 	}
 
+	if nMask > 0 {
+		// One upload: the masked rows' indices [n], then their sets [n × W].
+		allowOff := alignUp(nMask, metaAlign)
+		in := make([]uint32, allowOff+nMask*W)
+		n := 0
+		for i, r := range rows {
+			if r.Allow != nil {
+				in[n] = uint32(i)
+				copy(in[allowOff+n*W:], r.Allow)
+				n++
+			}
+		}
+		p, err := b.arena.alloc(int64(len(in)) * 4)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.c.upload(p, unsafe.Pointer(&in[0]), int64(len(in))*4); err != nil {
+			return nil, err
+		}
+		if err := b.c.maskLogits(x.p, S, V, nMask, p, p+uintptr(allowOff)*4); err != nil {
+			return nil, err
+		}
+	}
+
 	// One download: token [S], logprob [S], top ids [S × nTop], top
 	// logprobs [S × nTop].
 	lpOff := alignUp(S, metaAlign)
@@ -164,12 +210,19 @@ func (b *Backend) Sample(logits engine.Tensor, rows []SampleRow, nTop int) ([]Sa
 	res := make([]Sampled, S)
 	for s := range S {
 		r := Sampled{Token: int(int32(out[s])), Logprob: math.Float32frombits(out[lpOff+s])}
-		if r.Token < 0 || r.Token >= V {
+		allow := rows[s].Allow
+		switch {
+		case r.Token < 0 && allow != nil:
+			return nil, fmt.Errorf("cuda: sample: row %d: no allowed token has a finite logit", s)
+		case r.Token < 0 || r.Token >= V:
 			return nil, fmt.Errorf("cuda: sample: row %d drew token %d of %d", s, r.Token, V)
 		}
 		for j := range nTop {
-			r.Top = append(r.Top, TokenLogprob{ID: int(int32(out[tiOff+s*nTop+j])),
-				Logprob: math.Float32frombits(out[tlOff+s*nTop+j])})
+			t := TokenLogprob{ID: int(int32(out[tiOff+s*nTop+j])), Logprob: math.Float32frombits(out[tlOff+s*nTop+j])}
+			if allow != nil && (t.ID < 0 || t.ID >= V || allow[t.ID/32]>>(t.ID%32)&1 == 0) {
+				continue // a denied token: probability 0 under the constrained distribution
+			}
+			r.Top = append(r.Top, t)
 		}
 		res[s] = r
 	}

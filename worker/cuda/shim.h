@@ -37,7 +37,7 @@
   X(gx_memset) X(gx_sync) X(gx_scratch_reserve) X(gx_copy_bench) X(gx_graph_begin)                \
   X(gx_graph_end) X(gx_graph_launch) X(gx_graph_destroy) X(gx_embed) X(gx_rmsnorm)               \
   X(gx_add_rmsnorm) X(gx_add) X(gx_gather_rows) X(gx_linear) X(gx_rope) X(gx_kv_write)           \
-  X(gx_attention) X(gx_router_topk) X(gx_moe_workspace) X(gx_moe) X(gx_sample)                     \
+  X(gx_attention) X(gx_router_topk) X(gx_moe_workspace) X(gx_moe) X(gx_sample) X(gx_mask_logits)  \
   X(gx_nccl_unique_id) X(gx_nccl_init) X(gx_all_reduce) X(gx_all_gather)
 
 typedef struct gxs_lib {
@@ -121,6 +121,7 @@ static void gxs_fail(gxs_lib *L, char *err) {
 #define CU16(x) ((const uint16_t *)(x))
 #define U16(x) ((uint16_t *)(x))
 #define CU8(x) ((const uint8_t *)(x))
+#define CU32(x) ((const uint32_t *)(x))
 
 static int gxs_device_count(gxs_lib *L, char *err, int *n) { GXS_RET(L->gx_device_count(n)); }
 static int gxs_ctx_create(gxs_lib *L, char *err, int dev, gx_ctx **out) { GXS_RET(L->gx_ctx_create(dev, out)); }
@@ -239,6 +240,10 @@ static int gxs_sample(gxs_lib *L, char *err, gx_ctx *c, uintptr_t logits, int S,
                       uintptr_t logprob, uintptr_t top_ids, uintptr_t top_lp) {
   GXS_RET(L->gx_sample(c, CF32(logits), S, V, params, CI32(pen_off), CI32(pen_ids), CF32(pen_counts), n_top,
                        I32(token), F32(logprob), I32(top_ids), F32(top_lp)));
+}
+static int gxs_mask_logits(gxs_lib *L, char *err, gx_ctx *c, uintptr_t logits, int S, int V, int n, uintptr_t rows,
+                           uintptr_t allow) {
+  GXS_RET(L->gx_mask_logits(c, F32(logits), S, V, n, CI32(rows), CU32(allow)));
 }
 
 static int gxs_nccl_unique_id(gxs_lib *L, char *err, uint8_t *id) { GXS_RET(L->gx_nccl_unique_id(id)); }

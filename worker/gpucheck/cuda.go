@@ -163,7 +163,7 @@ func (d *cudaDevice) Sample(b engine.Backend, logits [][]float32, p []SamplePara
 		}
 		rows[i] = cuda.SampleRow{Temperature: float32(q.Temperature), TopP: float32(q.TopP), TopK: q.TopK,
 			MinP: float32(q.MinP), PresencePenalty: float32(q.PresencePenalty),
-			FrequencyPenalty: float32(q.FrequencyPenalty), Uniform: u, Counts: historyCounts(q.History)}
+			FrequencyPenalty: float32(q.FrequencyPenalty), Uniform: u, Counts: historyCounts(q.History), Allow: q.Allow}
 		if rows[i].TopP == 0 {
 			rows[i].TopP = 1
 		}
@@ -176,7 +176,7 @@ func (d *cudaDevice) Sample(b engine.Backend, logits [][]float32, p []SamplePara
 	out := make([]Sampled, S)
 	for i, r := range res {
 		out[i] = Sampled{Token: r.Token, Logprob: r.Logprob}
-		for _, tl := range r.Top[:p[i].TopLogprobs] {
+		for _, tl := range r.Top[:min(len(r.Top), p[i].TopLogprobs)] { // fewer for a row with few allowed tokens
 			out[i].Top = append(out[i].Top, sample.TokenLogprob{ID: tl.ID, Logprob: tl.Logprob})
 		}
 	}

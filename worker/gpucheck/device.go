@@ -98,6 +98,11 @@ type SampleParams struct {
 	// takes its randomness from the caller, so that a sequence's stream of
 	// draws is the same on every backend).
 	Uniform float64
+	// Allow, when not nil, is the set of tokens the row may draw
+	// (step.Seq.Allow: a bitset, ⌈V/32⌉ words): worker/sample's
+	// SampleAllowed, whose logprobs and top list are the constrained
+	// distribution's (the top list of allowed tokens only).
+	Allow []uint32
 }
 
 // Sampled is one row's draw: the token, its logprob and the TopLogprobs

@@ -300,7 +300,7 @@ type samplerPerturbation struct {
 
 var samplerPerturbations = []samplerPerturbation{
 	{"greedy: ties to the higher id", sampled(nil, nil, func(row []float32, p SampleParams, r *Sampled) {
-		if p.Temperature != 0 || penalisedRow(p) {
+		if p.Temperature != 0 || penalisedRow(p) || p.Allow != nil {
 			return
 		}
 		best := -1
@@ -312,19 +312,21 @@ var samplerPerturbations = []samplerPerturbation{
 		r.Token, r.Logprob = best, float32(rawLogprobs(row)[best])
 	}), []string{"greedy argmax"}},
 	{"greedy: the next token, with the logprob of the argmax", sampled(nil, nil, func(row []float32, p SampleParams, r *Sampled) {
-		if p.Temperature == 0 && !penalisedRow(p) {
+		if p.Temperature == 0 && !penalisedRow(p) && p.Allow == nil {
 			r.Token = (r.Token + 1) % len(row)
 		}
 	}), []string{"greedy argmax", "greedy logprobs"}},
 	{"penalties ignored", sampled(nil, func(p SampleParams) SampleParams {
 		p.PresencePenalty, p.FrequencyPenalty, p.History = 0, 0, nil
 		return p
-	}, nil), []string{"greedy with penalties", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution"}},
+	}, nil), []string{"greedy with penalties", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution",
+		"allowed tokens: greedy"}},
 	{"logprobs of the penalised logits", sampled(func(l []float32, p SampleParams) []float32 { return penalised(l, p) },
 		func(p SampleParams) SampleParams {
 			p.PresencePenalty, p.FrequencyPenalty, p.History = 0, 0, nil
 			return p
-		}, nil), []string{"greedy logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs"}},
+		}, nil), []string{"greedy logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs",
+		"allowed tokens: logprobs"}},
 	{"logprobs 0.01 too small", sampled(nil, nil, func(_ []float32, _ SampleParams, r *Sampled) {
 		r.Logprob -= 0.01
 		r.Top = slices.Clone(r.Top)
@@ -332,7 +334,8 @@ var samplerPerturbations = []samplerPerturbation{
 			r.Top[k].Logprob -= 0.01
 		}
 	}), []string{"greedy logprobs", "temperature 0.8: logprobs", "temperature 1, top-k 5: logprobs",
-		"temperature 1, top-p 0.9: logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs"}},
+		"temperature 1, top-p 0.9: logprobs", "temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs",
+		"allowed tokens: logprobs", "temperature 1.2, half the tokens allowed: logprobs"}},
 	{"temperature 1.3 instead of 0.8", sampled(nil, func(p SampleParams) SampleParams {
 		if p.Temperature == 0.8 {
 			p.Temperature = 1.3
@@ -355,6 +358,16 @@ var samplerPerturbations = []samplerPerturbation{
 		p.MinP = 0
 		return p
 	}, nil), []string{"temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution"}},
+	{"allowed tokens ignored", sampled(nil, func(p SampleParams) SampleParams {
+		p.Allow = nil
+		return p
+	}, nil), []string{"allowed tokens: greedy", "allowed tokens: logprobs",
+		"temperature 1.2, half the tokens allowed: distribution", "temperature 1.2, half the tokens allowed: logprobs"}},
+	{"allowed tokens' logprobs unconstrained", sampled(nil, nil, func(row []float32, p SampleParams, r *Sampled) {
+		if p.Allow != nil {
+			r.Logprob = float32(rawLogprobs(row)[r.Token])
+		}
+	}), []string{"allowed tokens: logprobs", "temperature 1.2, half the tokens allowed: logprobs"}},
 }
 
 // runSamplerOn runs the sampler checks (quick) on dev's sampler and
@@ -392,6 +405,10 @@ func TestSamplerCheckNames(t *testing.T) {
 		"temperature 1, top-p 0.9: logprobs of 4096 draws",
 		"temperature 0.7, min-p 0.2, top-p 0.95, penalties: distribution of 4096 draws",
 		"temperature 0.7, min-p 0.2, top-p 0.95, penalties: logprobs of 4096 draws",
+		"allowed tokens: greedy and forced draws, vocabulary 201088",
+		"allowed tokens: logprobs, 5 top logprobs, vocabulary 201088",
+		"temperature 1.2, half the tokens allowed: distribution of 4096 draws",
+		"temperature 1.2, half the tokens allowed: logprobs of 4096 draws",
 	}
 	if got := samplerCheckNames(true); !slices.Equal(got, want) {
 		t.Errorf("quick names:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

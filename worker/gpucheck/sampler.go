@@ -32,13 +32,41 @@ func refSample(logits [][]float32, p []SampleParams) ([]Sampled, error) {
 		for _, tok := range q.History {
 			s.Accept(tok)
 		}
-		r, err := s.Sample(row)
+		r, err := s.SampleAllowed(row, q.Allow)
 		if err != nil {
 			return nil, fmt.Errorf("cpu sampler: row %d: %w", i, err)
 		}
 		out[i] = Sampled{Token: r.Token, Logprob: r.Logprob, Top: slices.Clone(r.Top)}
 	}
 	return out, nil
+}
+
+// maskedRow is logits with the tokens allow denies at −Inf (allow nil:
+// logits itself): the raw logits of the constrained distribution, which
+// the reference formulas below then describe.
+func maskedRow(logits []float32, allow []uint32) []float32 {
+	if allow == nil {
+		return logits
+	}
+	out := slices.Clone(logits)
+	for t := range out {
+		if t/32 >= len(allow) || allow[t/32]>>(t%32)&1 == 0 {
+			out[t] = float32(math.Inf(-1))
+		}
+	}
+	return out
+}
+
+// randomAllow allows each of n tokens with probability p (a bitset of
+// ⌈n/32⌉ words).
+func randomAllow(rng *rand.Rand, n int, p float64) []uint32 {
+	a := make([]uint32, (n+31)/32)
+	for t := range n {
+		if rng.Float64() < p {
+			a[t/32] |= 1 << (t % 32)
+		}
+	}
+	return a
 }
 
 // penalised is worker/sample's penalised copy of logits, rounded as it
@@ -220,7 +248,17 @@ func tvTest(tokens []int, p []float64) (tv, bound float64, outside int) {
 //     0.95 and penalties: "distribution", the draws follow the exact
 //     distribution (total variation test) and none picks a token the
 //     truncation removed; "logprobs", every draw reports the raw logprob
-//     of its token and the raw top logprobs, most likely first.
+//     of its token and the raw top logprobs, most likely first;
+//   - allowed tokens (structured output), over the full vocabulary: rows
+//     with a set of allowed tokens (half at random, whole words allowed and
+//     denied, a few tokens with NaN and −Inf among them, a tie, penalties,
+//     the first and last ids) give worker/sample's SampleAllowed token
+//     exactly, greedy or forced (one allowed token with a tiny logit at
+//     temperature 1 under top-k and top-p), with the constrained
+//     distribution's logprob and top list (allowed tokens only);
+//   - temperature 1.2 with half the tokens allowed: the distribution and
+//     logprobs checks above over the constrained distribution (a draw of a
+//     denied token counts as outside it).
 //
 // worker/sample's own draws go through the same tests, so a harness error
 // shows as an error of the reference, not as a failure of the device.
@@ -296,6 +334,27 @@ func samplerSets(quick bool) []samplerSet {
 			},
 		})
 	}
+	// The sets with allowed tokens come last, so that the sets above draw
+	// the same inputs for a given --seed as before they were added.
+	a := &greedyDraws{}
+	sets = append(sets, samplerSet{
+		draw: func(e *samplerEnv) error { return a.drawAllowed(e) },
+		checks: []samplerCheck{
+			{fmt.Sprintf("allowed tokens: greedy and forced draws, vocabulary %d", greedyV), func() Check {
+				return a.tokensOf(func(SampleParams) bool { return true })
+			}},
+			{fmt.Sprintf("allowed tokens: logprobs, %d top logprobs, vocabulary %d", greedyTop, greedyV), a.logprobs},
+		},
+	})
+	const allowedName = "temperature 1.2, half the tokens allowed"
+	d := &sampledDraws{n: N, params: SampleParams{Temperature: 1.2, TopP: 1}, allow: 0.5}
+	sets = append(sets, samplerSet{
+		draw: d.draw,
+		checks: []samplerCheck{
+			{fmt.Sprintf("%s: distribution of %d draws", allowedName, N), d.distribution},
+			{fmt.Sprintf("%s: logprobs of %d draws", allowedName, N), d.logprobs},
+		},
+	})
 	return sets
 }
 
@@ -424,12 +483,17 @@ func (g *greedyDraws) draw(e *samplerEnv) error {
 	logits[15][a], logits[15][d] = 12, 11.5
 	params[15] = SampleParams{TopP: 1, TopLogprobs: nTop, PresencePenalty: 0.25, FrequencyPenalty: 1.5,
 		History: []int{a, d, a, lo(), a}}
+	return g.run(e, logits, params)
+}
+
+// run draws the rows on the device and with worker/sample and keeps both.
+func (g *greedyDraws) run(e *samplerEnv, logits [][]float32, params []SampleParams) error {
 	got, err := e.dev.Sample(e.b, logits, params)
 	if err != nil {
 		return err
 	}
-	if len(got) != S {
-		return fmt.Errorf("%s sampler: %d results for %d rows", e.dev.Name(), len(got), S)
+	if len(got) != len(logits) {
+		return fmt.Errorf("%s sampler: %d results for %d rows", e.dev.Name(), len(got), len(logits))
 	}
 	want, err := refSample(logits, params)
 	if err != nil {
@@ -439,13 +503,93 @@ func (g *greedyDraws) draw(e *samplerEnv) error {
 	return nil
 }
 
+// allowedRows is the allowed-tokens set's row count.
+const allowedRows = 8
+
+// drawAllowed is the allowed-tokens set: rows over the full vocabulary,
+// each with a set of allowed tokens, whose draw is determined (greedy, or
+// a single allowed token), so the device must give worker/sample's token.
+func (g *greedyDraws) drawAllowed(e *samplerEnv) error {
+	const S, V, nTop = allowedRows, greedyV, greedyTop
+	rng := e.rng
+	logits := make([][]float32, S)
+	params := make([]SampleParams, S)
+	for i := range logits {
+		logits[i] = make([]float32, V)
+		for j := range logits[i] {
+			logits[i][j] = float32(rng.NormFloat64() * 2)
+		}
+		params[i] = SampleParams{TopP: 1, TopLogprobs: nTop, Allow: randomAllow(rng, V, 0.5)}
+	}
+	allow := func(ids ...int) []uint32 {
+		a := make([]uint32, (V+31)/32)
+		for _, id := range ids {
+			a[id/32] |= 1 << (id % 32)
+		}
+		return a
+	}
+	deny := func(a []uint32, id int) { a[id/32] &^= 1 << (id % 32) }
+	id := func() int { return rng.IntN(V) }
+	// Row 0: half at random, the best token denied.
+	best := id()
+	logits[0][best] = 100
+	deny(params[0].Allow, best)
+	// Row 1: one allowed token with a tiny logit, drawn at temperature 1
+	// under top-k and top-p: it is the whole distribution.
+	forced := id()
+	logits[1][forced] = -30
+	params[1] = SampleParams{Temperature: 1, TopP: 0.9, TopK: 5, TopLogprobs: nTop, Uniform: rng.Float64(), Allow: allow(forced)}
+	// Row 2: whole words allowed and denied (runs of 64 words), the best
+	// token in a denied run.
+	for w := range params[2].Allow {
+		params[2].Allow[w] = 0
+		if w/64%2 == 0 {
+			params[2].Allow[w] = math.MaxUint32
+		}
+	}
+	logits[2][64*32+id()%(64*32)] = 100
+	// Row 3: five tokens, one NaN and one −Inf among them.
+	few := []int{id(), id(), id(), id(), id()}
+	params[3].Allow = allow(few...)
+	logits[3][few[3]], logits[3][few[4]] = float32(math.NaN()), float32(math.Inf(-1))
+	// Row 4: a tie for the best allowed token (the lower id wins), a
+	// better denied one.
+	i, j, k := id(), id(), id()
+	logits[4][i], logits[4][j], logits[4][k] = 50, 50, 60
+	params[4].Allow = allow(i, j, k, id())
+	deny(params[4].Allow, k)
+	// Row 5: the penalties demote the best allowed token below the next.
+	i, j = id(), id()
+	logits[5][i], logits[5][j] = 40, 39.5
+	params[5].Allow = allow(i, j, id(), id())
+	params[5].PresencePenalty, params[5].FrequencyPenalty, params[5].History = 0.5, 0.5, []int{i}
+	// Row 6: the first and the last ids only.
+	params[6].Allow = allow(0, V-1)
+	// Row 7: nearly everything allowed (the denied few are the best).
+	for w := range params[7].Allow {
+		params[7].Allow[w] = math.MaxUint32
+	}
+	for range 8 {
+		t := id()
+		logits[7][t] = 70
+		deny(params[7].Allow, t)
+	}
+	return g.run(e, logits, params)
+}
+
 // tokens checks the greedy tokens of the rows with penalties (or of those
 // without) against worker/sample's.
 func (g *greedyDraws) tokens(penalties bool) Check {
+	return g.tokensOf(func(p SampleParams) bool { return penalisedRow(p) == penalties })
+}
+
+// tokensOf checks the tokens of the rows pick selects against
+// worker/sample's.
+func (g *greedyDraws) tokensOf(pick func(SampleParams) bool) Check {
 	rows, bad := 0, 0
 	var detail notes
 	for r := range g.want {
-		if penalisedRow(g.params[r]) != penalties {
+		if !pick(g.params[r]) {
 			continue
 		}
 		rows++
@@ -481,7 +625,7 @@ func (g *greedyDraws) logprobs() Check {
 				ok = false
 				detail.add("row %d: token %d out of range", r, gr.Token)
 			} else {
-				want = rawLogprobs(g.logits[r])[gr.Token]
+				want = rawLogprobs(maskedRow(g.logits[r], g.params[r].Allow))[gr.Token]
 			}
 		}
 		if ok {
@@ -527,6 +671,9 @@ type sampledDraws struct {
 	n      int
 	params SampleParams
 	hist   int
+	// allow > 0: each token is allowed with this probability (one set for
+	// every draw), and the distribution is the constrained one.
+	allow float64
 
 	p        []float64 // the exact distribution
 	lp       []float64 // the raw logprobs
@@ -555,8 +702,12 @@ func (s *sampledDraws) draw(e *samplerEnv) error {
 		for range s.hist {
 			sp.History = append(sp.History, likely[rng.IntN(4)])
 		}
+		sp.Allow = nil
+		if s.allow > 0 {
+			sp.Allow = randomAllow(rng, V, s.allow)
+		}
 		var border bool
-		p, border = exactProbs(row, sp)
+		p, border = exactProbs(maskedRow(row, sp.Allow), sp)
 		if !border || try > 20 {
 			break
 		}
@@ -592,13 +743,13 @@ func (s *sampledDraws) draw(e *samplerEnv) error {
 		for _, tok := range rp.History {
 			smp.Accept(tok)
 		}
-		r, err := smp.Sample(row)
+		r, err := smp.SampleAllowed(row, rp.Allow)
 		if err != nil {
 			return fmt.Errorf("cpu sampler: %w", err)
 		}
 		ref[i] = Sampled{Token: r.Token, Logprob: r.Logprob, Top: slices.Clone(r.Top)}
 	}
-	s.p, s.lp, s.got, s.ref = p, rawLogprobs(row), got, ref
+	s.p, s.lp, s.got, s.ref = p, rawLogprobs(maskedRow(row, sp.Allow)), got, ref
 	return nil
 }
 

@@ -77,6 +77,12 @@ func slidingWindow(c *model.Config) int {
 // sequence whose sampling parameters the sampler refuses is rejected alone
 // (Seq.Err, wrapping step.ErrRejected): it runs nothing and keeps no state,
 // and the rest of the batch runs.
+//
+// A sequence's Seq.Allow restricts its draw to those tokens
+// (sample.SampleAllowed). One whose allowed tokens all have −Inf or NaN
+// logits is rejected alone the same way, after the forward pass: its set
+// is at fault, not the step (the other ranks forget it when the scheduler
+// releases it).
 func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	e.steps, e.owners, e.index = e.steps[:0], e.owners[:0], e.index[:0]
 	for i := range b.Seqs {
@@ -128,13 +134,20 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	// Each sequence has its own sampler (and random generator), so they
 	// run in parallel: over a 201 088-token vocabulary, sampling a batch
 	// one sequence at a time costs more than the small models' forward
-	// pass.
+	// pass. Each goroutine writes only its own sequence's entry (Out, Err)
+	// and reads the others' nothing; the executor's map is touched after.
 	errs := make([]error, len(e.sample))
+	rejected := make([]bool, len(e.sample))
 	parallel(len(e.sample), func(j int) {
 		k := e.sample[j]
 		st := &b.Seqs[e.index[k]]
 		sp := e.owners[k].sampler
-		r, err := sp.Sample(logits[k][0])
+		r, err := sp.SampleAllowed(logits[k][0], st.Allow)
+		if errors.Is(err, sample.ErrNoneAllowed) {
+			st.Err = fmt.Errorf("%w: sequence %d: %w", step.ErrRejected, st.ID, err)
+			rejected[j] = true
+			return
+		}
 		if err != nil {
 			errs[j] = fmt.Errorf("local: sequence %d: %w", st.ID, err)
 			return
@@ -146,6 +159,11 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 		}
 		st.Out = out
 	})
+	for j, k := range e.sample {
+		if rejected[j] {
+			e.drop(b.Seqs[e.index[k]].ID)
+		}
+	}
 	return errors.Join(errs...)
 }
 

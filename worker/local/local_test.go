@@ -62,3 +62,84 @@ func TestBadSamplingRejectsOneSequence(t *testing.T) {
 		}
 	}
 }
+
+// A step whose sequences have different sets of allowed tokens: each draw
+// keeps to its own sequence's set (or to none), over several decode steps
+// sampled in parallel; a sequence whose set allows nothing is rejected
+// alone.
+func TestAllowPerSequence(t *testing.T) {
+	cfg := model.Presets["tiny"].Architecture()
+	cfg.Vocab, cfg.Layers = 300, 2
+	newExec := func() *Executor {
+		cache, err := engine.NewKVCache(&cfg, 16, 16, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := engine.NewModel(engine.DummyWeights(cfg, 3, 0), cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return New(m, &cfg)
+	}
+	only := func(ids ...int) []uint32 {
+		a := make([]uint32, (cfg.Vocab+31)/32)
+		for _, id := range ids {
+			a[id/32] |= 1 << (id % 32)
+		}
+		return a
+	}
+	forced := only(123)
+	few := only(7, 64, 65, 250, 299)
+	greedy, hot := &step.Sampling{TopP: 1, Logprobs: true}, &step.Sampling{Temperature: 1, TopP: 1, Seed: 1, HasSeed: true}
+	seqs := []step.Seq{
+		{ID: 1, Tokens: []int{5, 6, 7}, Sample: true, Sampling: hot, Allow: forced},
+		{ID: 2, Tokens: []int{8, 9}, Sample: true, Sampling: greedy},
+		{ID: 3, Tokens: []int{10}, Sample: true, Sampling: hot, Allow: few},
+		{ID: 4, Tokens: []int{11, 12}, Sample: true, Sampling: greedy, Allow: few},
+	}
+	for i := range seqs {
+		seqs[i].Blocks, seqs[i].SlidingBlocks = []int{2 * i}, []int{2 * i}
+	}
+	// The reference: the unconstrained greedy sequence 2 alone.
+	ref := newExec()
+	alone := step.Batch{Seqs: []step.Seq{seqs[1]}}
+	e := newExec()
+	for range 4 {
+		b := &step.Batch{Seqs: append([]step.Seq(nil), seqs...)}
+		if err := e.Step(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if err := ref.Step(context.Background(), &alone); err != nil {
+			t.Fatal(err)
+		}
+		if out := b.Seqs[0].Out; out.ID != 123 || out.Logprob != 0 {
+			t.Fatalf("forced sequence: %+v, want token 123", out)
+		}
+		if b.Seqs[1].Out.ID != alone.Seqs[0].Out.ID || b.Seqs[1].Out.Logprob != alone.Seqs[0].Out.Logprob {
+			t.Fatalf("unconstrained sequence: %+v, alone %+v", b.Seqs[1].Out, alone.Seqs[0].Out)
+		}
+		for _, i := range []int{2, 3} {
+			if !step.Allowed(few, b.Seqs[i].Out.ID) {
+				t.Fatalf("sequence %d drew %d, outside its set", seqs[i].ID, b.Seqs[i].Out.ID)
+			}
+		}
+		for i := range seqs {
+			seqs[i].Pos += len(seqs[i].Tokens)
+			seqs[i].Tokens = []int{b.Seqs[i].Out.ID}
+		}
+		alone.Seqs[0].Pos += len(alone.Seqs[0].Tokens)
+		alone.Seqs[0].Tokens = []int{alone.Seqs[0].Out.ID}
+	}
+	// An empty set: that sequence alone is rejected, its state dropped.
+	seqs[2].Allow = only()
+	b := &step.Batch{Seqs: append([]step.Seq(nil), seqs...)}
+	if err := e.Step(context.Background(), b); err != nil {
+		t.Fatalf("the step failed: %v", err)
+	}
+	if !errors.Is(b.Seqs[2].Err, step.ErrRejected) || b.Seqs[0].Err != nil || b.Seqs[1].Err != nil || b.Seqs[3].Err != nil {
+		t.Fatalf("errors %v %v %v %v", b.Seqs[0].Err, b.Seqs[1].Err, b.Seqs[2].Err, b.Seqs[3].Err)
+	}
+	if e.Sequences() != 3 {
+		t.Fatalf("the executor holds %d sequences, want 3", e.Sequences())
+	}
+}

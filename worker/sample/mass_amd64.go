@@ -3,7 +3,7 @@ package sample
 import "golang.org/x/sys/cpu"
 
 // useAVX2 selects the vector forms of massPass (AVX2 gathers and double
-// arithmetic, no FMA) and scanMax; the scalar code remains the reference
+// arithmetic, no FMA), scanMax and maskLogits; the scalar code remains the reference
 // and the fallback, and both give bit-identical results.
 var useAVX2 = cpu.X86.HasAVX2
 

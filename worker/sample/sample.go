@@ -25,6 +25,10 @@
 // Logprobs are not affected by any of this: they are log_softmax of the raw
 // logits the caller passed (vLLM's default "raw_logprobs").
 //
+// SampleAllowed adds a step 0: the logits of the tokens a set of allowed
+// tokens (structured output) denies become −Inf, so that everything above,
+// logprobs included, is over the allowed tokens alone.
+//
 // # Exactness
 //
 // The draw is exact inverse-CDF sampling of the distribution above,
@@ -151,7 +155,8 @@ type Result struct {
 	// distribution: log_softmax of the raw logits, before penalties,
 	// temperature and truncation (vLLM's default "raw_logprobs"), so that it
 	// describes the model rather than the sampling settings. Set only when
-	// Params.Logprobs.
+	// Params.Logprobs. Under SampleAllowed, the raw logits are the allowed
+	// tokens' (the others −Inf): the constrained distribution's.
 	Logprob float32
 	// Top holds the Params.TopLogprobs most likely tokens under the same raw
 	// distribution, most likely first (ties: lower id first). The slice is
@@ -177,6 +182,7 @@ type Sampler struct {
 
 	// Scratch.
 	w      []float32 // penalized copy of the logits
+	m      []float32 // SampleAllowed's masked copy of the logits
 	list   []entry   // compact survivors, or the tokens of one bucket
 	list2  []entry   // the sub-bucket of the top-p cut
 	sub    [subBuckets]float64

@@ -60,7 +60,7 @@ const char *gx_last_error(void) { return err_msg; }
 /* ---- ops as records ---------------------------------------------------- */
 
 enum { OP_EMBED = 1, OP_RMSNORM, OP_ADD_RMSNORM, OP_ADD, OP_GATHER, OP_LINEAR, OP_ROPE, OP_KV_WRITE, OP_ATTENTION,
-       OP_TOPK, OP_MOE, OP_COPY, OP_MEMSET, OP_ALL_REDUCE, OP_ALL_GATHER };
+       OP_TOPK, OP_MOE, OP_COPY, OP_MEMSET, OP_ALL_REDUCE, OP_ALL_GATHER, OP_MASK };
 
 typedef struct op {
   int kind;
@@ -543,6 +543,19 @@ static gx_status run(gx_ctx *c, const op *o) {
     case OP_ALL_GATHER:
       memmove(o->out, o->p[0], sizeof(float) * (size_t)o->i[0]);
       return GX_OK;
+    case OP_MASK: {
+      float *x = (float *)o->out;
+      const int32_t *rows = (const int32_t *)o->p[0];
+      const uint32_t *allow = (const uint32_t *)o->p[1];
+      int S = (int)o->i[0], V = (int)o->i[1], n = (int)o->i[2];
+      int64_t W = (V + 31) / 32;
+      for (int i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= S) continue;
+        for (int t = 0; t < V; t++)
+          if (!((allow[i * W + t / 32] >> (t % 32)) & 1u)) x[(int64_t)rows[i] * V + t] = -INFINITY;
+      }
+      return GX_OK;
+    }
   }
   return fail(GX_ERR_ARG, "fake: unknown op %d", o->kind);
 }
@@ -807,6 +820,21 @@ gx_status gx_sample(gx_ctx *c, const float *logits, int S, int V, const gx_sampl
   }
   free(l);
   return GX_OK;
+}
+
+gx_status gx_mask_logits(gx_ctx *c, float *logits, int S, int V, int n, const int32_t *rows, const uint32_t *allow) {
+  ENTER(gx_mask_logits);
+  CHECK(S >= 0 && V > 0 && n >= 0, "gx_mask_logits: S=%d V=%d n=%d", S, V, n);
+  if (S == 0 || n == 0) return GX_OK;
+  CHECK(logits && rows && allow, "gx_mask_logits: null pointer");
+  op o = {OP_MASK};
+  o.out = logits;
+  o.p[0] = rows;
+  o.p[1] = allow;
+  o.i[0] = S;
+  o.i[1] = V;
+  o.i[2] = n;
+  return submit(c, &o);
 }
 
 /* ---- NCCL: one rank ------------------------------------------------------------ */
