@@ -28,6 +28,8 @@ FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
+# python3-pip: make build fetches llguidance (structured output) from PyPI.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip && rm -rf /var/lib/apt/lists/*
 COPY . .
 ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
@@ -64,6 +66,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home --shell /usr/sbin/nologin gptoss \
     && mkdir -p /data/hf /data/gptoss && chown -R gptoss:gptoss /data
 COPY --from=build /src/bin/coordinator /src/bin/worker /usr/local/bin/
+COPY --from=build /src/build/llguidance/ /usr/local/lib/llguidance/
 COPY --from=kernels /out/lib/ /usr/local/lib/
 # Examples to start from: --config /etc/gptoss/coordinator.yaml,
 # --profiles-file /etc/gptoss/profiles.yaml (the profiles are built in).
@@ -73,7 +76,8 @@ COPY configs/coordinator.yaml configs/profiles.yaml /etc/gptoss/
 # /data/gptoss. Both are volumes, so a new container reuses them.
 ENV HF_HOME=/data/hf \
     GPTOSS_DATA_DIR=/data/gptoss \
-    GPTOSS_KERNELS=/usr/local/lib/libgptoss_kernels.so
+    GPTOSS_KERNELS=/usr/local/lib/libgptoss_kernels.so \
+    GPTOSS_LLGUIDANCE=/usr/local/lib/llguidance
 VOLUME ["/data/hf", "/data/gptoss"]
 USER gptoss
 WORKDIR /data

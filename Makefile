@@ -7,6 +7,11 @@ VENV ?= .venv
 BIN := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# llguidance, the structured-output engine, opened at run time by the
+# coordinator (coordinator/guide): its C API from the pinned PyPI wheel
+# (scripts/fetch-llguidance.sh says why a wheel).
+LLG_DIR := build/llguidance
+LLG_LIB := $(LLG_DIR)/libllguidance.so
 # go-nvml's cgo header marks many NVML calls deprecated; the warnings drown
 # the build output.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -19,12 +24,12 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 RUN_ARGS ?= --model 20b --fallback-model models/tiny --profile latency_first --port 8000
 MODEL ?= 20b
 
-.PHONY: help run run-mock download build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check fuzz
+.PHONY: help run run-mock download build test test-go test-e2e vet fmt bench bench-cpu tiny golden clean kernels gpu-check fuzz llguidance
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build bin/coordinator, bin/worker and bin/bench
+build: $(LLG_LIB) ## build bin/coordinator, bin/worker and bin/bench (and fetch llguidance)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/coordinator ./coordinator
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker
 	$(GO) build -o $(BIN)/bench ./scripts/bench
@@ -50,7 +55,7 @@ vet: ## gofmt check, go vet and errorlint
 	$(GO) vet ./...
 	$(GO) run $(ERRORLINT) -errorf ./...
 
-test-go: ## Go unit and integration tests
+test-go: $(LLG_LIB) ## Go unit and integration tests
 	$(GO) test -race -count=1 ./...
 
 # Bounded fuzzing (go test -fuzz takes one target at a time). test-go runs
@@ -98,6 +103,11 @@ bench: build ## streaming overhead in mock mode at 1, 64 and 512 concurrent stre
 
 bench-cpu: ## CPU forward-pass benchmarks: one full-size 20b layer, the unembedding, memory bandwidth
 	$(GO) test -run XXX -bench 'MemoryRead|Unembed|DecodeLayer' -benchtime 5x ./worker/engine
+
+llguidance: $(LLG_LIB) ## fetch llguidance (structured output) into build/llguidance
+
+$(LLG_LIB): scripts/requirements-llguidance.txt scripts/fetch-llguidance.sh
+	scripts/fetch-llguidance.sh $(LLG_DIR)
 
 tiny: ## write the deterministic tiny gpt-oss checkpoint to models/tiny
 	$(GO) run ./scripts/tinymodel -out models/tiny
@@ -188,6 +198,10 @@ install: $(if $(and $(wildcard $(BIN)/coordinator),$(wildcard $(BIN)/worker)),,b
 	  echo "install -m 0755 $(KERNELS_LIB) $(DESTDIR)$(PREFIX)/lib/"; \
 	  install -d $(DESTDIR)$(PREFIX)/lib && install -m 0755 $(KERNELS_LIB) $(DESTDIR)$(PREFIX)/lib/; \
 	else echo "note: no $(KERNELS_LIB) (make kernels builds it): skipped; the CUDA workers need it"; fi
+	@if [ -f $(LLG_LIB) ]; then \
+	  echo "install -m 0755 $(LLG_DIR)/*.so $(DESTDIR)$(PREFIX)/lib/llguidance/"; \
+	  install -d $(DESTDIR)$(PREFIX)/lib/llguidance && install -m 0755 $(LLG_DIR)/*.so $(DESTDIR)$(PREFIX)/lib/llguidance/; \
+	else echo "note: no $(LLG_LIB) (make llguidance fetches it): skipped; structured output needs it"; fi
 	@for u in $(UNITS); do \
 	  echo "install configs/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u"; \
 	  sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/lib/|$(PREFIX)/lib/|g' \
@@ -206,10 +220,11 @@ install: $(if $(and $(wildcard $(BIN)/coordinator),$(wildcard $(BIN)/worker)),,b
 
 uninstall: ## remove what make install put outside /etc/gptoss (never the configuration)
 	rm -f $(DESTDIR)$(PREFIX)/bin/coordinator $(DESTDIR)$(PREFIX)/bin/worker $(DESTDIR)$(PREFIX)/lib/$(notdir $(KERNELS_LIB))
+	rm -rf $(DESTDIR)$(PREFIX)/lib/llguidance
 	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/gptoss/,$(SHARE_FILES))
 	@rmdir $(DESTDIR)$(PREFIX)/share/gptoss 2>/dev/null || true
 	@echo "kept $(SYSCONFDIR)/gptoss (the configuration) and /var/lib/gptoss (model cache, stored responses)"
 
 clean: ## remove build outputs and the test virtualenv
-	rm -rf $(BIN) $(VENV)
+	rm -rf $(BIN) $(VENV) $(LLG_DIR)

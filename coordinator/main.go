@@ -37,6 +37,7 @@ import (
 	"github.com/gptoss/server/coordinator/api"
 	"github.com/gptoss/server/coordinator/cluster"
 	"github.com/gptoss/server/coordinator/config"
+	"github.com/gptoss/server/coordinator/guide"
 	"github.com/gptoss/server/coordinator/hub"
 	"github.com/gptoss/server/coordinator/mock"
 	"github.com/gptoss/server/coordinator/profiles"
@@ -211,7 +212,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens, NoPrefixCache: !s.PrefixCache,
 		ReadyTimeout: s.LoadTimeout,
 		Logger:       log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
-		OnStepFailure: rec.ObserveStepFailure})
+		OnStepFailure: rec.ObserveStepFailure, OnGuide: rec.ObserveGuide})
 	srv, err := api.New(api.Options{
 		Model: preset, Mode: src.Mode, ModeReason: src.Reason, Profiles: profs, DefaultProfile: s.Profile, Startup: tracker, ResponseStore: store, ResponseStoreKind: storeKind,
 		APIKeys: s.APIKeys, EnableStreaming: s.EnableStreaming, ReasoningField: s.ReasoningField, MaxBodyBytes: s.MaxBodyBytes,
@@ -220,8 +221,20 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		CORS:            api.CORS{Origins: s.CORSOrigins, AllowCredentials: s.CORSAllowCredentials},
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,
 		Logger: log.Named("api"), Version: version, Workers: workers,
-		KeyLimits: api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
+		KeyLimits:   api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
+		StrictTools: s.StrictTools,
 	})
+	// llguidance's vocabulary takes about half a second to build: build it
+	// now, behind the open port, rather than in the first structured
+	// request.
+	go func() {
+		c := guide.Shared()
+		if err := c.Err(); err != nil {
+			log.Warn("structured output is unavailable (response_format json, tool_choice required or named, strict tools and guided_* are refused)", zap.Error(err))
+			return
+		}
+		log.Info("structured output ready", zap.String("llguidance", c.Version()))
+	}()
 	// Until the group runs, a failure stops what started, in order.
 	abort := func(err error) error {
 		sch.Close()

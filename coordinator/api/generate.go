@@ -93,15 +93,16 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 				// batch gets the same answers, as it would alone.
 				sampling.Seed = choiceSeed(sampling.Seed, j)
 			}
-			st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
+			req := &sched.Request{
 				ID: requestID(c), Profile: g.profile, Prompt: in.ids, MaxTokens: in.maxTokens,
 				StopTokens: stopTokens(g.chat), Sampling: sampling,
-			})
+			}
+			st, err := s.submit(subCtx, g, req)
 			if err != nil {
 				for _, ch := range choices {
 					ch.stream.Cancel()
 				}
-				return submitError(err)
+				return err
 			}
 			ch := newChoice(p*g.n+j, st, g, s.opts.Tokenizer)
 			if g.echo {
@@ -128,6 +129,26 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	}
 	r.record()
 	return err
+}
+
+// submit queues one sequence, with its own Guide when the request
+// constrains its output; errors are the API's.
+func (s *Server) submit(ctx context.Context, g *genParams, req *sched.Request) (*sched.Stream, error) {
+	gd, err := s.newGuide(g)
+	if err != nil {
+		return nil, err
+	}
+	if gd != nil {
+		req.Guide = gd
+	}
+	st, err := s.opts.Engine.Submit(ctx, req)
+	if err != nil {
+		if gd != nil {
+			gd.Close()
+		}
+		return nil, submitError(err)
+	}
+	return st, nil
 }
 
 // choiceSeed is the seed of choice i of a request seeded with seed: choice

@@ -85,7 +85,8 @@ func (c *choice) feed(toks []step.Token) []harmony.Delta {
 			if c.lp != nil {
 				c.lp.trim(c.parser.Pending())
 			}
-			if c.parser.InReasoning() {
+			if c.parser.InReasoning() && t.ID >= 0 && t.ID < tokenizer.NumOrdinary {
+				// Reasoning text; not the <|message|> that opens it.
 				c.reasoningTokens++
 			}
 		} else if !isStop(t.ID) {

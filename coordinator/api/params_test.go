@@ -84,7 +84,7 @@ func TestLegacyFunctions(t *testing.T) {
 	// Refusals: a forced call (like a named tool_choice), both spellings
 	// at once, malformed functions.
 	const path = "/v1/chat/completions"
-	wantRefusal(t, e, path, chat(legacyFunctions, `"function_call":{"name":"get_weather"}`), "function_call", "unsupported_parameter")
+	wantRefusal(t, e, path, chat(legacyFunctions, `"function_call":{"name":"get_time"}`), "function_call.name", "invalid_value")
 	wantRefusal(t, e, path, chat(legacyFunctions, weatherTools), "functions", "invalid_value")
 	wantRefusal(t, e, path, chat(legacyFunctions, `"function_call":"auto"`, `"tool_choice":"auto"`), "function_call", "invalid_value")
 	wantRefusal(t, e, path, chat(legacyFunctions, `"function_call":"required"`), "function_call", "invalid_value")
@@ -230,8 +230,8 @@ func TestRepetitionPenalty(t *testing.T) {
 	}
 }
 
-// TestCompletionResponseFormat: completions refuse a JSON response_format
-// as chat does, instead of ignoring it.
+// TestCompletionResponseFormat: completions take response_format as chat
+// does (the whole text follows it), and refuse a malformed one.
 func TestCompletionResponseFormat(t *testing.T) {
 	e := newEnv(t)
 	body := func(v string) string {
@@ -246,8 +246,12 @@ func TestCompletionResponseFormat(t *testing.T) {
 		b := func(v string) string {
 			return `{"model":"gpt-oss-20b","prompt":"Hi","messages":[{"role":"user","content":"Hi"}],"response_format":` + v + `}`
 		}
-		wantRefusal(t, e, path, b(`{"type":"json_object"}`), "response_format", "unsupported_parameter")
-		wantRefusal(t, e, path, b(`{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`), "response_format", "unsupported_parameter")
+		for _, v := range []string{`{"type":"json_object"}`, `{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`} {
+			if resp, out := e.post(t, path, b(v)); resp.StatusCode != 200 {
+				t.Errorf("%s response_format %s: %d %s", path, v, resp.StatusCode, out)
+			}
+		}
+		wantRefusal(t, e, path, b(`{"type":"json_schema","json_schema":{"name":"x"}}`), "response_format.json_schema.schema", "missing_required_parameter")
 		wantRefusal(t, e, path, b(`{"type":"yaml"}`), "response_format", "invalid_value")
 		wantRefusal(t, e, path, b(`"json"`), "response_format", "invalid_type")
 	}
@@ -293,11 +297,12 @@ func TestOtherParameters(t *testing.T) {
 		{"prompt_logprobs", `null`, true},
 		{"prompt_logprobs", `1`, false},
 		{"truncate_prompt_tokens", `10`, false},
-		{"guided_json", `{"type":"object"}`, false},
-		{"guided_regex", `"a+"`, false},
-		{"guided_choice", `["a","b"]`, false},
-		{"guided_grammar", `"root ::= \"a\""`, false},
-		{"structured_outputs", `{"json":{}}`, false},
+		// vLLM's structured-output fields are honoured (structured_test.go).
+		{"guided_json", `{"type":"object"}`, true},
+		{"guided_regex", `"a+"`, true},
+		{"guided_choice", `["a","b"]`, true},
+		{"guided_grammar", `"start: \"a\""`, true},
+		{"structured_outputs", `{"json":{}}`, true},
 		{"logits_processors", `["x"]`, false},
 		{"return_tokens_as_token_ids", `true`, false},
 	}

@@ -166,8 +166,18 @@ func (s *Server) parseResponses(ctx context.Context, req *ResponsesRequest) (*re
 	if err := checkMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
-	if req.Text != nil && req.Text.Format != nil && req.Text.Format.Type != "text" {
-		return nil, unsupported("text.format", "text.format %q needs structured output, which this server does not support yet; use \"text\".", clipString(req.Text.Format.Type, 30))
+	var format *ResponseFormat
+	if req.Text != nil && req.Text.Format != nil {
+		// The Responses API's flat text.format is chat's response_format.
+		switch f := req.Text.Format; f.Type {
+		case "text", "":
+		case "json_object":
+			format = &ResponseFormat{Type: f.Type}
+		case "json_schema":
+			format = &ResponseFormat{Type: f.Type, JSONSchema: &JSONSchemaFormat{Name: f.Name, Description: f.Description, Schema: f.Schema, Strict: f.Strict}}
+		default:
+			return nil, invalid("text.format.type", "invalid_value", "Invalid text.format type %q: expected text, json_object or json_schema.", clipString(f.Type, 30))
+		}
 	}
 	p := &respParams{store: req.Store == nil || *req.Store}
 	for _, inc := range req.Include {
@@ -210,7 +220,8 @@ func (s *Server) parseResponses(ctx context.Context, req *ResponsesRequest) (*re
 		msgs = append([]ChatMessage{{Role: "developer", Content: content}}, msgs...)
 	}
 	chat := ChatRequest{Model: req.Model, Messages: msgs, MaxCompletionTokens: req.MaxOutputTokens,
-		ToolChoice: chatToolChoice(req.ToolChoice), ParallelToolCalls: req.ParallelToolCalls, User: req.User, Profile: req.Profile}
+		ToolChoice: chatToolChoice(req.ToolChoice), ParallelToolCalls: req.ParallelToolCalls, User: req.User, Profile: req.Profile,
+		ResponseFormat: format, MaxReasoningTokens: req.MaxReasoningTokens}
 	chat.Temperature, chat.TopP, chat.Stream = req.Temperature, req.TopP, req.Stream
 	for _, t := range tools {
 		fn := &FunctionSchema{Name: t.Name, Parameters: t.Parameters, Strict: t.Strict}
@@ -237,6 +248,9 @@ func (s *Server) parseResponses(ctx context.Context, req *ResponsesRequest) (*re
 		ParallelToolCalls: req.ParallelToolCalls == nil || *req.ParallelToolCalls, PreviousResponseID: req.PreviousResponseID,
 		Store: p.store, Temperature: g.sampling.Temperature, TopP: g.sampling.TopP, Truncation: "disabled", User: req.User,
 		Text: TextConfig{Format: &TextFormat{Type: "text"}}, Tools: tools, ServiceTier: "default"}
+	if format != nil {
+		p.echo.Text.Format = req.Text.Format
+	}
 	if p.echo.Metadata == nil {
 		p.echo.Metadata = map[string]string{}
 	}
@@ -289,7 +303,8 @@ func responsesParam(err error) error {
 	if !errors.As(err, &ae) {
 		return err
 	}
-	for _, r := range [][2]string{{"max_completion_tokens", "max_output_tokens"}, {"reasoning_effort", "reasoning.effort"}} {
+	for _, r := range [][2]string{{"max_completion_tokens", "max_output_tokens"}, {"reasoning_effort", "reasoning.effort"},
+		{"response_format.json_schema.schema", "text.format.schema"}, {"response_format", "text.format"}, {"tool_choice.function.name", "tool_choice.name"}} {
 		if strings.HasPrefix(ae.Param, r[0]) {
 			ae.Param = r[1] + strings.TrimPrefix(ae.Param, r[0])
 		}
@@ -687,12 +702,12 @@ func (s *Server) respond(c echo.Context, p *respParams) error {
 		subCtx, cancelT = context.WithTimeout(ctx, t)
 		defer cancelT()
 	}
-	st, err := s.opts.Engine.Submit(subCtx, &sched.Request{
+	st, err := s.submit(subCtx, g, &sched.Request{
 		ID: requestID(c), Profile: g.profile, Prompt: g.prompt, MaxTokens: g.maxTokens,
 		StopTokens: stopTokens(true), Sampling: g.sampling,
 	})
 	if err != nil {
-		return submitError(err)
+		return err
 	}
 	ch := newChoice(0, st, g, s.opts.Tokenizer)
 	r := &run{s: s, c: c, g: g, choices: []*choice{ch}, start: start, endpoint: "responses", created: time.Now().Unix()}

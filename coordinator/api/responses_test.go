@@ -194,7 +194,9 @@ func TestResponseErrors(t *testing.T) {
 	e := newEnv(t)
 	for _, c := range []struct{ body, param string }{
 		{`{"model":"gpt-oss-20b","input":"x","background":true}`, "background"},
-		{`{"model":"gpt-oss-20b","input":"x","text":{"format":{"type":"json_schema"}}}`, "text.format"},
+		{`{"model":"gpt-oss-20b","input":"x","text":{"format":{"type":"json_schema"}}}`, "text.format.schema"},
+		{`{"model":"gpt-oss-20b","input":"x","text":{"format":{"type":"json_schema","name":"x","schema":{"if":{},"then":{}}}}}`, "text.format"},
+		{`{"model":"gpt-oss-20b","input":"x","text":{"format":{"type":"yaml"}}}`, "text.format.type"},
 		{`{"model":"gpt-oss-20b","input":"x","tools":[{"type":"web_search"}]}`, "tools[0].type"},
 		{`{"model":"gpt-oss-20b","input":"x","include":["message.output_text.logprobs"]}`, "include"},
 		{`{"model":"gpt-oss-20b","input":"x","max_output_tokens":-1}`, "max_output_tokens"},
@@ -202,7 +204,7 @@ func TestResponseErrors(t *testing.T) {
 		{`{"model":"gpt-oss-20b"}`, "input"},
 		{`{"model":"gpt-oss-20b","input":[{"type":"message","role":"robot","content":"x"}]}`, "input[0].role"},
 		{`{"model":"gpt-oss-20b","input":[{"type":"message","role":"user","content":[{"type":"input_image","image_url":"x"}]}]}`, "input[0].content"},
-		{`{"model":"gpt-oss-20b","input":"x","tools":` + weatherTool + `,"tool_choice":"required"}`, "tool_choice"},
+		{`{"model":"gpt-oss-20b","input":"x","tools":` + weatherTool + `,"tool_choice":{"type":"function","name":"nope"}}`, "tool_choice.name"},
 		{`{"model":"gpt-oss-20b","input":"x","reasoning":{"effort":"extreme"}}`, "reasoning.effort"},
 		{`{"model":"gpt-oss-20b","input":"x","max_output_tokens":15}`, "max_output_tokens"},
 		{`{"model":"gpt-oss-20b","input":"x","metadata":{"` + strings.Repeat("k", 65) + `":"v"}}`, "metadata"},

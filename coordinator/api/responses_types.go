@@ -35,6 +35,8 @@ type ResponsesRequest struct {
 	User               *string           `json:"user"`
 	// Profile is this server's extension: which serving profile to use.
 	Profile *string `json:"profile"`
+	// MaxReasoningTokens is this server's reasoning budget (as in chat).
+	MaxReasoningTokens *int `json:"max_reasoning_tokens"`
 }
 
 // ReasoningConfig is the request's (and the response's) reasoning settings.
@@ -49,10 +51,14 @@ type TextConfig struct {
 	Verbosity *string     `json:"verbosity,omitempty"`
 }
 
-// TextFormat is the output's format: "text" here (json_schema and
-// json_object come with structured output).
+// TextFormat is the output's format: "text", "json_object", or
+// "json_schema" with the schema (chat's response_format, flattened).
 type TextFormat struct {
-	Type string `json:"type"`
+	Type        string          `json:"type"`
+	Name        string          `json:"name,omitempty"`
+	Description string          `json:"description,omitempty"`
+	Schema      json.RawMessage `json:"schema,omitempty"`
+	Strict      *bool           `json:"strict,omitempty"`
 }
 
 // ResponseTool is a function tool in the Responses shape (flat, unlike

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/gptoss/server/coordinator/guide"
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/coordinator/sched"
 	"github.com/gptoss/server/coordinator/stats"
@@ -97,6 +98,12 @@ type Options struct {
 	// ResponseStoreKind names the store for /health ("jetstream"; "memory"
 	// when ResponseStore is nil).
 	ResponseStoreKind string
+	// Guides builds the constrained-decoding guides (structured output,
+	// forced calls, reasoning budgets); nil uses guide.Shared().
+	Guides *guide.Compiler
+	// StrictTools constrains every tool's arguments to its schema, as if
+	// each were marked strict.
+	StrictTools bool
 	// Startup, when set, is the engine's start-up (download, load): until
 	// it is over, generation requests get 503 with Retry-After, /ready
 	// says 503 and /health shows its phase and progress.

@@ -129,10 +129,11 @@ func (s *Server) tokenizeChat(req *ChatRequest, p *profiles.Profile) ([]int, err
 			return nil, invalid("add_generation_prompt", "invalid_type", "Invalid type for 'add_generation_prompt': expected a boolean.").withCause(err)
 		}
 	}
-	ids, err := s.renderChat(req, p)
+	rc, err := s.renderChat(req, p)
 	if err != nil {
 		return nil, err
 	}
+	ids := rc.prompt
 	if !addGen {
 		// The rendering always ends with the generation prompt,
 		// <|start|>assistant; without it the prompt ends with the last

@@ -46,11 +46,6 @@ type RefusedParams struct {
 	LengthPenalty          json.RawMessage `json:"length_penalty"`
 	PromptLogprobs         json.RawMessage `json:"prompt_logprobs"`
 	TruncatePromptTokens   json.RawMessage `json:"truncate_prompt_tokens"`
-	GuidedJSON             json.RawMessage `json:"guided_json"`
-	GuidedRegex            json.RawMessage `json:"guided_regex"`
-	GuidedChoice           json.RawMessage `json:"guided_choice"`
-	GuidedGrammar          json.RawMessage `json:"guided_grammar"`
-	StructuredOutputs      json.RawMessage `json:"structured_outputs"`
 	LogitsProcessors       json.RawMessage `json:"logits_processors"`
 	ReturnTokensAsTokenIDs json.RawMessage `json:"return_tokens_as_token_ids"`
 }
@@ -100,7 +95,12 @@ type ChatRequest struct {
 	// ends at its first call (<|call|>), so there is never more than one.
 	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
 	ResponseFormat    *ResponseFormat `json:"response_format"`
-	ReasoningEffort   *string         `json:"reasoning_effort"`
+	StructuredParams
+	// MaxReasoningTokens bounds the reasoning (the analysis channel); this
+	// server's extension, defaulting to the profile's. At the bound the
+	// reasoning is ended and the answer follows.
+	MaxReasoningTokens *int    `json:"max_reasoning_tokens"`
+	ReasoningEffort    *string `json:"reasoning_effort"`
 	// ChatTemplateKwargs is vLLM's: only reasoning_effort is understood.
 	ChatTemplateKwargs map[string]json.RawMessage `json:"chat_template_kwargs"`
 	ChatRefusedParams
@@ -171,7 +171,8 @@ type StreamOptions struct {
 
 // ResponseFormat asks for a structured output format.
 type ResponseFormat struct {
-	Type string `json:"type"`
+	Type       string            `json:"type"`
+	JSONSchema *JSONSchemaFormat `json:"json_schema"`
 }
 
 // CompletionRequest is the body of POST /v1/completions. Prompt is a
@@ -190,8 +191,10 @@ type CompletionRequest struct {
 	BestOf   *int    `json:"best_of"`
 	User     *string `json:"user"`
 	Profile  *string `json:"profile"`
-	// ResponseFormat is vLLM's extension to completions: only "text".
+	// ResponseFormat is vLLM's extension to completions: the whole text
+	// follows it from the first token.
 	ResponseFormat *ResponseFormat `json:"response_format"`
+	StructuredParams
 }
 
 // Usage counts tokens. Reasoning tokens are part of completion tokens.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gptoss/server/coordinator/guide"
 	"github.com/gptoss/server/coordinator/harmony"
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/coordinator/tokenizer"
@@ -66,6 +67,9 @@ type genParams struct {
 	legacyFunctions bool
 	// echo (completions) puts each prompt's text before its choices' text.
 	echo bool
+	// guide is what constrained decoding enforces (nil: nothing): each
+	// sequence gets its own guide.Guide from it.
+	guide *guide.Spec
 }
 
 // input is one prompt of a request and its output budget.
@@ -573,14 +577,25 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 	if g.reasoningField, err = s.resolveReasoningField(req); err != nil {
 		return nil, err
 	}
-	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
+	final, finalParam, err := resolveGrammar(req.ResponseFormat, &req.StructuredParams)
+	if err != nil {
 		return nil, err
 	}
 	if v := req.User; v != nil && len(*v) > 512 {
 		return nil, invalid("user", "invalid_value", "Invalid 'user': at most 512 bytes.")
 	}
-	if g.prompt, err = s.renderChat(req, p); err != nil {
+	rc, err := s.renderChat(req, p)
+	if err != nil {
 		return nil, err
+	}
+	g.prompt = rc.prompt
+	if g.guide, err = s.guideSpec(final, rc.tools, rc.choice, rc.strict, req.MaxReasoningTokens, p); err != nil {
+		return nil, err
+	}
+	if g.guide != nil {
+		if err := s.checkSpec(g.guide, finalParam); err != nil {
+			return nil, err
+		}
 	}
 	param := "max_tokens"
 	mt := req.MaxTokens
@@ -599,8 +614,8 @@ func (s *Server) parseChat(req *ChatRequest) (*genParams, error) {
 // generation prompt. It is the one rendering of /v1/chat/completions (and
 // so of the Responses API) and of /tokenize's messages form, so /tokenize
 // counts exactly the tokens a chat request is charged.
-func (s *Server) renderChat(req *ChatRequest, p *profiles.Profile) ([]int, error) {
-	tools, err := s.resolveTools(req)
+func (s *Server) renderChat(req *ChatRequest, p *profiles.Profile) (*rendered, error) {
+	tools, choice, err := s.resolveTools(req)
 	if err != nil {
 		return nil, err
 	}
@@ -622,78 +637,125 @@ func (s *Server) renderChat(req *ChatRequest, p *profiles.Profile) ([]int, error
 	if err != nil {
 		return nil, err
 	}
-	return harmony.Render(s.opts.Tokenizer, harmony.Conversation{
-		Messages: msgs, ReasoningEffort: effort, Date: time.Now().UTC().Format(time.DateOnly), Tools: tools,
-	}), nil
+	conv := harmony.Conversation{Messages: msgs, ReasoningEffort: effort, Date: time.Now().UTC().Format(time.DateOnly), Tools: tools}
+	if choice.choice == guide.ChoiceNone {
+		// "none" keeps the model from calling by not offering the tools.
+		conv.Tools = nil
+	}
+	if rf := req.ResponseFormat; rf != nil && rf.Type == "json_schema" && rf.JSONSchema != nil {
+		// The schema is announced to the model as Harmony does, so that it
+		// writes what the decoder enforces instead of being forced into it.
+		conv.ResponseFormat = &harmony.ResponseFormat{Name: rf.JSONSchema.Name, Description: rf.JSONSchema.Description, Schema: rf.JSONSchema.Schema}
+		if conv.ResponseFormat.Name == "" {
+			conv.ResponseFormat.Name = "response"
+		}
+	}
+	r := &rendered{prompt: harmony.Render(s.opts.Tokenizer, conv), tools: conv.Tools, choice: choice, strict: map[string]bool{}}
+	for _, t := range req.Tools {
+		if t.Function != nil && t.Function.Strict != nil && *t.Function.Strict {
+			r.strict[t.Function.Name] = true
+		}
+	}
+	return r, nil
+}
+
+// rendered is a chat request's prompt and what constrained decoding needs
+// of its shape: the tools offered, tool_choice, the strict tools.
+type rendered struct {
+	prompt []int
+	tools  []harmony.Tool
+	choice toolChoice
+	strict map[string]bool
 }
 
 // resolveTools validates tools and tool_choice (or their deprecated
-// forms, functions and function_call) and returns the functions to render
-// into the prompt. tool_choice "none" keeps the model from calling by not
-// offering the tools; "auto" (the default with tools) offers them.
-// "required" and a named function cannot be enforced without constrained
-// decoding, so they are refused rather than silently treated as "auto".
-func (s *Server) resolveTools(req *ChatRequest) ([]harmony.Tool, error) {
+// forms, functions and function_call) and returns the functions and the
+// choice. "auto" (the default with tools) lets the model decide;
+// "required" and a named function are enforced by constrained decoding
+// (coordinator/guide); "none" is honoured by not offering the tools.
+func (s *Server) resolveTools(req *ChatRequest) ([]harmony.Tool, toolChoice, error) {
 	if len(req.Functions) > 0 || present(req.FunctionCall) {
 		return s.resolveFunctions(req)
 	}
+	auto := toolChoice{choice: guide.ChoiceAuto}
 	if len(req.Tools) > s.opts.Limits.MaxTools {
-		return nil, invalid("tools", "invalid_value", "Invalid 'tools': at most %d tools are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Tools))
+		return nil, auto, invalid("tools", "invalid_value", "Invalid 'tools': at most %d tools are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Tools))
 	}
 	fs := make([]*FunctionSchema, len(req.Tools))
 	for i, t := range req.Tools {
 		if t.Type != "function" || t.Function == nil {
-			return nil, invalid(fmt.Sprintf("tools[%d]", i), "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
+			return nil, auto, invalid(fmt.Sprintf("tools[%d]", i), "invalid_value", "Invalid tool at index %d: expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", i)
 		}
 		fs[i] = t.Function
 	}
 	tools, err := functionTools(fs, func(i int, sub string) string { return fmt.Sprintf("tools[%d].function%s", i, sub) })
 	if err != nil {
-		return nil, err
+		return nil, auto, err
 	}
 	choice := bytes.TrimSpace(req.ToolChoice)
 	if !present(choice) {
-		return tools, nil
+		return tools, auto, nil
 	}
+	noTools := invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
 	var sv string
 	if err := json.Unmarshal(choice, &sv); err != nil {
-		if len(tools) == 0 {
-			return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+		var named struct {
+			Type     string `json:"type"`
+			Function *struct {
+				Name string `json:"name"`
+			} `json:"function"`
 		}
-		return nil, unsupported("tool_choice", "tool_choice naming a function cannot be enforced by this server yet; use \"auto\".")
+		if json.Unmarshal(choice, &named) != nil || named.Type != "function" || named.Function == nil {
+			return nil, auto, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+		}
+		if len(tools) == 0 {
+			return nil, auto, noTools
+		}
+		return s.namedChoice(tools, named.Function.Name, "tool_choice.function.name")
 	}
 	switch sv {
 	case "auto":
-		return tools, nil
+		return tools, auto, nil
 	case "none":
-		return nil, nil
+		return tools, toolChoice{choice: guide.ChoiceNone}, nil
 	case "required":
 		if len(tools) == 0 {
-			return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+			return nil, auto, noTools
 		}
-		return nil, unsupported("tool_choice", "tool_choice \"required\" cannot be enforced by this server yet; use \"auto\".")
+		return tools, toolChoice{choice: guide.ChoiceRequired}, nil
 	default:
-		return nil, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or a function object.")
+		return nil, auto, invalid("tool_choice", "invalid_value", "Invalid value for 'tool_choice': expected none, auto, required or a function object.")
 	}
+}
+
+// namedChoice is a tool_choice (or function_call) naming one of tools.
+func (s *Server) namedChoice(tools []harmony.Tool, name, param string) ([]harmony.Tool, toolChoice, error) {
+	for _, t := range tools {
+		if t.Name == name {
+			return tools, toolChoice{choice: guide.ChoiceNamed, named: name}, nil
+		}
+	}
+	return nil, toolChoice{}, invalid(param, "invalid_value", "Invalid '%s': no function named %q among the tools.", param, clipString(name, 80))
 }
 
 // resolveFunctions maps the deprecated functions and function_call onto
 // tools and tool_choice, as OpenAI documents them: each function is a tool
 // of type function; function_call "none" and "auto" are tool_choice's, and
-// a named function_call, like a named tool_choice, is refused.
-func (s *Server) resolveFunctions(req *ChatRequest) ([]harmony.Tool, error) {
+// a named function_call is a named tool_choice.
+func (s *Server) resolveFunctions(req *ChatRequest) ([]harmony.Tool, toolChoice, error) {
+	auto := toolChoice{choice: guide.ChoiceAuto}
 	if len(req.Tools) > 0 {
-		return nil, invalid("functions", "invalid_value", "'functions' and 'tools' cannot be given together: send 'tools' ('functions' is its deprecated form).")
+		return nil, auto, invalid("functions", "invalid_value", "'functions' and 'tools' cannot be given together: send 'tools' ('functions' is its deprecated form).")
 	}
 	if present(req.ToolChoice) {
 		param := "tool_choice"
 		if present(req.FunctionCall) {
 			param = "function_call"
 		}
-		return nil, invalid(param, "invalid_value", "'function_call' and 'tool_choice' cannot be mixed with 'functions': send 'tools' with 'tool_choice', or 'functions' with 'function_call'.")
+		return nil, auto, invalid(param, "invalid_value", "'function_call' and 'tool_choice' cannot be mixed with 'functions': send 'tools' with 'tool_choice', or 'functions' with 'function_call'.")
 	}
 	if len(req.Functions) > s.opts.Limits.MaxTools {
-		return nil, invalid("functions", "invalid_value", "Invalid 'functions': at most %d functions are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Functions))
+		return nil, auto, invalid("functions", "invalid_value", "Invalid 'functions': at most %d functions are allowed, got %d.", s.opts.Limits.MaxTools, len(req.Functions))
 	}
 	fs := make([]*FunctionSchema, len(req.Functions))
 	for i := range req.Functions {
@@ -701,33 +763,39 @@ func (s *Server) resolveFunctions(req *ChatRequest) ([]harmony.Tool, error) {
 	}
 	tools, err := functionTools(fs, func(i int, sub string) string { return fmt.Sprintf("functions[%d]%s", i, sub) })
 	if err != nil {
-		return nil, err
+		return nil, auto, err
 	}
 	call := bytes.TrimSpace(req.FunctionCall)
 	if !present(call) {
-		return tools, nil
+		return tools, auto, nil
 	}
 	switch call[0] {
 	case '"':
 		var sv string
 		if err := json.Unmarshal(call, &sv); err != nil {
-			return nil, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.").withCause(err)
+			return nil, auto, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.").withCause(err)
 		}
 		switch sv {
 		case "auto":
-			return tools, nil
+			return tools, auto, nil
 		case "none":
-			return nil, nil
+			return tools, toolChoice{choice: guide.ChoiceNone}, nil
 		default:
-			return nil, invalid("function_call", "invalid_value", "Invalid value for 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
+			return nil, auto, invalid("function_call", "invalid_value", "Invalid value for 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
 		}
 	case '{':
 		if len(tools) == 0 {
-			return nil, invalid("function_call", "invalid_value", "Invalid value for 'function_call': 'function_call' naming a function is only allowed when 'functions' are specified.")
+			return nil, auto, invalid("function_call", "invalid_value", "Invalid value for 'function_call': 'function_call' naming a function is only allowed when 'functions' are specified.")
 		}
-		return nil, unsupported("function_call", "function_call naming a function cannot be enforced by this server yet; use \"auto\".")
+		var named struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(call, &named); err != nil {
+			return nil, auto, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.").withCause(err)
+		}
+		return s.namedChoice(tools, named.Name, "function_call.name")
 	default:
-		return nil, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
+		return nil, auto, invalid("function_call", "invalid_type", "Invalid 'function_call': expected \"none\", \"auto\" or {\"name\": ...}.")
 	}
 }
 
@@ -952,8 +1020,17 @@ func (s *Server) parseCompletion(req *CompletionRequest) (*genParams, error) {
 	if err := refuseUnsupported(req.RefusedParams.refusables()); err != nil {
 		return nil, err
 	}
-	if err := resolveResponseFormat(req.ResponseFormat); err != nil {
+	final, finalParam, err := resolveGrammar(req.ResponseFormat, &req.StructuredParams)
+	if err != nil {
 		return nil, err
+	}
+	if final != nil {
+		// Raw text follows the grammar from its first token, and ends where
+		// the grammar does.
+		g.guide = &guide.Spec{Raw: true, Final: final, Stops: stopTokens(false), ReasoningBudget: guide.Unlimited}
+		if err := s.checkSpec(g.guide, finalParam); err != nil {
+			return nil, err
+		}
 	}
 	inputs, err := s.completionPrompts(req.Prompt)
 	if err != nil {
@@ -1106,8 +1183,7 @@ func isNeutral(raw json.RawMessage, neutral []string) bool {
 }
 
 const (
-	whyConstrained = "structured output needs constrained decoding, which this server does not have yet"
-	whySampler     = "this server's sampler does not implement it"
+	whySampler = "this server's sampler does not implement it"
 )
 
 // refusables lists the parameters of both endpoints that are refused at
@@ -1126,11 +1202,6 @@ func (p *RefusedParams) refusables() []refusable {
 		{"length_penalty", p.LengthPenalty, []string{"1"}, "this server has no beam search"},
 		{"prompt_logprobs", p.PromptLogprobs, nil, "logprobs are reported for generated tokens only"},
 		{"truncate_prompt_tokens", p.TruncatePromptTokens, nil, "prompts are never truncated; a prompt over the context is refused"},
-		{"guided_json", p.GuidedJSON, nil, whyConstrained},
-		{"guided_regex", p.GuidedRegex, nil, whyConstrained},
-		{"guided_choice", p.GuidedChoice, nil, whyConstrained},
-		{"guided_grammar", p.GuidedGrammar, nil, whyConstrained},
-		{"structured_outputs", p.StructuredOutputs, nil, whyConstrained},
 		{"logits_processors", p.LogitsProcessors, []string{"[]"}, whySampler},
 		{"return_tokens_as_token_ids", p.ReturnTokensAsTokenIDs, []string{"false"}, "logprobs name tokens by their text"},
 	}
@@ -1184,20 +1255,4 @@ func resolveTemplateKwargs(kw map[string]json.RawMessage, effort *string) (*stri
 		effort = &v
 	}
 	return effort, nil
-}
-
-// resolveResponseFormat accepts "text" alone: JSON formats need
-// constrained decoding.
-func resolveResponseFormat(rf *ResponseFormat) error {
-	if rf == nil {
-		return nil
-	}
-	switch rf.Type {
-	case "text", "":
-		return nil
-	case "json_object", "json_schema":
-		return unsupported("response_format", "response_format %q is not supported yet; only \"text\" is.", rf.Type)
-	default:
-		return invalid("response_format", "invalid_value", "Invalid response_format type %q: expected text, json_object or json_schema.", clipString(rf.Type, 50))
-	}
 }

@@ -46,32 +46,35 @@ type Settings struct {
 	// those pages send cookies and HTTP auth; never with "*".
 	CORSOrigins          []string
 	CORSAllowCredentials bool
-	EnableStreaming      bool
-	ReasoningField       string
-	ProfilesFile         string
-	MaxBodyBytes         int64
-	ShutdownTimeout      time.Duration
-	SSEWriteTimeout      time.Duration
-	MaxRunning           int
-	PrefixCache          bool
-	MaxStepTokens        int
-	MaxMessages          int
-	MaxN                 int
-	MaxStop              int
-	MaxTools             int
-	KeyRate              float64
-	KeyBurst             int
-	KeyConcurrency       int
-	MockStep             time.Duration
-	MockPerSeq           time.Duration
-	MockPrefillPerToken  time.Duration
-	MockMinReplyTokens   int
-	WorkerBin            string
-	Workers              string // "launch" (start them) or "external" (foreman, systemd)
-	Backend              string // launched workers' backend: "auto", "cpu" or "cuda"
-	LoadFormat           string // "auto" (the checkpoint) or "dummy" (random weights of its shapes)
-	NATSURL              string
-	NATSToken            string
+	// StrictTools constrains every tool's arguments to its schema, as if
+	// each tool were marked strict.
+	StrictTools         bool
+	EnableStreaming     bool
+	ReasoningField      string
+	ProfilesFile        string
+	MaxBodyBytes        int64
+	ShutdownTimeout     time.Duration
+	SSEWriteTimeout     time.Duration
+	MaxRunning          int
+	PrefixCache         bool
+	MaxStepTokens       int
+	MaxMessages         int
+	MaxN                int
+	MaxStop             int
+	MaxTools            int
+	KeyRate             float64
+	KeyBurst            int
+	KeyConcurrency      int
+	MockStep            time.Duration
+	MockPerSeq          time.Duration
+	MockPrefillPerToken time.Duration
+	MockMinReplyTokens  int
+	WorkerBin           string
+	Workers             string // "launch" (start them) or "external" (foreman, systemd)
+	Backend             string // launched workers' backend: "auto", "cpu" or "cuda"
+	LoadFormat          string // "auto" (the checkpoint) or "dummy" (random weights of its shapes)
+	NATSURL             string
+	NATSToken           string
 	// DataDir holds what the coordinator keeps on disk: the embedded NATS
 	// server's JetStream store (the Responses API's stored responses).
 	DataDir string
@@ -135,6 +138,7 @@ var settings = []sc.Setting[Settings]{
 	{Name: "allow-unauthenticated", Usage: "allow listening on a non-loopback address without API keys", Set: sc.Bool(func(s *Settings) *bool { return &s.AllowUnauthenticated }), Bool: true},
 	{Name: "cors-origins", Usage: "origins whose browser pages may call the API, e.g. https://app.example.com, or * for any (repeatable or comma-separated; default: none, no CORS headers)", List: true,
 		Set: sc.Strings(func(s *Settings) *[]string { return &s.CORSOrigins }), Reset: sc.Clear(func(s *Settings) *[]string { return &s.CORSOrigins })},
+	{Name: "strict-tools", Usage: "constrain every tool's arguments to its parameters schema, as if each were marked strict", Set: sc.Bool(func(s *Settings) *bool { return &s.StrictTools }), Bool: true},
 	{Name: "cors-allow-credentials", Usage: "let --cors-origins pages send cookies and HTTP auth (not with *, which browsers refuse)", Set: sc.Bool(func(s *Settings) *bool { return &s.CORSAllowCredentials }), Bool: true},
 	{Name: "enable-streaming", Aliases: []string{"ENABLE_STREAMING"}, Usage: "serve stream=true requests (false: they get a 400)", Set: sc.Bool(func(s *Settings) *bool { return &s.EnableStreaming }), Bool: true},
 	{Name: "reasoning-field", Usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", Set: sc.OneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},

@@ -106,7 +106,27 @@ type Compiler struct {
 	assistant []int
 	// Words is the size of a mask in 32-bit words.
 	Words int
+
+	// cache holds a compiled matcher per grammar, never advanced: a new
+	// sequence gets a clone. Clones share the grammar's lexer, whose
+	// states llguidance builds lazily as masks need them, so the
+	// sequences of one schema (a client's, request after request) pay for
+	// each state once instead of each paying for all of them, and skip the
+	// compile.
+	mu    sync.Mutex
+	cache map[Grammar]*cached
+	tick  uint64
 }
+
+// cached is one compiled grammar in the Compiler's cache.
+type cached struct {
+	m    *Matcher
+	used uint64
+}
+
+// cacheSize bounds the compiled grammars kept (each is a few hundred KiB
+// to a few MiB of lexer states).
+const cacheSize = 64
 
 var (
 	sharedOnce sync.Once
@@ -158,12 +178,46 @@ func (c *Compiler) Version() string {
 	return c.vocab.lib.Version
 }
 
+// compile returns a fresh matcher for g, cloned from the cache's.
 func (c *Compiler) compile(g *Grammar) (*Matcher, error) {
 	if c.vocab == nil {
 		return nil, c.err
 	}
-	return c.vocab.Compile(g.Kind, g.Data)
+	if len(g.Data) > maxCachedGrammar {
+		return c.vocab.Compile(g.Kind, g.Data)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick++
+	if e := c.cache[*g]; e != nil {
+		e.used = c.tick
+		return e.m.Clone(), nil
+	}
+	m, err := c.vocab.Compile(g.Kind, g.Data)
+	if err != nil {
+		return nil, err
+	}
+	if c.cache == nil {
+		c.cache = map[Grammar]*cached{}
+	}
+	if len(c.cache) >= cacheSize {
+		var old Grammar
+		oldest := c.tick
+		for k, e := range c.cache {
+			if e.used < oldest {
+				old, oldest = k, e.used
+			}
+		}
+		c.cache[old].m.Close()
+		delete(c.cache, old)
+	}
+	c.cache[*g] = &cached{m: m, used: c.tick}
+	return m.Clone(), nil
 }
+
+// maxCachedGrammar: larger grammars are compiled for each sequence and not
+// kept (the cache's memory stays bounded).
+const maxCachedGrammar = 64 << 10
 
 // Check compiles a grammar and throws it away: the request-time check that
 // turns a schema llguidance cannot honour into a 400 naming it.

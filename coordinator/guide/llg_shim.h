@@ -90,12 +90,13 @@ int32_t llg_matcher_consume_token(LlgMatcher *, uint32_t);
 bool llg_matcher_is_accepting(LlgMatcher *);
 bool llg_matcher_is_stopped(const LlgMatcher *);
 void llg_free_matcher(LlgMatcher *);
+LlgMatcher *llg_clone_matcher(const LlgMatcher *);
 
 #define LLGS_SYMBOLS(X)                                                                       \
   X(llg_get_version) X(llg_new_tokenizer) X(llg_free_tokenizer) X(llg_constraint_init_set_defaults) \
   X(llg_new_matcher) X(llg_validate_grammar) X(llg_matcher_get_error) X(llg_matcher_is_error)      \
   X(llg_matcher_get_mask_byte_size) X(llg_matcher_compute_mask_into) X(llg_matcher_consume_token)  \
-  X(llg_matcher_is_accepting) X(llg_matcher_is_stopped) X(llg_free_matcher)
+  X(llg_matcher_is_accepting) X(llg_matcher_is_stopped) X(llg_free_matcher) X(llg_clone_matcher)
 
 typedef struct {
   void *handle;
@@ -200,5 +201,6 @@ static size_t llgs_mask_bytes(llgs_lib *l, LlgMatcher *m) { return l->llg_matche
 static bool llgs_accepting(llgs_lib *l, LlgMatcher *m) { return l->llg_matcher_is_accepting(m); }
 static bool llgs_stopped(llgs_lib *l, LlgMatcher *m) { return l->llg_matcher_is_stopped(m); }
 static void llgs_free_matcher(llgs_lib *l, LlgMatcher *m) { l->llg_free_matcher(m); }
+static LlgMatcher *llgs_clone_matcher(llgs_lib *l, LlgMatcher *m) { return l->llg_clone_matcher(m); }
 
 #endif

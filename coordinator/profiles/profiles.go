@@ -29,9 +29,14 @@ type Generation struct {
 	MaxTokens int `yaml:"max_tokens"`
 	// MaxTokensCap is the largest output budget a request may ask for
 	// (400 above it) and the budget of one that asks for none.
-	MaxTokensCap int     `yaml:"max_tokens_cap"`
-	Temperature  float64 `yaml:"temperature"`
-	TopP         float64 `yaml:"top_p"`
+	MaxTokensCap int `yaml:"max_tokens_cap"`
+	// MaxReasoningTokens, when set (above 0), is the reasoning budget of a
+	// request that sets no max_reasoning_tokens: at that many analysis
+	// tokens the reasoning is ended and the answer follows
+	// (coordinator/guide). Unset: reasoning is bounded by max_tokens alone.
+	MaxReasoningTokens int     `yaml:"max_reasoning_tokens"`
+	Temperature        float64 `yaml:"temperature"`
+	TopP               float64 `yaml:"top_p"`
 }
 
 // Scheduling is the policy the scheduler applies to the profile's requests.

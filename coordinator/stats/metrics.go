@@ -45,6 +45,9 @@ type metrics struct {
 	// Engine steps, over all profiles: a step serves every profile's
 	// sequences at once.
 	stepDuration, stepSeqs, stepTokens prometheus.Histogram
+	// Constrained decoding: the time a step waited for its masks.
+	guideDuration prometheus.Histogram
+	guideMasks    prometheus.Counter
 
 	// vllm is the same data under vLLM's names (vllm.go).
 	vllm *vllmMetrics
@@ -121,6 +124,10 @@ func newMetrics(model string, maxModelLen int) *metrics {
 			Help: "Sequences in one step.", Buckets: tokenBuckets}),
 		stepTokens: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_step_tokens",
 			Help: "Tokens processed in one step (prefill chunks plus one per decoding sequence).", Buckets: tokenBuckets}),
+		guideDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gptoss_guide_mask_seconds",
+			Help: "Time one step waited for the token masks of its constrained sequences (structured output, forced calls, reasoning budgets), computed in parallel.", Buckets: stepBuckets}),
+		guideMasks: prometheus.NewCounter(prometheus.CounterOpts{Name: "gptoss_guide_masks_total",
+			Help: "Token masks computed for constrained sequences."}),
 
 		vllm: newVLLMMetrics(model, maxModelLen),
 	}
@@ -133,7 +140,7 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		m.ttft, m.itl, m.streamDelay, m.e2e, m.queue, m.promptHist, m.genHist,
 		m.requests, m.finished, m.rejected, m.promptTotal, m.genTotal, m.cancelled, m.harmonyMalformed, m.preemptions,
-		m.stepFailures, m.retried, m.refused, m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens,
+		m.stepFailures, m.retried, m.refused, m.running, m.waiting, m.stepDuration, m.stepSeqs, m.stepTokens, m.guideDuration, m.guideMasks,
 	}
 	cs = append(cs, m.vllm.vecs...)
 	for i, c := range cs {

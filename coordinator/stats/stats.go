@@ -256,6 +256,13 @@ func (r *Recorder) ObservePreemption(profile string) {
 	r.m.vllm.preemptions.Inc()
 }
 
+// ObserveGuide records one step's constrained-decoding masks: how many and
+// how long the step waited for them.
+func (r *Recorder) ObserveGuide(masks int, took time.Duration) {
+	r.m.guideMasks.Add(float64(masks))
+	r.m.guideDuration.Observe(took.Seconds())
+}
+
 // ObserveStepFailure counts a failed step and what became of its sequences.
 func (r *Recorder) ObserveStepFailure(retried, refused int) {
 	r.m.stepFailures.Inc()

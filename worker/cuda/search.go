@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/gptoss/server/shared/libsearch"
 )
 
 // LibraryName is the file `make kernels` builds (kernels/Makefile rules, or
@@ -25,63 +27,11 @@ const (
 // fixHint is what to do when the library is missing.
 const fixHint = "run make kernels (scripts/install-cuda.sh installs nvcc), or set " + EnvKernels + " to its path"
 
-// bases are the directories whose build/, bin/ and .cuda/ are looked in:
-// the executable's parent (bin/worker → the checkout), the working
-// directory, and the module root above the working directory (so `go test`
-// in a subpackage finds the checkout's build/).
-func bases(exe, cwd string) []string {
-	var out []string
-	add := func(d string) {
-		if d == "" {
-			return
-		}
-		d = filepath.Clean(d)
-		if !slices.Contains(out, d) {
-			out = append(out, d)
-		}
-	}
-	if exe != "" {
-		add(filepath.Dir(filepath.Dir(exe)))
-	}
-	add(cwd)
-	if cwd != "" {
-		for d, i := filepath.Clean(cwd), 0; i < 8; d, i = filepath.Dir(d), i+1 {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				add(d)
-				break
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	return out
-}
-
 // candidates lists, in order, where Open("") looks for the kernels
-// library; explicit reports that the list is $GPTOSS_KERNELS alone. The
-// executable's own directory (bin/ when the library is installed beside
-// the binary), then build/ and bin/ of the other bases.
+// library (shared/libsearch: $GPTOSS_KERNELS alone when set, else beside
+// the executable and in the checkout's build/ and bin/).
 func candidates(getenv func(string) string, exe, cwd string) (paths []string, explicit bool) {
-	if p := getenv(EnvKernels); p != "" {
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			p = filepath.Join(p, LibraryName)
-		}
-		return []string{p}, true
-	}
-	add := func(p string) {
-		if !slices.Contains(paths, p) {
-			paths = append(paths, p)
-		}
-	}
-	if exe != "" {
-		add(filepath.Join(filepath.Dir(exe), LibraryName))
-	}
-	for _, b := range bases(exe, cwd) {
-		add(filepath.Join(b, "build", LibraryName))
-		add(filepath.Join(b, "bin", LibraryName))
-	}
-	return paths, false
+	return libsearch.Candidates(getenv, EnvKernels, LibraryName, exe, cwd)
 }
 
 // preloadPatterns are the CUDA libraries the kernels library dlopens by
@@ -115,7 +65,7 @@ func cudaLibDirs(getenv func(string) string, exe, cwd string) (dirs, files []str
 			add(&files, p)
 		}
 	}
-	for _, b := range bases(exe, cwd) {
+	for _, b := range libsearch.Bases(exe, cwd) {
 		root := filepath.Join(b, ".cuda")
 		for _, pat := range []string{
 			"nvidia/*/lib",

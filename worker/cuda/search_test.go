@@ -17,45 +17,24 @@ func touch(t *testing.T, path string) {
 	}
 }
 
+// The kernels library is looked for where shared/libsearch says, under
+// its own name and variable.
 func TestCandidates(t *testing.T) {
 	root := t.TempDir()
 	touch(t, filepath.Join(root, "go.mod"))
 	exe := filepath.Join(root, "bin", "worker")
-	cwd := filepath.Join(root, "worker", "cuda")
-	if err := os.MkdirAll(cwd, 0o755); err != nil {
-		t.Fatal(err)
+	got, explicit := candidates(func(string) string { return "" }, exe, root)
+	if explicit || len(got) == 0 || got[0] != filepath.Join(root, "bin", LibraryName) {
+		t.Fatalf("candidates %q", got)
 	}
-	noEnv := func(string) string { return "" }
-	got, explicit := candidates(noEnv, exe, cwd)
-	if explicit {
-		t.Fatal("explicit without the variable")
-	}
-	want := []string{
-		filepath.Join(root, "bin", LibraryName),   // beside the executable
-		filepath.Join(root, "build", LibraryName), // the executable's parent: the checkout
-		// root/bin/libgptoss_kernels.so is already listed
-		filepath.Join(cwd, "build", LibraryName), // the working directory
-		filepath.Join(cwd, "bin", LibraryName),
-		// the module root above cwd is the checkout, already listed
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("candidates\n got %q\nwant %q", got, want)
-	}
-
-	// The variable: a file as is, a directory with the name appended.
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == EnvKernels {
-				return v
-			}
-			return ""
+	env := func(k string) string {
+		if k == EnvKernels {
+			return "/x/y.so"
 		}
+		return ""
 	}
-	if got, explicit := candidates(env("/x/y.so"), exe, cwd); !explicit || !slices.Equal(got, []string{"/x/y.so"}) {
+	if got, explicit := candidates(env, exe, root); !explicit || !slices.Equal(got, []string{"/x/y.so"}) {
 		t.Fatalf("file: %v %v", got, explicit)
-	}
-	if got, _ := candidates(env(root), exe, cwd); !slices.Equal(got, []string{filepath.Join(root, LibraryName)}) {
-		t.Fatalf("directory: %v", got)
 	}
 }
 
