@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/parallel"
 	"github.com/gptoss/server/shared/step"
 )
 
@@ -600,7 +600,7 @@ func (s *Scheduler) guide(b *step.Batch) {
 	}
 	t0 := time.Now()
 	var masks atomic.Int64
-	parallel(len(guided), func(i int) {
+	parallel.Each(len(guided), func(i int) {
 		q := guided[i]
 		q.guideErr = nil
 		mask, err := q.req.Guide.Mask()
@@ -616,27 +616,6 @@ func (s *Scheduler) guide(b *step.Batch) {
 	if n := int(masks.Load()); n > 0 && s.opts.OnGuide != nil {
 		s.opts.OnGuide(n, time.Since(t0))
 	}
-}
-
-// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines.
-func parallel(n int, f func(int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				f(i)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // setupKV starts managing block tables once the executor reports a KV

@@ -9,11 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/parallel"
 	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/sample"
@@ -138,7 +137,7 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	// and reads the others' nothing; the executor's map is touched after.
 	errs := make([]error, len(e.sample))
 	rejected := make([]bool, len(e.sample))
-	parallel(len(e.sample), func(j int) {
+	parallel.Each(len(e.sample), func(j int) {
 		k := e.sample[j]
 		st := &b.Seqs[e.index[k]]
 		sp := e.owners[k].sampler
@@ -173,28 +172,6 @@ func (e *Executor) drop(id uint64) {
 		delete(e.seqs, id)
 		e.live.Add(-1)
 	}
-}
-
-// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines, each taking the
-// next index, so uneven items (top-p over different distributions) balance.
-func parallel(n int, f func(int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for k := range n {
-			f(k)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for k := int(next.Add(1)) - 1; k < n; k = int(next.Add(1)) - 1 {
-				f(k)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 func newSampler(p *step.Sampling) (*sample.Sampler, error) {
