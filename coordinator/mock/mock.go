@@ -82,6 +82,7 @@ type seqState struct {
 	// sequence writes where nothing constrains it (apos tokens so far).
 	answer []int
 	apos   int
+	closed int // closers taken in a row while guided (negative: a pause)
 }
 
 // New returns a mock executor that names itself model in its replies.
@@ -167,8 +168,9 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 // rule, an allowed special token (a grammar that may end lets it: a stop
 // or a message's end), else the first allowed of ", } and ] (which close
 // JSON strings and values: " first, so a string never grows without end),
-// else the lowest allowed token, so that a grammar that forces JSON
-// finishes within a few tokens. A guided step without a set writes the
+// else a token chosen by position (printable ASCII on even positions),
+// so that a grammar that forces JSON finishes within a few tokens and one
+// that waits for a particular token gets it. A guided step without a set writes the
 // script's answer, then its stop token: a forced header leads to text.
 func (e *Executor) guide(s *seqState, id int, allow []uint32) (int, bool) {
 	switch {
@@ -188,11 +190,65 @@ func (e *Executor) guide(s *seqState, id int, allow []uint32) (int, bool) {
 			return t, true
 		}
 	}
-	for _, t := range e.closers {
+	// A run of eight closers is no JSON nesting but a string that takes
+	// them as characters (an e-mail address waiting for its "@"): then
+	// they are left alone for 32 tokens.
+	switch {
+	case s.closed >= 8:
+		s.closed = -32
+	case s.closed < 0:
+		s.closed++
+	default:
+		for _, t := range e.closers {
+			if step.Allowed(allow, t) {
+				s.closed++
+				return t, true
+			}
+		}
+		s.closed = 0
+	}
+	// Otherwise a token picked by position, on even positions among the
+	// printable ASCII ones (ids 0 to 93, "!" to "~") when some are
+	// allowed, else among all: the lowest alone would loop where a grammar
+	// needs one particular token to move on (0.000… under an exclusive
+	// minimum of 0, an e-mail address waiting for its "@", a list of
+	// columns waiting for " FROM").
+	h := (uint64(s.pos)+1)*0x9E3779B97F4A7C15 ^ uint64(len(s.prompt))
+	h >>= 32
+	var ascii []int
+	for t := range min(94, top) {
 		if step.Allowed(allow, t) {
-			return t, true
+			ascii = append(ascii, t)
 		}
 	}
+	if len(ascii) > 0 && s.pos%2 == 0 {
+		return ascii[h%uint64(len(ascii))], true
+	}
+	n := 0
+	for _, word := range allow {
+		n += bits.OnesCount32(word)
+	}
+	if n == 0 {
+		return 0, false
+	}
+	k := int(h % uint64(n))
+	for w, word := range allow {
+		if c := bits.OnesCount32(word); k >= c {
+			k -= c
+			continue
+		}
+		for ; ; word &= word - 1 {
+			if k == 0 {
+				if t := w*32 + bits.TrailingZeros32(word); t < top {
+					return t, true
+				}
+				break
+			}
+			k--
+		}
+		break
+	}
+	// The pick fell past the vocabulary: the lowest allowed token.
 	for w, word := range allow {
 		if word != 0 {
 			if t := w*32 + bits.TrailingZeros32(word); t < top {
