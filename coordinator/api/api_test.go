@@ -345,6 +345,7 @@ func TestErrors(t *testing.T) {
 		{"bad tool", "/v1/chat/completions", msg(`,"tools":[{"type":"function"}]`), 400, "tools[0]", "invalid_value"},
 		{"tool_choice without tools", "/v1/chat/completions", msg(`,"tool_choice":"required"`), 400, "tool_choice", "invalid_value"},
 		{"json_schema without schema", "/v1/chat/completions", msg(`,"response_format":{"type":"json_schema"}`), 400, "response_format.json_schema.schema", "missing_required_parameter"},
+		{"json_schema without name", "/v1/chat/completions", msg(`,"response_format":{"type":"json_schema","json_schema":{"schema":{}}}`), 400, "response_format.json_schema.name", "missing_required_parameter"},
 		{"json_schema not enforceable", "/v1/chat/completions", msg(`,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","if":{},"then":{}}}}`), 400, "response_format", "invalid_value"},
 		{"two constraints", "/v1/chat/completions", msg(`,"response_format":{"type":"json_object"},"guided_regex":"a"`), 400, "guided_regex", "invalid_value"},
 		{"negative reasoning budget", "/v1/chat/completions", msg(`,"max_reasoning_tokens":-1`), 400, "max_reasoning_tokens", ""},

@@ -304,7 +304,7 @@ func responsesParam(err error) error {
 		return err
 	}
 	for _, r := range [][2]string{{"max_completion_tokens", "max_output_tokens"}, {"reasoning_effort", "reasoning.effort"},
-		{"response_format.json_schema.schema", "text.format.schema"}, {"response_format", "text.format"}, {"tool_choice.function.name", "tool_choice.name"}} {
+		{"response_format.json_schema.schema", "text.format.schema"}, {"response_format.json_schema.name", "text.format.name"}, {"response_format", "text.format"}, {"tool_choice.function.name", "tool_choice.name"}} {
 		if strings.HasPrefix(ae.Param, r[0]) {
 			ae.Param = r[1] + strings.TrimPrefix(ae.Param, r[0])
 		}

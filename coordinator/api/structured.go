@@ -76,6 +76,10 @@ func resolveGrammar(rf *ResponseFormat, sp *StructuredParams) (*guide.Grammar, s
 				// OpenAI requires the schema; an absent one would be any JSON.
 				return nil, "", invalid("response_format.json_schema.schema", "missing_required_parameter", "Missing required parameter: 'response_format.json_schema.schema'.")
 			}
+			if rf.JSONSchema.Name == "" {
+				// As OpenAI: the name is what the model is told to write.
+				return nil, "", invalid("response_format.json_schema.name", "missing_required_parameter", "Missing required parameter: 'response_format.json_schema.name'.")
+			}
 			found = append(found, source{"response_format", func() (*guide.Grammar, error) {
 				return schemaGrammar("response_format.json_schema.schema", rf.JSONSchema.Schema)
 			}})

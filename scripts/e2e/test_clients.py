@@ -200,8 +200,6 @@ def test_langchain_stream_tool_call(srv, lc):
 
 # with_structured_output's default for a model it does not know: a tool named
 # after the schema, forced with tool_choice {"type": "function", ...}.
-@pytest.mark.xfail(reason="server: tool_choice naming a function is refused (400 unsupported_parameter)",
-                   raises=openai.BadRequestError, strict=False)
 def test_langchain_structured_output(srv, lc):
     from pydantic import BaseModel
 
@@ -339,8 +337,6 @@ def test_llamaindex_complete(srv, li):
 
 # structured_predict on a function-calling model: the schema as a tool, forced
 # with tool_choice "required".
-@pytest.mark.xfail(reason='server: tool_choice "required" is refused (400 unsupported_parameter)',
-                   raises=openai.BadRequestError, strict=False)
 def test_llamaindex_structured_predict(srv, li):
     from pydantic import BaseModel
     from llama_index.core.prompts import PromptTemplate

@@ -27,6 +27,8 @@ PREFIX = "/usr/local"
 UNITDIR = PREFIX + "/lib/systemd/system"
 UNITS = ["coordinator.service", "nats.service", "worker@.service"]
 KERNELS = os.path.join(ROOT, "build", "libgptoss_kernels.so")
+LLGUIDANCE = os.path.join(ROOT, "build", "llguidance", "libllguidance.so")
+LLG_FILES = ("libllguidance.so", "libllguidance_pystub.so")
 SYSTEM_UNITS = "/usr/lib/systemd/system"
 
 pytestmark = pytest.mark.skipif(
@@ -87,6 +89,10 @@ def test_tree(dest):
         want.add(PREFIX + "/lib/libgptoss_kernels.so")
     else:
         assert "skipped" in out and "make kernels" in out  # said, not silent
+    if os.path.exists(LLGUIDANCE):
+        want.update(PREFIX + "/lib/llguidance/" + f for f in LLG_FILES)
+    else:
+        assert "make llguidance" in out
     assert tree(d) == want
     for b in ("coordinator", "worker"):
         assert os.access(f"{d}{PREFIX}/bin/{b}", os.X_OK)
@@ -112,6 +118,10 @@ def test_units_name_only_installed_or_system_paths(dest):
                 if p.startswith(("/etc/gptoss/", PREFIX + "/")):
                     if p == PREFIX + "/lib/libgptoss_kernels.so" and not os.path.exists(KERNELS):
                         continue  # not built here: install said it skipped it
+                    if p == PREFIX + "/lib/llguidance":
+                        # A directory: the library's (GPTOSS_LLGUIDANCE).
+                        assert not os.path.exists(LLGUIDANCE) or p + "/libllguidance.so" in installed, f"{u}: {k}={v}"
+                        continue
                     assert p in installed, f"{u}: {k}={v}: {p} was not installed"
                 elif p.endswith("/nats-server") and not nats:
                     continue  # no nats-server here (test_procfile says so too)

@@ -123,8 +123,8 @@ def test_errors(server):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
                                   tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-                                  tool_choice="required")
-    assert e.value.code == "unsupported_parameter" and e.value.param == "tool_choice"
+                                  tool_choice={"type": "function", "function": {"name": "g"}})
+    assert e.value.code == "invalid_value" and e.value.param == "tool_choice.function.name"
     # The server is unharmed.
     assert c.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}],
                                      max_tokens=5).choices[0].finish_reason == "length"

