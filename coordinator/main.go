@@ -222,7 +222,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		SSEWriteTimeout: s.SSEWriteTimeout, Tokenizer: tok, Engine: sch, Stats: rec, Gatherer: reg,
 		Logger: log.Named("api"), Version: version, Workers: workers,
 		KeyLimits:   api.KeyLimits{Rate: s.KeyRate, Burst: s.KeyBurst, Concurrency: s.KeyConcurrency},
-		StrictTools: s.StrictTools,
+		StrictTools: s.StrictTools, Console: s.UI,
 	})
 	// llguidance's vocabulary takes about half a second to build: build it
 	// now, behind the open port, rather than in the first structured

@@ -1,9 +1,9 @@
 // Package api is the coordinator's HTTP front door: the OpenAI-compatible
 // endpoints (chat completions, completions, responses, models), vLLM's
-// /tokenize, /detokenize and /version, health, readiness, statistics and
-// Prometheus metrics, served by Echo. It validates and
-// renders requests, submits them to the scheduler and writes the results,
-// streaming or not. It knows nothing of how tokens are produced: the mock
+// /tokenize, /detokenize and /version, health, readiness, statistics,
+// Prometheus metrics and the web console (coordinator/console), served by
+// Echo. It validates and renders requests, submits them to the scheduler
+// and writes the results, streaming or not. It knows nothing of how tokens are produced: the mock
 // engine and the real workers sit behind the same Engine interface.
 package api
 
@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/gptoss/server/coordinator/console"
 	"github.com/gptoss/server/coordinator/guide"
 	"github.com/gptoss/server/coordinator/profiles"
 	"github.com/gptoss/server/coordinator/sched"
@@ -108,6 +109,9 @@ type Options struct {
 	// it is over, generation requests get 503 with Retry-After, /ready
 	// says 503 and /health shows its phase and progress.
 	Startup Startup
+	// Console serves the web console (coordinator/console) at /ui/, and
+	// redirects / there.
+	Console bool
 }
 
 // Startup is the engine's start-up as the API sees it.
@@ -234,6 +238,9 @@ func New(opts Options) (*Server, error) {
 	e.POST("/tokenize", s.tokenize, s.authMiddleware)
 	e.POST("/detokenize", s.detokenize, s.authMiddleware)
 	e.GET("/version", s.version, s.authMiddleware)
+	if opts.Console {
+		console.Register(e)
+	}
 	s.echo = e
 	return s, nil
 }

@@ -48,7 +48,9 @@ type Settings struct {
 	CORSAllowCredentials bool
 	// StrictTools constrains every tool's arguments to its schema, as if
 	// each tool were marked strict.
-	StrictTools         bool
+	StrictTools bool
+	// UI serves the web console at /ui/ (GET / redirects there).
+	UI                  bool
 	EnableStreaming     bool
 	ReasoningField      string
 	ProfilesFile        string
@@ -102,7 +104,7 @@ type Settings struct {
 func Defaults() Settings {
 	return Settings{
 		Model: "20b", Revision: "main", ResponsesMaxBytes: 1 << 30, ResponsesTTL: 30 * 24 * time.Hour, Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
-		EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
+		UI: true, EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
 		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
@@ -140,6 +142,7 @@ var settings = []sc.Setting[Settings]{
 		Set: sc.Strings(func(s *Settings) *[]string { return &s.CORSOrigins }), Reset: sc.Clear(func(s *Settings) *[]string { return &s.CORSOrigins })},
 	{Name: "strict-tools", Usage: "constrain every tool's arguments to its parameters schema, as if each were marked strict", Set: sc.Bool(func(s *Settings) *bool { return &s.StrictTools }), Bool: true},
 	{Name: "cors-allow-credentials", Usage: "let --cors-origins pages send cookies and HTTP auth (not with *, which browsers refuse)", Set: sc.Bool(func(s *Settings) *bool { return &s.CORSAllowCredentials }), Bool: true},
+	{Name: "ui", Usage: "serve the web console (chat playground and dashboard) at /ui/, GET / redirecting there; --ui=false turns it off", Set: sc.Bool(func(s *Settings) *bool { return &s.UI }), Bool: true},
 	{Name: "enable-streaming", Aliases: []string{"ENABLE_STREAMING"}, Usage: "serve stream=true requests (false: they get a 400)", Set: sc.Bool(func(s *Settings) *bool { return &s.EnableStreaming }), Bool: true},
 	{Name: "reasoning-field", Usage: "where chat responses put reasoning: reasoning_content, reasoning or both (a request may choose with \"reasoning_field\")", Set: sc.OneOf(func(s *Settings) *string { return &s.ReasoningField }, "reasoning_content", "reasoning", "both")},
 	{Name: "profiles-file", Usage: "profiles YAML (default: the built-in configs/profiles.yaml)", Set: sc.String(func(s *Settings) *string { return &s.ProfilesFile })},

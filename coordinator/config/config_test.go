@@ -143,3 +143,18 @@ func TestCORS(t *testing.T) {
 		t.Fatalf("env: %q %v", s.CORSOrigins, err)
 	}
 }
+
+func TestUIFlag(t *testing.T) {
+	s, err := Load(nil, env(nil), io.Discard)
+	if err != nil || !s.UI {
+		t.Fatalf("the console should be on by default (%v)", err)
+	}
+	s, err = Load([]string{"--ui=false"}, env(nil), io.Discard)
+	if err != nil || s.UI {
+		t.Fatalf("--ui=false: UI %v, %v", s.UI, err)
+	}
+	s, err = Load(nil, env(map[string]string{"GPTOSS_UI": "false"}), io.Discard)
+	if err != nil || s.UI {
+		t.Fatalf("GPTOSS_UI=false: UI %v, %v", s.UI, err)
+	}
+}
