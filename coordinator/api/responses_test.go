@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gptoss/server/coordinator/mock"
 )
 
 const weatherTool = `[{"type":"function","name":"get_weather","description":"Weather of a city","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}]`
@@ -142,7 +145,10 @@ func respEvents(t *testing.T, b []byte) []map[string]any {
 // numbers, token by token, and add up to the final response, which is the
 // stored one.
 func TestResponseStreamEvents(t *testing.T) {
-	e := newEnv(t)
+	// Steps of 5 ms: tokens that arrive while the writer is still busy are
+	// sent together (by design), and on a loaded machine the default
+	// 0.2 ms steps would let that happen to the few tokens counted below.
+	e := newEnv(t, func(c *testConfig) { c.timing = mock.Timing{Step: 5 * time.Millisecond} })
 	resp, b := e.post(t, "/v1/responses", `{"model":"gpt-oss-20b","input":"Weather in Paris?","stream":true,"tools":`+weatherTool+`}`)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("%d %s", resp.StatusCode, b)
