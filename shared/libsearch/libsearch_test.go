@@ -5,21 +5,13 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-)
 
-func touch(t *testing.T, path string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/gptoss/server/shared/testkit"
+)
 
 func TestCandidates(t *testing.T) {
 	root := t.TempDir()
-	touch(t, filepath.Join(root, "go.mod"))
+	testkit.Touch(t, filepath.Join(root, "go.mod"))
 	exe := filepath.Join(root, "bin", "coordinator")
 	cwd := filepath.Join(root, "coordinator", "guide")
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
@@ -62,7 +54,7 @@ func TestCandidates(t *testing.T) {
 	if got, _ := Candidates(env(root), "LIB", "lib.so", exe, cwd); !slices.Equal(got, []string{filepath.Join(root, "lib.so")}) {
 		t.Fatalf("directory: %v", got)
 	}
-	touch(t, filepath.Join(cwd, "bin", "lib.so"))
+	testkit.Touch(t, filepath.Join(cwd, "bin", "lib.so"))
 	if f := Find(want); f != filepath.Join(cwd, "bin", "lib.so") {
 		t.Fatalf("Find: %q", f)
 	}

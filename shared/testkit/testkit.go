@@ -7,6 +7,8 @@ package testkit
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -69,4 +71,15 @@ func Context(tb testing.TB, timeout time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	tb.Cleanup(cancel)
 	return ctx
+}
+
+// Touch creates an empty file at path, and its directories.
+func Touch(tb testing.TB, path string) {
+	tb.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }

@@ -5,23 +5,15 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-)
 
-func touch(t *testing.T, path string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/gptoss/server/shared/testkit"
+)
 
 // The kernels library is looked for where shared/libsearch says, under
 // its own name and variable.
 func TestCandidates(t *testing.T) {
 	root := t.TempDir()
-	touch(t, filepath.Join(root, "go.mod"))
+	testkit.Touch(t, filepath.Join(root, "go.mod"))
 	exe := filepath.Join(root, "bin", "worker")
 	got, explicit := candidates(func(string) string { return "" }, exe, root)
 	if explicit || len(got) == 0 || got[0] != filepath.Join(root, "bin", LibraryName) {
@@ -47,12 +39,12 @@ func TestCUDALibDirs(t *testing.T) {
 		".cuda/nvidia/cu13/lib/libcublas.so.13.0.2",
 		".cuda/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2",
 	} {
-		touch(t, filepath.Join(root, f))
+		testkit.Touch(t, filepath.Join(root, f))
 	}
 	extra := t.TempDir()
-	touch(t, filepath.Join(extra, "libnccl.so.2"))
+	testkit.Touch(t, filepath.Join(extra, "libnccl.so.2"))
 	single := filepath.Join(t.TempDir(), "libsomething.so")
-	touch(t, single)
+	testkit.Touch(t, single)
 	env := func(k string) string {
 		if k == EnvCUDALibs {
 			return extra + string(os.PathListSeparator) + single + string(os.PathListSeparator) + "/does/not/exist"
