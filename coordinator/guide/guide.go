@@ -275,7 +275,7 @@ func (c *Compiler) New(spec *Spec) (_ *Guide, err error) {
 		g.final = nil
 		return g, nil
 	}
-	g.p = harmony.NewParser(c.tok)
+	g.p = harmony.NewStructureParser(c.tok)
 	// The prompt ends with <|start|>assistant: a header comes first.
 	g.beginHeader()
 	return g, nil

@@ -312,3 +312,33 @@ func TestCompileErrorsNameTheKeyword(t *testing.T) {
 
 // The scheduler's view of a Guide.
 var _ sched.Guide = (*Guide)(nil)
+
+// BenchmarkBudgetOnly is the per-token cost of the guide every request of a
+// profile with a reasoning budget carries: no grammar, no mask, the
+// message structure followed on the scheduler's loop.
+func BenchmarkBudgetOnly(b *testing.B) {
+	c := Shared()
+	text := c.tok.Encode(strings.Repeat("The quick brown fox jumps over the lazy dog. ", 40))
+	var ids []int
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, c.tok.Encode("analysis")...)
+	ids = append(ids, tokenizer.Message)
+	ids = append(ids, text...)
+	b.ResetTimer()
+	for b.Loop() {
+		g, err := c.New(&Spec{ReasoningBudget: 1 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, id := range ids {
+			if _, err := g.Mask(); err != nil {
+				b.Fatal(err)
+			}
+			if err := g.Accept(id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		g.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids)), "ns/token")
+}

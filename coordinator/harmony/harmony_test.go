@@ -356,3 +356,53 @@ func TestParseOnToken(t *testing.T) {
 		t.Fatalf("written %d/%d, pending %d (max %d)", p.Written(Reasoning), p.Written(Content), p.Pending(), pending)
 	}
 }
+
+// A structure parser reads the same messages, routes and calls as a full
+// one, and decodes no content text.
+func TestStructureParserFollowsTheSameStructure(t *testing.T) {
+	tok := tokenizer.Default()
+	enc := func(s string) []int { return tok.Encode(s) }
+	var ids []int
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, enc("analysis")...)
+	ids = append(ids, tokenizer.Message)
+	ids = append(ids, enc("Think first.")...)
+	ids = append(ids, tokenizer.End, tokenizer.Start)
+	ids = append(ids, enc("assistant")...)
+	ids = append(ids, tokenizer.Channel)
+	ids = append(ids, enc("commentary to=functions.get_weather ")...)
+	ids = append(ids, tokenizer.Constrain)
+	ids = append(ids, enc("json")...)
+	ids = append(ids, tokenizer.Message)
+	ids = append(ids, enc(`{"city":"Paris"}`)...)
+	ids = append(ids, tokenizer.Call)
+	full, structure := NewParser(tok), NewStructureParser(tok)
+	var fd, sd []Delta
+	for _, id := range ids {
+		fd = full.Push(id, fd[:0])
+		sd = structure.Push(id, sd[:0])
+		fr, fc, fok := full.Content()
+		sr, sc, sok := structure.Content()
+		if fr != sr || fc != sc || fok != sok || full.InReasoning() != structure.InReasoning() {
+			t.Fatalf("token %d: full (%v %q %v), structure (%v %q %v)", id, fr, fc, fok, sr, sc, sok)
+		}
+		for _, d := range sd {
+			if d.Text != "" {
+				t.Fatalf("the structure parser decoded %q", d.Text)
+			}
+		}
+		var fn, sn string
+		for _, d := range fd {
+			fn += d.Name
+		}
+		for _, d := range sd {
+			sn += d.Name
+		}
+		if fn != sn {
+			t.Fatalf("token %d: calls %q and %q", id, fn, sn)
+		}
+	}
+	if full.Calls() != 1 || structure.Calls() != 1 || !structure.EndedWithCall() {
+		t.Fatalf("calls: %d and %d", full.Calls(), structure.Calls())
+	}
+}

@@ -141,6 +141,8 @@ type Parser struct {
 	lastCall bool   // the last message was a function call
 	toTool   bool   // the current message has a recipient
 	channel  string // the current message's channel, once its content began
+	// structure: content text is not decoded (NewStructureParser).
+	structure bool
 
 	malformed [NumMalformations]int
 
@@ -172,6 +174,18 @@ type Parser struct {
 // NewParser returns a parser for one generated sequence.
 func NewParser(tok *tokenizer.Tokenizer) *Parser {
 	return &Parser{tok: tok, dec: tok.NewDecoder(), call: -1}
+}
+
+// NewStructureParser returns a parser that follows the message structure
+// alone: headers, channels, recipients and calls as NewParser reads them,
+// but content tokens are not decoded, so deltas of content carry no text.
+// The structured-output guides follow every generated token with one, on
+// the scheduler's loop, where decoding text nobody reads would cost every
+// step.
+func NewStructureParser(tok *tokenizer.Tokenizer) *Parser {
+	p := NewParser(tok)
+	p.structure = true
+	return p
 }
 
 // ParseMessages parses a whole completion into its messages, feeding the
@@ -333,6 +347,12 @@ func (p *Parser) Finish(out []Delta) []Delta {
 func (p *Parser) EndedWithCall() bool { return p.lastCall && p.st != stContent }
 
 func (p *Parser) emit(out []Delta, id, pos int) []Delta {
+	if p.structure {
+		if p.OnToken != nil {
+			p.OnToken(pos, p.route)
+		}
+		return out
+	}
 	s, err := p.dec.Add(id)
 	if err != nil {
 		// Unreachable: Push drops (and counts) ids outside the vocabulary.
