@@ -75,14 +75,8 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	setInfo(c, func(i *reqInfo) {
 		i.endpoint, i.stream, i.promptTokens, i.profile = endpoint, g.stream, g.promptTokens(), g.profile.Name
 	})
-	ctx, cancel := context.WithCancel(c.Request().Context())
+	ctx, subCtx, cancel := runContexts(c, g)
 	defer cancel()
-	subCtx := ctx
-	if t := g.profile.Scheduling.RequestTimeout; t > 0 {
-		var cancelT context.CancelFunc
-		subCtx, cancelT = context.WithTimeout(ctx, t)
-		defer cancelT()
-	}
 	batch := g.batch()
 	choices := make([]*choice, 0, len(batch)*g.n)
 	for p, in := range batch {
@@ -129,6 +123,21 @@ func (s *Server) generate(c echo.Context, g *genParams, endpoint string) error {
 	}
 	r.record()
 	return err
+}
+
+// runContexts are a generation's contexts: ctx ends when the client leaves
+// or the handler returns; subCtx, the sequences', also at the profile's
+// request_timeout. cancel ends both.
+func runContexts(c echo.Context, g *genParams) (ctx, subCtx context.Context, cancel context.CancelFunc) {
+	ctx, cancel = context.WithCancel(c.Request().Context())
+	subCtx = ctx
+	if t := g.profile.Scheduling.RequestTimeout; t > 0 {
+		var cancelT context.CancelFunc
+		subCtx, cancelT = context.WithTimeout(ctx, t)
+		cancelCtx := cancel
+		cancel = func() { cancelT(); cancelCtx() }
+	}
+	return ctx, subCtx, cancel
 }
 
 // submit queues one sequence, with its own Guide when the request

@@ -694,14 +694,8 @@ func (s *Server) respond(c echo.Context, p *respParams) error {
 	setInfo(c, func(i *reqInfo) {
 		i.endpoint, i.stream, i.promptTokens, i.profile = "responses", g.stream, len(g.prompt), g.profile.Name
 	})
-	ctx, cancel := context.WithCancel(c.Request().Context())
+	ctx, subCtx, cancel := runContexts(c, g)
 	defer cancel()
-	subCtx := ctx
-	if t := g.profile.Scheduling.RequestTimeout; t > 0 {
-		var cancelT context.CancelFunc
-		subCtx, cancelT = context.WithTimeout(ctx, t)
-		defer cancelT()
-	}
 	st, err := s.submit(subCtx, g, &sched.Request{
 		ID: requestID(c), Profile: g.profile, Prompt: g.prompt, MaxTokens: g.maxTokens,
 		StopTokens: stopTokens(true), Sampling: g.sampling,

@@ -217,44 +217,37 @@ func (s *Server) guideSpec(final *guide.Grammar, tools []harmony.Tool, tc toolCh
 	return spec, nil
 }
 
-// checkSpec compiles every grammar of spec once, so that a schema
-// llguidance cannot honour is a 400 naming it before anything is queued.
+// checkSpec builds a Guide for spec once and throws it away, so that a
+// grammar llguidance cannot honour is a 400 naming its field before
+// anything is queued (the sequences' own Guides clone the compiled
+// grammars from the cache).
 func (s *Server) checkSpec(spec *guide.Spec, finalParam string) error {
-	c := s.guides()
-	check := func(param string, g *guide.Grammar) error {
-		if g == nil {
-			return nil
-		}
-		err := c.Check(g)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, guide.ErrNoLibrary) {
-			return unsupported(param, "Structured output needs the llguidance library, which this server could not load (%v).", err).withCause(err)
-		}
-		var ce *guide.CompileError
-		if errors.As(err, &ce) {
-			return invalid(param, "invalid_value", "Invalid '%s': the %s cannot be enforced: %s", param, grammarNoun(g.Kind), clipString(ce.Msg, 400)).withCause(err)
-		}
-		return invalid(param, "invalid_value", "Invalid '%s': %v", param, err).withCause(err)
+	gd, err := s.guides().New(spec)
+	if err == nil {
+		gd.Close()
+		return nil
 	}
-	if err := check(finalParam, spec.Final); err != nil {
-		return err
+	param, kind := finalParam, guide.KindJSONSchema
+	if spec.Final != nil {
+		kind = spec.Final.Kind
 	}
-	forced := spec.Choice == guide.ChoiceRequired || spec.Choice == guide.ChoiceNamed
-	for i, t := range spec.Tools {
-		g := t.Args
-		if forced && (spec.Choice == guide.ChoiceRequired || t.Name == spec.Named) {
-			var err error
-			if g, err = guide.JSONSchema([]byte(t.Params)); err != nil {
-				return invalid(fmt.Sprintf("tools[%d].function.parameters", i), "invalid_value", "%v", err)
+	var te *guide.ToolError
+	if errors.As(err, &te) {
+		kind = guide.KindJSONSchema
+		for i, t := range spec.Tools {
+			if t.Name == te.Tool {
+				param = fmt.Sprintf("tools[%d].function.parameters", i)
 			}
 		}
-		if err := check(fmt.Sprintf("tools[%d].function.parameters", i), g); err != nil {
-			return err
-		}
 	}
-	return nil
+	if errors.Is(err, guide.ErrNoLibrary) {
+		return unsupported(param, "Structured output needs the llguidance library, which this server could not load (%v).", err).withCause(err)
+	}
+	var ce *guide.CompileError
+	if errors.As(err, &ce) {
+		return invalid(param, "invalid_value", "Invalid '%s': the %s cannot be enforced: %s", param, grammarNoun(kind), clipString(ce.Msg, 400)).withCause(err)
+	}
+	return invalid(param, "invalid_value", "Invalid '%s': %v", param, err).withCause(err)
 }
 
 func grammarNoun(kind string) string {

@@ -219,19 +219,20 @@ func (c *Compiler) compile(g *Grammar) (*Matcher, error) {
 // kept (the cache's memory stays bounded).
 const maxCachedGrammar = 64 << 10
 
-// Check compiles a grammar and throws it away: the request-time check that
-// turns a schema llguidance cannot honour into a 400 naming it.
-func (c *Compiler) Check(g *Grammar) error {
-	m, err := c.compile(g)
-	if err != nil {
-		return err
-	}
-	m.Close()
-	return nil
+// ToolError is a tool's arguments grammar that could not be had (New):
+// which tool, and why.
+type ToolError struct {
+	Tool string
+	Err  error
 }
 
-// New compiles spec into a Guide for one sequence. Grammars that fail to
-// compile are a *CompileError.
+func (e *ToolError) Error() string { return fmt.Sprintf("guide: tool %s: %v", e.Tool, e.Err) }
+func (e *ToolError) Unwrap() error { return e.Err }
+
+// New compiles spec into a Guide for one sequence. A grammar that fails to
+// compile is a *CompileError (ErrNoLibrary without llguidance), wrapped in
+// a *ToolError when it is a tool's: the API builds one Guide at request
+// time to turn that into a 400 naming the field.
 func (c *Compiler) New(spec *Spec) (_ *Guide, err error) {
 	g := &Guide{c: c, spec: spec, budget: spec.ReasoningBudget, args: map[string]*Matcher{}}
 	defer func() {
@@ -252,7 +253,7 @@ func (c *Compiler) New(spec *Spec) (_ *Guide, err error) {
 		gr := t.Args
 		if forced {
 			if gr, err = JSONSchema([]byte(t.Params)); err != nil {
-				return nil, fmt.Errorf("tool %s: %w", t.Name, err)
+				return nil, &ToolError{Tool: t.Name, Err: err}
 			}
 		}
 		if gr == nil {
@@ -260,7 +261,7 @@ func (c *Compiler) New(spec *Spec) (_ *Guide, err error) {
 		}
 		m, err := c.compile(gr)
 		if err != nil {
-			return nil, fmt.Errorf("tool %s: %w", t.Name, err)
+			return nil, &ToolError{Tool: t.Name, Err: err}
 		}
 		g.args[t.Name] = m
 	}

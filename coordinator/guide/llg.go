@@ -200,13 +200,6 @@ func (m *Matcher) Consume(tok int) error {
 	return nil
 }
 
-// Accepting reports whether the tokens so far are a whole sentence of the
-// grammar.
-func (m *Matcher) Accepting() bool { return bool(C.llgs_accepting(m.v.lib.l, m.m)) }
-
-// Stopped reports whether nothing but the end can follow.
-func (m *Matcher) Stopped() bool { return bool(C.llgs_stopped(m.v.lib.l, m.m)) }
-
 // Clone returns a matcher in the same state, sharing the compiled grammar.
 func (m *Matcher) Clone() *Matcher {
 	return &Matcher{v: m.v, m: C.llgs_clone_matcher(m.v.lib.l, m.m)}

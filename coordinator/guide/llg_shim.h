@@ -81,22 +81,19 @@ LlgTokenizer *llg_new_tokenizer(const llgs_tokenizer_init *, char *, size_t);
 void llg_free_tokenizer(LlgTokenizer *);
 void llg_constraint_init_set_defaults(llgs_constraint_init *, const LlgTokenizer *);
 LlgMatcher *llg_new_matcher(const llgs_constraint_init *, const char *, const char *);
-int32_t llg_validate_grammar(const llgs_constraint_init *, const char *, const char *, char *, size_t);
 const char *llg_matcher_get_error(LlgMatcher *);
 bool llg_matcher_is_error(const LlgMatcher *);
 size_t llg_matcher_get_mask_byte_size(const LlgMatcher *);
 int32_t llg_matcher_compute_mask_into(LlgMatcher *, uint32_t *, size_t);
 int32_t llg_matcher_consume_token(LlgMatcher *, uint32_t);
-bool llg_matcher_is_accepting(LlgMatcher *);
-bool llg_matcher_is_stopped(const LlgMatcher *);
 void llg_free_matcher(LlgMatcher *);
 LlgMatcher *llg_clone_matcher(const LlgMatcher *);
 
 #define LLGS_SYMBOLS(X)                                                                       \
   X(llg_get_version) X(llg_new_tokenizer) X(llg_free_tokenizer) X(llg_constraint_init_set_defaults) \
-  X(llg_new_matcher) X(llg_validate_grammar) X(llg_matcher_get_error) X(llg_matcher_is_error)      \
+  X(llg_new_matcher) X(llg_matcher_get_error) X(llg_matcher_is_error)      \
   X(llg_matcher_get_mask_byte_size) X(llg_matcher_compute_mask_into) X(llg_matcher_consume_token)  \
-  X(llg_matcher_is_accepting) X(llg_matcher_is_stopped) X(llg_free_matcher) X(llg_clone_matcher)
+  X(llg_free_matcher) X(llg_clone_matcher)
 
 typedef struct {
   void *handle;
@@ -174,12 +171,6 @@ static LlgMatcher *llgs_new_matcher(llgs_lib *l, const LlgTokenizer *t, uint64_t
   return m;
 }
 
-static int32_t llgs_validate(llgs_lib *l, const LlgTokenizer *t, const char *kind, const char *data, char *err) {
-  llgs_init in;
-  llgs_fill_init(l, &in, t);
-  return l->llg_validate_grammar(&in.init, kind, data, err, LLGS_ERRN);
-}
-
 static void llgs_error(llgs_lib *l, LlgMatcher *m, char *err) {
   const char *e = l->llg_matcher_get_error(m);
   snprintf(err, LLGS_ERRN, "%s", e ? e : "unknown error");
@@ -198,8 +189,6 @@ static int32_t llgs_consume(llgs_lib *l, LlgMatcher *m, uint32_t tok, char *err)
 }
 
 static size_t llgs_mask_bytes(llgs_lib *l, LlgMatcher *m) { return l->llg_matcher_get_mask_byte_size(m); }
-static bool llgs_accepting(llgs_lib *l, LlgMatcher *m) { return l->llg_matcher_is_accepting(m); }
-static bool llgs_stopped(llgs_lib *l, LlgMatcher *m) { return l->llg_matcher_is_stopped(m); }
 static void llgs_free_matcher(llgs_lib *l, LlgMatcher *m) { l->llg_free_matcher(m); }
 static LlgMatcher *llgs_clone_matcher(llgs_lib *l, LlgMatcher *m) { return l->llg_clone_matcher(m); }
 

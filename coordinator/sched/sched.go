@@ -193,6 +193,7 @@ type Scheduler struct {
 	kvErr   bool       // a bad geometry was logged
 	// nextGroup numbers suspect groups (failBatch).
 	nextGroup uint64
+	guided    []*sequence // this step's guided sequences (guide)
 
 	usage atomic.Pointer[KVUsage] // the pools after the last step
 }
@@ -589,12 +590,14 @@ func (s *Scheduler) build(b *step.Batch) {
 // that fails leaves its sequence unconstrained for this step and the
 // sequence fails when the step delivers.
 func (s *Scheduler) guide(b *step.Batch) {
-	var guided []*sequence
+	guided := s.guided[:0]
 	for _, q := range s.batch {
 		if q.stepIdx >= 0 && q.req.Guide != nil && b.Seqs[q.stepIdx].Sample {
 			guided = append(guided, q)
 		}
 	}
+	s.guided = guided // reused from step to step; cleared below
+	defer clear(guided)
 	if len(guided) == 0 {
 		return
 	}

@@ -26,7 +26,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from conftest import Coordinator
-from test_clients import QUIET_ENV, _Blocked
+# offline: test_clients' autouse fixture, imported so that it applies here too
+# (quiet client libraries, and a test fails if one reaches for the network).
+from test_clients import offline  # noqa: F401
 from test_structured import HAVE_TINY, TINY, json_problems
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*ReadOnly. qualifier:UserWarning"),
@@ -79,17 +81,6 @@ def check_meeting(m):
 
 
 # ---------------------------------------------------------------- servers, clients, no network
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    blocked = _Blocked()
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in QUIET_ENV.items():
-            mp.setenv(k, v)
-        blocked.install(mp)
-        yield blocked
-    assert not blocked.tries, f"a client library tried to reach the network: {blocked.tries}"
 
 
 @pytest.fixture(scope="module")
