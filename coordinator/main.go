@@ -46,6 +46,7 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/logging"
+	"github.com/gptoss/server/shared/pipeline"
 	"github.com/gptoss/server/shared/pprof"
 	"github.com/gptoss/server/shared/step"
 )
@@ -207,9 +208,14 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 	} else {
 		m := mock.New(tok, preset.ID, mock.Timing{Step: s.MockStep, PerSeq: s.MockPerSeq, PerPrefillToken: s.MockPrefillPerToken})
 		m.SetMinReply(s.MockMinReplyTokens)
-		exec = m
+		// The mock runs its steps on a goroutine of its own, so that the
+		// scheduler submits step k+1 while step k runs, as with workers.
+		p := pipeline.New(m)
+		defer p.Close()
+		exec = p
 	}
 	sch := sched.New(exec, profs, sched.Options{MaxRunning: s.MaxRunning, MaxStepTokens: s.MaxStepTokens, NoPrefixCache: !s.PrefixCache,
+		NoPipeline:   !s.Pipeline,
 		ReadyTimeout: s.LoadTimeout,
 		Logger:       log.Named("sched"), OnStep: rec.ObserveStep, OnPreempt: rec.ObservePreemption,
 		OnStepFailure: rec.ObserveStepFailure, OnGuide: rec.ObserveGuide})

@@ -59,6 +59,7 @@ type Settings struct {
 	SSEWriteTimeout     time.Duration
 	MaxRunning          int
 	PrefixCache         bool
+	Pipeline            bool
 	MaxStepTokens       int
 	MaxMessages         int
 	MaxN                int
@@ -105,7 +106,7 @@ func Defaults() Settings {
 	return Settings{
 		Model: "20b", Revision: "main", ResponsesMaxBytes: 1 << 30, ResponsesTTL: 30 * 24 * time.Hour, Profile: "balanced", Host: "127.0.0.1", Port: 8000, Mock: "auto",
 		UI: true, EnableStreaming: true, ReasoningField: "reasoning_content", MaxBodyBytes: 8 << 20, ShutdownTimeout: 30 * time.Second,
-		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true,
+		SSEWriteTimeout: 30 * time.Second, MaxRunning: 1024, MaxStepTokens: 8192, PrefixCache: true, Pipeline: true,
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
@@ -151,6 +152,7 @@ var settings = []sc.Setting[Settings]{
 	{Name: "sse-write-timeout", Usage: "longest a streamed write may block on a client that stopped reading", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.SSEWriteTimeout })},
 	{Name: "max-running", Usage: "most sequences in one batch over all profiles", Set: sc.Int(func(s *Settings) *int { return &s.MaxRunning })},
 	{Name: "prefix-cache", Usage: "share the KV blocks of identical prompt prefixes between requests (real engine)", Set: sc.Bool(func(s *Settings) *bool { return &s.PrefixCache }), Bool: true},
+	{Name: "pipeline", Usage: "submit each step before delivering the one in flight, so the engine never waits for the scheduler (--pipeline=false: one step at a time)", Set: sc.Bool(func(s *Settings) *bool { return &s.Pipeline }), Bool: true},
 	{Name: "max-step-tokens", Usage: "most tokens processed in one step (prefill chunks plus decodes)", Set: sc.Int(func(s *Settings) *int { return &s.MaxStepTokens })},
 	{Name: "max-messages", Usage: "most messages in one chat request", Set: sc.Int(func(s *Settings) *int { return &s.MaxMessages })},
 	{Name: "max-n", Usage: "largest n (choices per request)", Set: sc.Int(func(s *Settings) *int { return &s.MaxN })},

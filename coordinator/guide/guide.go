@@ -413,6 +413,27 @@ func (g *Guide) Mask() ([]uint32, error) {
 	return dst, nil
 }
 
+// FreeNext reports that the mask after the next token is nil whatever that
+// token is (sched.FreeGuide): the pipelined loop then submits the step
+// after it before the token is known. True once the Guide is done, and for
+// a Guide that constrains nothing yet and cannot start to within one
+// token: no response format, forced call or strict tool waiting, nothing
+// forced or being chosen, and a reasoning budget (if any) that one more
+// token cannot spend. That is every request with a profile's budget and no
+// structure, while its budget lasts.
+func (g *Guide) FreeNext() bool {
+	if g.err != nil {
+		return false
+	}
+	if g.done {
+		return true
+	}
+	s := g.spec
+	return !s.Raw && s.Final == nil && s.Choice != ChoiceRequired && s.Choice != ChoiceNamed &&
+		g.final == nil && len(g.args) == 0 && g.seg == nil && !g.restrict && !g.choosing && len(g.force) == 0 &&
+		g.budget != 0 && g.budget != 1
+}
+
 // Accept advances past the token drawn; a token the last mask did not allow
 // is an error (the executor ignored the mask).
 func (g *Guide) Accept(tok int) error {

@@ -265,6 +265,70 @@ func TestBudgetEndsFreeReasoning(t *testing.T) {
 	}
 }
 
+// FreeNext promises that whatever the next token, the mask after it is
+// nil: checked against every special token and a sample of text tokens,
+// at every point of a budget-only Guide's run (each candidate on a fresh
+// Guide brought to the same point), and it must turn false before the
+// budget forces the end of the reasoning.
+func TestFreeNextKeepsItsPromise(t *testing.T) {
+	c := compiler(t)
+	path := []int{tokenizer.Channel}
+	path = append(path, c.tok.Encode("analysis")...)
+	path = append(path, tokenizer.Message)
+	path = append(path, c.tok.Encode(" one two three four five six")...)
+	candidates := []int{tokenizer.Channel, tokenizer.Message, tokenizer.End, tokenizer.Start, tokenizer.Return,
+		tokenizer.Call, tokenizer.Constrain}
+	candidates = append(candidates, c.tok.Encode(" hello final commentary to=functions.f {")...)
+	const budget = 5
+	at := func(n int) *Guide {
+		g, err := c.New(&Spec{ReasoningBudget: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range path[:n] {
+			if err := g.Accept(tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return g
+	}
+	frees := 0
+	for n := range len(path) {
+		g := at(n)
+		free := g.FreeNext()
+		g.Close()
+		if !free {
+			continue
+		}
+		frees++
+		for _, tok := range candidates {
+			g := at(n)
+			if err := g.Accept(tok); err == nil {
+				if m, err := g.Mask(); err != nil || m != nil {
+					t.Fatalf("after %d tokens FreeNext was true, but token %d leads to a mask (err %v)", n, tok, err)
+				}
+			}
+			g.Close()
+		}
+	}
+	if frees < 4 {
+		t.Fatalf("FreeNext true at %d points of %d: a budget-only Guide should pipeline while its budget lasts", frees, len(path))
+	}
+	// A response format constrains the answer: never free before it.
+	gr, err := JSONSchema([]byte(`{"type":"object"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.New(&Spec{Final: gr, ReasoningBudget: Unlimited})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.FreeNext() {
+		t.Fatal("a Guide with a response format is free")
+	}
+}
+
 func firstSet(m []uint32) int {
 	for i, w := range m {
 		if w != 0 {

@@ -13,6 +13,9 @@
 // temperature > 0 (random when no seed is given), so greedy requests repeat
 // exactly, as a real model's would.
 //
+// It honours step.Seq.Follow, so shared/pipeline runs its steps back to
+// back as the workers run theirs (the zero-bubble loop).
+//
 // A set of allowed tokens (step.Seq.Allow, structured output) is obeyed:
 // the scripted token when the set allows it; otherwise the sequence leaves
 // its script for good ("guided") and takes, deterministically, the allowed
@@ -57,7 +60,10 @@ type Executor struct {
 	timing Timing
 	model  string
 	seqs   map[uint64]*seqState
-	sleep  func(context.Context, time.Duration) error
+	// gone holds the sequences rejected in a step, until their release:
+	// a pipelined step sent behind that one may still name them.
+	gone  map[uint64]bool
+	sleep func(context.Context, time.Duration) error
 	// minReply, when positive, pads every reply with filler text to at
 	// least this many tokens, so load tests control output length with
 	// max_tokens alone.
@@ -87,7 +93,7 @@ type seqState struct {
 
 // New returns a mock executor that names itself model in its replies.
 func New(tok *tokenizer.Tokenizer, model string, t Timing) *Executor {
-	e := &Executor{tok: tok, timing: t, model: model, seqs: map[uint64]*seqState{}, sleep: sleepCtx,
+	e := &Executor{tok: tok, timing: t, model: model, seqs: map[uint64]*seqState{}, gone: map[uint64]bool{}, sleep: sleepCtx,
 		filler: tok.Encode(" " + strings.Join(words, " ") + "."), user: tok.Encode("user"), assistant: tok.Encode("assistant")}
 	for _, c := range []byte(`"}]`) {
 		if id, ok := tok.ByteToken(c); ok {
@@ -111,6 +117,12 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
 		s := e.seqs[st.ID]
+		if e.gone[st.ID] || (s == nil && st.Follow) {
+			// Rejected in the step before, which this one was sent behind
+			// (step.Seq.Follow): the scheduler has retired it already.
+			st.Err = fmt.Errorf("%w: mock: sequence %d was dropped in the step before", step.ErrRejected, st.ID)
+			continue
+		}
 		if s == nil {
 			if st.Pos != 0 {
 				return fmt.Errorf("mock: sequence %d starts at position %d without state", st.ID, st.Pos)
@@ -125,7 +137,7 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 			}
 			s.prompt = append(s.prompt, st.Tokens...)
 			prefill += len(st.Tokens)
-		} else if len(st.Tokens) != 1 || s.pos == 0 || st.Tokens[0] != s.last {
+		} else if len(st.Tokens) != 1 || s.pos == 0 || (!st.Follow && st.Tokens[0] != s.last) {
 			// The scheduler must feed back exactly what was sampled, as a
 			// real KV cache would require.
 			return fmt.Errorf("mock: sequence %d: decode input %v does not follow the generated text", st.ID, st.Tokens)
@@ -148,7 +160,8 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 			var ok bool
 			if id, ok = e.guide(s, id, st.Allow); !ok {
 				st.Err = fmt.Errorf("%w: mock: sequence %d: no token of the vocabulary is allowed", step.ErrRejected, st.ID)
-				e.Release([]uint64{st.ID})
+				e.drop(st.ID)
+				e.gone[st.ID] = true // until the scheduler releases it
 				continue
 			}
 		}
@@ -273,10 +286,15 @@ func lastIndex(ids []int, v int) int {
 // Release forgets finished sequences.
 func (e *Executor) Release(ids []uint64) {
 	for _, id := range ids {
-		if _, ok := e.seqs[id]; ok {
-			delete(e.seqs, id)
-			e.active.Add(-1)
-		}
+		e.drop(id)
+		delete(e.gone, id)
+	}
+}
+
+func (e *Executor) drop(id uint64) {
+	if _, ok := e.seqs[id]; ok {
+		delete(e.seqs, id)
+		e.active.Add(-1)
 	}
 }
 

@@ -5,12 +5,14 @@
 // coordinator.
 //
 // A step is one NATS request on Subjects.Step: every rank is subscribed and
-// runs it (tensor parallelism), rank 0 samples and replies with the tokens.
+// runs it (tensor parallelism), every rank draws the tokens and rank 0
+// replies with them. Steps pipeline (step.Pipeliner): the scheduler sends
+// the next one before the reply to the last, and the workers queue it.
 // Sampling parameters travel with a sequence's first step only; Release
 // buffers ids that ride on the next step's release list.
 //
-// Concurrency: Step and Release are called from the scheduler's loop
-// goroutine, Workers and WaitWorkers from any goroutine, the subscription
+// Concurrency: Step, Submit, its wait and Release are called from the
+// scheduler's loop goroutine, Workers and WaitWorkers from any goroutine, the subscription
 // handlers from NATS's. All shared state is guarded by Client.mu, the only
 // lock; it is never held across a NATS request.
 package remote
@@ -21,6 +23,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,22 +144,26 @@ type Client struct {
 	shutOnce sync.Once
 
 	mu       sync.Mutex
-	workers  map[int]*workerState // by rank; guarded by mu
-	lostSeen map[int]bool         // ranks already logged as lost; guarded by mu
-	changed  chan struct{}        // closed and replaced on every worker change; guarded by mu
-	enc      *wire.StepEncoder    // the step codec's coordinator half; guarded by mu
-	steps    uint64               // successful steps; guarded by mu
-	draining bool                 // guarded by mu
-	kvTokens int64                // smallest KV capacity any rank reported at load; guarded by mu
-	kv       *step.KVGeometry     // the ranks' KV geometry (the smallest pools); guarded by mu
-	loaded   map[int]string       // worker id per rank at the last successful load; guarded by mu
-	failedAt time.Time            // the last failed step, until every rank has been heard from since; guarded by mu
+	workers  map[int]*workerState      // by rank; guarded by mu
+	lostSeen map[int]bool              // ranks already logged as lost; guarded by mu
+	changed  chan struct{}             // closed and replaced on every worker change; guarded by mu
+	enc      *wire.StepEncoder         // the step codec's coordinator half; guarded by mu
+	steps    uint64                    // successful steps; guarded by mu
+	draining bool                      // guarded by mu
+	kvTokens int64                     // smallest KV capacity any rank reported at load; guarded by mu
+	kv       *step.KVGeometry          // the ranks' KV geometry (the smallest pools); guarded by mu
+	loaded   map[int]string            // worker id per rank at the last successful load; guarded by mu
+	failedAt time.Time                 // the last failed step, until every rank has been heard from since; guarded by mu
+	inbox    string                    // the steps' replies come to inbox.<step id>
+	replies  map[uint64]chan *nats.Msg // the steps in flight, by id; guarded by mu
+	queued   time.Duration             // the deadlines of the steps in flight; guarded by mu
 }
 
 var (
-	_ step.Executor = (*Client)(nil)
-	_ step.Readier  = (*Client)(nil)
-	_ step.Flusher  = (*Client)(nil)
+	_ step.Executor  = (*Client)(nil)
+	_ step.Readier   = (*Client)(nil)
+	_ step.Flusher   = (*Client)(nil)
+	_ step.Pipeliner = (*Client)(nil)
 )
 
 // New subscribes to worker registrations and heartbeats and starts the
@@ -189,12 +197,12 @@ func New(o Options) (*Client, error) {
 		nc: o.Conn, subj: o.Subjects, opts: o, log: o.Logger,
 		stop: make(chan struct{}), beatDone: make(chan struct{}),
 		workers: map[int]*workerState{}, lostSeen: map[int]bool{}, changed: make(chan struct{}),
-		enc: wire.NewStepEncoder(),
+		enc: wire.NewStepEncoder(), inbox: o.Conn.NewInbox(), replies: map[uint64]chan *nats.Msg{},
 	}
 	for _, s := range []struct {
 		subject string
 		h       nats.MsgHandler
-	}{{o.Subjects.Register(), c.onRegister}, {o.Subjects.Heartbeat(), c.onHeartbeat}} {
+	}{{o.Subjects.Register(), c.onRegister}, {o.Subjects.Heartbeat(), c.onHeartbeat}, {c.inbox + ".*", c.onReply}} {
 		sub, err := o.Conn.Subscribe(s.subject, s.h)
 		if err != nil {
 			c.unsubscribe()
@@ -526,30 +534,96 @@ func requestErr(parent, ctx context.Context, err error, timeout time.Duration, w
 
 // Step sends one forward pass to every rank and fills Out for the sampled
 // sequences from rank 0's reply.
-func (c *Client) Step(ctx context.Context, b *step.Batch) error {
+func (c *Client) Step(ctx context.Context, b *step.Batch) error { return c.Submit(ctx, b)() }
+
+// Submit publishes one forward pass to every rank and returns the wait for
+// rank 0's reply (step.Pipeliner): the scheduler sends step k+1 while step
+// k runs, and the workers' job queue holds it, so that a worker starts it
+// the moment step k ends instead of waiting a NATS round trip and the
+// scheduler's turnaround. Steps reach the workers in the order published
+// (one connection), and a release rides on the next step published, so it
+// takes effect after every step before it. The wait's deadline is the
+// step's own plus that of the steps still ahead of it in the queue.
+func (c *Client) Submit(ctx context.Context, b *step.Batch) func() error {
+	deadline := c.StepDeadline(b)
 	c.mu.Lock()
 	msg, fresh := c.enc.Encode(b)
-	c.mu.Unlock()
-	deadline := c.StepDeadline(b)
 	msg.TimeoutMs = uint32(min(deadline.Milliseconds(), math.MaxUint32))
+	reply := make(chan *nats.Msg, 1)
+	c.replies[msg.StepId] = reply
+	ahead := c.queued
+	c.queued += deadline
+	c.mu.Unlock()
 
-	err := c.request(ctx, b, msg, deadline)
-	if err != nil {
-		// The workers may not have seen the step: its releases go back on
-		// the list and its Sampling will be sent again (the sequences of
-		// the batch are failed and released by the scheduler anyway).
+	done := func(err error) error {
 		c.mu.Lock()
-		c.enc.Undo(msg, fresh)
-		if ctx.Err() == nil {
-			c.failedAt = time.Now()
+		defer c.mu.Unlock()
+		delete(c.replies, msg.StepId)
+		c.queued -= deadline
+		if err != nil {
+			// The workers may not have seen the step: its releases go back
+			// on the list and its Sampling will be sent again (the
+			// sequences of the batch are failed and released by the
+			// scheduler anyway).
+			c.enc.Undo(msg, fresh)
+			if ctx.Err() == nil {
+				c.failedAt = time.Now()
+			}
+			return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
 		}
+		c.steps++
+		return nil
+	}
+	data, err := wire.Marshal(msg)
+	if err == nil {
+		err = c.nc.PublishRequest(c.subj.Step(), c.inbox+"."+strconv.FormatUint(msg.StepId, 10), data)
+	}
+	if err != nil {
+		err = done(err)
+		return func() error { return err }
+	}
+	return func() error {
+		t := time.NewTimer(ahead + deadline + stepGrace)
+		defer t.Stop()
+		var m *nats.Msg
+		select {
+		case m = <-reply:
+		case <-ctx.Done():
+			return done(ctx.Err())
+		case <-t.C:
+			return done(fmt.Errorf("%w: no reply within %s (step timeout): %w", step.ErrTimeout, deadline, context.DeadlineExceeded))
+		}
+		if m.Header.Get("Status") == "503" {
+			return done(fmt.Errorf("no worker is subscribed: %w", nats.ErrNoResponders))
+		}
+		var res wire.StepResult
+		if err := wire.Unmarshal(m.Data, &res); err != nil {
+			return done(err)
+		}
+		c.mu.Lock()
+		err := c.enc.Decode(b, msg, &res)
 		c.mu.Unlock()
-		return err
+		return done(err)
+	}
+}
+
+// onReply hands a step's reply to its waiter: the first one wins (rank 0's
+// answer, or another rank's failure), later ones and replies to abandoned
+// steps are dropped.
+func (c *Client) onReply(m *nats.Msg) {
+	id, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+	if err != nil {
+		return
 	}
 	c.mu.Lock()
-	c.steps++
+	ch := c.replies[id]
 	c.mu.Unlock()
-	return nil
+	if ch != nil {
+		select {
+		case ch <- m:
+		default:
+		}
+	}
 }
 
 // StepDeadline is how long b may take: StepTimeout plus
@@ -566,36 +640,6 @@ func (c *Client) StepDeadline(b *step.Batch) time.Duration {
 // waits for a step's reply: the watchdog's own reply (which names the
 // step and the time it ran) should win.
 const stepGrace = time.Second
-
-// request sends the step and decodes the first reply (rank 0's, or a
-// failing rank's) into b.
-func (c *Client) request(ctx context.Context, b *step.Batch, msg *wire.Step, deadline time.Duration) error {
-	data, err := wire.Marshal(msg)
-	if err != nil {
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, deadline+stepGrace)
-	defer cancel()
-	m, err := c.nc.RequestWithContext(sctx, c.subj.Step(), data)
-	if err != nil {
-		err = requestErr(ctx, sctx, err, deadline, "step timeout")
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: %w", step.ErrTimeout, err)
-		}
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
-	}
-	var res wire.StepResult
-	if err := wire.Unmarshal(m.Data, &res); err != nil {
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
-	}
-	c.mu.Lock()
-	err = c.enc.Decode(b, msg, &res)
-	c.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("remote: step %d: %w", msg.StepId, err)
-	}
-	return nil
-}
 
 // Flush sends the pending releases in a step of their own, when there are
 // any: the scheduler calls it when it has nothing else to run.

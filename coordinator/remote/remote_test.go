@@ -82,6 +82,7 @@ type fakeWorker struct {
 	noReply   bool
 	dropToken bool // omit the first sampled sequence from the reply
 	steps     []*wire.Step
+	last      map[uint64]int32 // each sequence's last draw, which a Follow entry feeds
 	controls  []string
 	loads     []*wire.Load
 	beating   bool
@@ -199,6 +200,17 @@ func (w *fakeWorker) onStep(m *nats.Msg) {
 				continue
 			}
 			last := q.Tokens[len(q.Tokens)-1]
+			if q.Follow {
+				w.mu.Lock()
+				last = w.last[q.Id]
+				w.mu.Unlock()
+			}
+			w.mu.Lock()
+			if w.last == nil {
+				w.last = map[uint64]int32{}
+			}
+			w.last[q.Id] = last + 1
+			w.mu.Unlock()
 			res.Tokens = append(res.Tokens, &wire.SampledToken{SeqId: q.Id, Token: last + 1, Logprob: -0.5,
 				TopIds: []int32{last + 1, last + 2}, TopLogprobs: []float32{-0.5, -1.5}})
 		}

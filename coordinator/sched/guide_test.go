@@ -67,6 +67,9 @@ func (m *maskExec) Step(ctx context.Context, b *step.Batch) error {
 		for t := range len(st.Allow) * 32 {
 			if step.Allowed(st.Allow, t) {
 				st.Out = step.Token{ID: t}
+				m.mu.Lock()
+				m.last[st.ID] = [2]int{t, m.last[st.ID][1]} // the draw the next step feeds
+				m.mu.Unlock()
 				break
 			}
 		}
@@ -78,7 +81,7 @@ func TestGuideMasksEverySampledToken(t *testing.T) {
 	f := &maskExec{fakeExec: newFake()}
 	p := testProfile("p", 4, 3, 10)
 	var observed atomic.Int32
-	s := New(f, profiles.Set{"p": p}, Options{OnGuide: func(n int, _ time.Duration) { observed.Add(int32(n)) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnGuide: func(n int, _ time.Duration) { observed.Add(int32(n)) }})
 	defer s.Close()
 	g := &listGuide{want: []int{5, 9, 11}}
 	st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(7), MaxTokens: 5, Guide: g})
@@ -110,7 +113,7 @@ func TestGuideMasksEverySampledToken(t *testing.T) {
 func TestGuideFailureEndsTheSequenceAlone(t *testing.T) {
 	f := newFake() // ignores masks: its tokens break the listGuide
 	p := testProfile("p", 4, 8, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	bad := &listGuide{want: []int{5}}
 	failing := &listGuide{failMask: true}

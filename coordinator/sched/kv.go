@@ -188,9 +188,12 @@ func (m *kvManager) evict(full, sliding int) bool {
 }
 
 // reserve grows q's tables to cover positions [0, end), all or nothing,
-// first releasing the sliding blocks its next token (at position from) can
-// no longer see, then evicting unused cached blocks if it must. It reports
-// whether the blocks were there.
+// first releasing the sliding blocks a token at position from can no
+// longer see, then evicting unused cached blocks if it must. It reports
+// whether the blocks were there. The scheduler passes the position its
+// delivered steps reached, not where the new step starts: the blocks that
+// a step still in flight fills must stay in q's tables until that step is
+// delivered and remember puts them in the prefix cache.
 func (m *kvManager) reserve(q *sequence, from, end int) bool {
 	bs := m.geo.BlockSize
 	m.trim(q, from)

@@ -83,6 +83,12 @@ func (f *kvFake) Step(ctx context.Context, b *step.Batch) error {
 	// sequences (whose tables are current; the scheduler's own invariant
 	// check covers the rest).
 	for _, st := range b.Seqs {
+		f.fakeExec.mu.Lock()
+		input, ok := f.input(&st)
+		f.fakeExec.mu.Unlock()
+		if !ok {
+			continue // the fake's Step refuses it
+		}
 		for p := st.Pos; p < st.Pos+len(st.Tokens) && len(st.Blocks)*bs > p; p++ {
 			for _, key := range []string{fmt.Sprint("f", st.Blocks[p/bs]), fmt.Sprint("s", st.SlidingBlocks[p/bs])} {
 				for _, o := range b.Seqs {
@@ -91,7 +97,7 @@ func (f *kvFake) Step(ctx context.Context, b *step.Batch) error {
 					}
 				}
 			}
-			f.kv[[2]int{st.Blocks[p/bs], p % bs}] = st.Tokens[p-st.Pos]
+			f.kv[[2]int{st.Blocks[p/bs], p % bs}] = input[p-st.Pos]
 		}
 	}
 	f.mu.Unlock()
@@ -129,7 +135,7 @@ func TestSchedulerOwnsBlockTables(t *testing.T) {
 	f := newKVFake(g)
 	p := testProfile("p", 16, 6, 100)
 	var preemptions atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions.Add(1) }, checkKV: true})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions.Add(1) }, checkKV: true})
 	defer s.Close()
 	var streams []*Stream
 	for i := range 10 {
@@ -170,7 +176,7 @@ func TestSlidingBlocksTrimmed(t *testing.T) {
 	g := step.KVGeometry{BlockSize: 4, Blocks: 64, SlidingBlocks: 4, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 4, 8, 10)
-	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{checkKV: true})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(20), MaxTokens: 100})
 	toks, fin := collect(t, st)
@@ -190,7 +196,7 @@ func TestPrefixCache(t *testing.T) {
 	g := step.KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 8, 64, 100)
-	s := New(f, profiles.Set{"p": p}, Options{checkKV: true})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{checkKV: true})
 	defer s.Close()
 	shared := prompt(18) // 4 full blocks shared, the rest computed
 	run := func(prompts [][]int) {
@@ -247,7 +253,7 @@ func TestPrefixCacheOff(t *testing.T) {
 	g := step.KVGeometry{BlockSize: 4, Blocks: 40, SlidingBlocks: 20, SlidingWindow: 8}
 	f := newKVFake(g)
 	p := testProfile("p", 8, 64, 100)
-	s := New(f, profiles.Set{"p": p}, Options{checkKV: true, NoPrefixCache: true})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{checkKV: true, NoPrefixCache: true})
 	defer s.Close()
 	for range 2 {
 		st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(18), MaxTokens: 3})

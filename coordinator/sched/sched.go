@@ -111,6 +111,16 @@ type Guide interface {
 	Close()
 }
 
+// FreeGuide is implemented by Guides that can tell, before the token they
+// are waiting for is known, that whatever it is the mask after it is nil
+// (the reasoning budget's Guide while the budget lasts). The pipelined loop
+// submits a guided sequence's next step before its draw is delivered only
+// when FreeNext says so; otherwise it waits for the draw.
+type FreeGuide interface {
+	Guide
+	FreeNext() bool
+}
+
 // Final is the end of a sequence.
 type Final struct {
 	Reason FinishReason
@@ -155,6 +165,10 @@ type Options struct {
 	// of its sequences: how many masks and the time the step waited for
 	// the guides. Called on the loop goroutine.
 	OnGuide func(masks int, took time.Duration)
+	// NoPipeline turns off the pipelined loop: every step is delivered
+	// before the next is built, as with an executor that cannot take a
+	// step ahead (the before-and-after of docs/performance.md).
+	NoPipeline bool
 	// OnStepFailure, when set, is told about every failed step: how many of
 	// its sequences were requeued to be recomputed and how many were
 	// refused (ErrEngineFailed).
@@ -194,6 +208,10 @@ type Scheduler struct {
 	// nextGroup numbers suspect groups (failBatch).
 	nextGroup uint64
 	guided    []*sequence // this step's guided sequences (guide)
+	// piped is the executor when it takes steps ahead (step.Pipeliner)
+	// and the loop may use that; lastDone is when the last step ended.
+	piped    step.Pipeliner
+	lastDone time.Time
 
 	usage atomic.Pointer[KVUsage] // the pools after the last step
 }
@@ -225,6 +243,9 @@ func New(exec step.Executor, set profiles.Set, opts Options) *Scheduler {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
+	}
+	if p, ok := exec.(step.Pipeliner); ok && !opts.NoPipeline {
+		s.piped = p
 	}
 	go s.loop()
 	return s
@@ -344,18 +365,22 @@ func (s *Scheduler) loop() {
 	defer close(s.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var b step.Batch
+	var flights [2]flight // double-buffered: one in flight, one being built
+	var cur *flight       // the step submitted and not yet delivered
 	var unready time.Time // since when the executor has not been ready with work waiting
 	for {
 		select {
 		case <-s.stop:
+			if cur != nil {
+				s.abandon(cur)
+			}
 			s.abortAll()
 			return
 		default:
 		}
 		s.reap()
 		s.admit()
-		if len(s.batch) == 0 {
+		if len(s.batch) == 0 && cur == nil {
 			s.noteKV(true)
 			if f, ok := s.exec.(step.Flusher); ok {
 				if err := f.Flush(ctx); err != nil {
@@ -373,7 +398,7 @@ func (s *Scheduler) loop() {
 			t.Stop()
 			continue
 		}
-		if r, ok := s.exec.(step.Readier); ok && !r.Ready() {
+		if r, ok := s.exec.(step.Readier); ok && cur == nil && !r.Ready() {
 			// Workers are coming back: hold the batch (reap above still
 			// ends cancelled and expired requests), but not forever.
 			if unready.IsZero() {
@@ -398,33 +423,151 @@ func (s *Scheduler) loop() {
 		}
 		unready = time.Time{}
 		s.setupKV()
-		s.build(&b)
-		if len(b.Seqs) == 0 {
-			continue
-		}
-		s.guide(&b)
-		t0 := time.Now()
-		if err := s.exec.Step(ctx, &b); err != nil {
-			s.log.Error("step failed", zap.Int("batch", len(b.Seqs)), zap.Error(err))
-			s.failBatch(fmt.Errorf("sched: step: %w", err))
-			s.noteKV(false)
-			continue
-		}
-		if s.opts.OnStep != nil {
-			tokens := 0
-			for i := range b.Seqs {
-				tokens += len(b.Seqs[i].Tokens)
+		// With a step in flight, the next one is built and submitted
+		// before the step in flight is delivered (when nothing forbids
+		// it: pipeline), so that the executor runs them back to back.
+		var next *flight
+		if len(s.batch) > 0 && (cur == nil || s.pipeline()) {
+			f := &flights[0]
+			if f == cur {
+				f = &flights[1]
 			}
-			s.opts.OnStep(len(b.Seqs), tokens, time.Since(t0))
+			s.build(f)
+			if len(f.b.Seqs) > 0 {
+				s.guide(&f.b)
+				s.submit(ctx, f)
+				next = f
+			}
 		}
-		s.deliver(&b)
-		s.noteKV(false)
-		if s.opts.checkKV && s.kv != nil {
-			if err := s.kv.check(s.batch); err != nil {
-				panic(err)
+		if cur == nil {
+			cur = next
+			if cur == nil {
+				continue
+			}
+			if s.piped == nil {
+				// A synchronous executor ran the step in Submit: deliver it
+				// now.
+				s.collect(cur, nil)
+				cur = nil
+			}
+			continue
+		}
+		if !s.collect(cur, next) {
+			next = nil // failed with cur, and recomputed
+		}
+		cur = next
+	}
+}
+
+// flight is a submitted step: its batch, the sequence of each entry (with
+// the id it had: a requeued sequence's entries no longer stand for it), and
+// the wait for its outcome.
+type flight struct {
+	b       step.Batch
+	entries []entry
+	wait    func() error
+	cancel  context.CancelFunc
+	sent    time.Time
+}
+
+type entry struct {
+	q     *sequence
+	id    uint64
+	chunk int // positions fed
+}
+
+// pipeline reports whether the next step may be submitted before the one
+// in flight is delivered. Not when the executor cannot take it, nor while
+// suspects run (failBatch isolates them one step at a time), nor when a
+// guided sequence drawing in the step in flight may be constrained in the
+// next: its mask needs the token not yet known (a Guide that can tell the
+// next mask is free whatever that token, the reasoning budget's while it
+// lasts, lets the step go on).
+func (s *Scheduler) pipeline() bool {
+	if s.piped == nil {
+		return false
+	}
+	if r, ok := s.exec.(step.Readier); ok && !r.Ready() {
+		return false
+	}
+	for _, q := range s.batch {
+		if q.group != 0 {
+			return false
+		}
+		if q.aheadDraws > 0 && q.req.Guide != nil {
+			if f, ok := q.req.Guide.(FreeGuide); !ok || !f.FreeNext() {
+				return false
 			}
 		}
 	}
+	return true
+}
+
+// submit hands f to the executor: without waiting for it when the executor
+// pipelines, else running it.
+func (s *Scheduler) submit(ctx context.Context, f *flight) {
+	f.sent = time.Now()
+	if s.piped != nil {
+		var fctx context.Context
+		fctx, f.cancel = context.WithCancel(ctx)
+		f.wait = s.piped.Submit(fctx, &f.b)
+		return
+	}
+	err := s.exec.Step(ctx, &f.b)
+	f.cancel = func() {}
+	f.wait = func() error { return err }
+}
+
+// collect waits for f and delivers it. When f failed, next (submitted
+// behind it, or nil) is abandoned, and the sequences of both are
+// recomputed (failBatch); collect then reports false.
+func (s *Scheduler) collect(f, next *flight) bool {
+	err := f.wait()
+	f.cancel()
+	done := time.Now()
+	if err != nil {
+		s.log.Error("step failed", zap.Int("batch", len(f.b.Seqs)), zap.Error(err))
+		if next != nil {
+			s.abandon(next)
+		}
+		s.failBatch(fmt.Errorf("sched: step: %w", err))
+		s.noteKV(false)
+		s.lastDone = done
+		return false
+	}
+	if s.opts.OnStep != nil {
+		tokens := 0
+		for i := range f.b.Seqs {
+			tokens += len(f.b.Seqs[i].Tokens)
+		}
+		// The executor's time: from when it could start this step (sent,
+		// or the step before it ended) to its end.
+		s.opts.OnStep(len(f.b.Seqs), tokens, done.Sub(later(f.sent, s.lastDone)))
+	}
+	s.lastDone = done
+	s.deliver(f)
+	s.noteKV(false)
+	if s.opts.checkKV && s.kv != nil {
+		if err := s.kv.check(s.batch); err != nil {
+			panic(err)
+		}
+	}
+	return true
+}
+
+// abandon cancels a submitted step and waits for it to let go; its
+// sequences are retired or recomputed by the caller (their entries still
+// count as in flight, which failBatch reads).
+func (s *Scheduler) abandon(f *flight) {
+	f.cancel()
+	_ = f.wait()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // reap drops cancelled or expired sequences, queued and running.
@@ -486,6 +629,7 @@ func (s *Scheduler) admit() {
 			s.waiting[name] = qs[1:]
 			s.running[name]++
 			q.admitted = now
+			q.running = true
 			s.batch = append(s.batch, q)
 			progress = true
 		}
@@ -493,15 +637,21 @@ func (s *Scheduler) admit() {
 	}
 }
 
-// build fills b with this step's work: one token for every decoding
+// build fills f with this step's work: one token for every decoding
 // sequence, then prompt chunks in admission order within the step budget.
 // A sequence feeds the part of its tokens not yet in the KV cache (all of
 // them after a preemption) and samples when the chunk reaches the end.
-func (s *Scheduler) build(b *step.Batch) {
+// Positions and draws of a step in flight count as done: a sequence that
+// draws there Follows that draw here, and one whose draw there reaches
+// max_tokens sits this step out (the draw ends it).
+func (s *Scheduler) build(f *flight) {
+	b := &f.b
 	b.Seqs = b.Seqs[:0]
+	clear(f.entries)
+	f.entries = f.entries[:0]
 	budget := s.opts.MaxStepTokens
 	for _, q := range s.batch {
-		if len(q.tokens)-q.prefilled == 1 {
+		if q.left() == 1 {
 			budget--
 		}
 	}
@@ -513,7 +663,7 @@ func (s *Scheduler) build(b *step.Batch) {
 		if i >= end {
 			continue
 		}
-		if s.kv != nil && q.prefilled == 0 {
+		if s.kv != nil && q.prefilled == 0 && q.inFlight == 0 {
 			// A new (or recomputed) sequence maps the blocks of its prefix
 			// that are cached and starts computing after them.
 			q.prefilled = s.kv.match(q)
@@ -530,7 +680,10 @@ func (s *Scheduler) build(b *step.Batch) {
 				continue
 			}
 		}
-		left := len(q.tokens) - q.prefilled
+		if q.generated+q.aheadDraws >= q.req.MaxTokens {
+			continue
+		}
+		from, left := q.prefilled+q.ahead, q.left()
 		n := 1
 		if left > 1 {
 			if budget <= 0 {
@@ -542,15 +695,18 @@ func (s *Scheduler) build(b *step.Batch) {
 		if s.kv != nil {
 			// Room for this chunk: take it from the most recently admitted
 			// sequences not yet placed in this step (they are recomputed
-			// later), or let this one wait if there are none.
-			for !s.kv.reserve(q, q.prefilled, q.prefilled+n) && end-1 > i {
+			// later), or let this one wait if there are none. A sequence
+			// with a step in flight waits for it instead (its delivery
+			// frees the sliding blocks behind the window, see reserve):
+			// under pressure the loop falls back to one step at a time.
+			for !s.kv.reserve(q, q.prefilled, from+n) && q.inFlight == 0 && end-1 > i {
 				end--
 				v := s.batch[end]
 				s.kv.release(v)
 				victims = append(victims, v)
 			}
-			if len(q.blocks)*s.kv.geo.BlockSize < q.prefilled+n {
-				if i == 0 {
+			if len(q.blocks)*s.kv.geo.BlockSize < from+n {
+				if i == 0 && q.inFlight == 0 {
 					// Every other sequence gave up its blocks and this one
 					// still does not fit: it never will (admission bounds
 					// requests by the pool, so this is a safety net).
@@ -562,13 +718,23 @@ func (s *Scheduler) build(b *step.Batch) {
 				continue
 			}
 		}
+		follow := from >= len(q.tokens)
+		input := followInput
+		if !follow {
+			input = q.tokens[from : from+n]
+		}
+		sample := n == left
 		q.stepIdx = len(b.Seqs)
-		q.stepChunk = n
 		b.Seqs = append(b.Seqs, step.Seq{
-			ID: q.id, Tokens: q.tokens[q.prefilled : q.prefilled+n], Pos: q.prefilled,
-			Sample: q.prefilled+n == len(q.tokens), Sampling: &q.req.Sampling,
+			ID: q.id, Tokens: input, Pos: from, Sample: sample, Follow: follow, Sampling: &q.req.Sampling,
 			Blocks: q.blocks, SlidingBlocks: q.sliding,
 		})
+		f.entries = append(f.entries, entry{q: q, id: q.id, chunk: n})
+		q.ahead += n
+		q.inFlight++
+		if sample {
+			q.aheadDraws++
+		}
 	}
 	if len(victims)+len(tooBig) > 0 {
 		s.retire(func(q *sequence) bool {
@@ -585,6 +751,14 @@ func (s *Scheduler) build(b *step.Batch) {
 	}
 }
 
+// followInput is the input of every Follow entry: a placeholder (the
+// executor feeds the sequence's own draw).
+var followInput = []int{step.FollowToken}
+
+// left is how many of q's tokens its next step has to feed: those not in
+// the KV cache nor in a step in flight, counting that step's draw.
+func (q *sequence) left() int { return len(q.tokens) + q.aheadDraws - q.prefilled - q.ahead }
+
 // guide fills the allowed tokens of every guided sequence that samples in
 // b, computing the masks in parallel (each Guide is independent). A Guide
 // that fails leaves its sequence unconstrained for this step and the
@@ -592,7 +766,9 @@ func (s *Scheduler) build(b *step.Batch) {
 func (s *Scheduler) guide(b *step.Batch) {
 	guided := s.guided[:0]
 	for _, q := range s.batch {
-		if q.stepIdx >= 0 && q.req.Guide != nil && b.Seqs[q.stepIdx].Sample {
+		// A Follow entry's mask would need the token it follows; the loop
+		// pipelines only when that mask is free (pipeline).
+		if q.stepIdx >= 0 && q.req.Guide != nil && b.Seqs[q.stepIdx].Sample && !b.Seqs[q.stepIdx].Follow {
 			guided = append(guided, q)
 		}
 	}
@@ -666,36 +842,47 @@ func (s *Scheduler) noteKV(idle bool) {
 	s.usage.Store(u)
 }
 
-// deliver hands sampled tokens to their streams and retires sequences that
-// hit a stop token or their budget.
-func (s *Scheduler) deliver(b *step.Batch) {
+// deliver hands the sampled tokens of a step to their streams and retires
+// sequences that hit a stop token or their budget. Entries of sequences
+// that left the batch since the step was submitted (finished, cancelled,
+// preempted) are dropped: a draw past a stop is never sent.
+func (s *Scheduler) deliver(f *flight) {
 	now := time.Now()
-	s.retire(func(q *sequence) bool {
-		if q.stepIdx < 0 {
-			return false
+	leaving := false
+	for i, e := range f.entries {
+		q := e.q
+		if !q.running || q.id != e.id {
+			continue
 		}
-		st := &b.Seqs[q.stepIdx]
+		st := &f.b.Seqs[i]
+		q.ahead -= e.chunk
+		q.inFlight--
+		if st.Sample {
+			q.aheadDraws--
+		}
 		if st.Preempted {
-			s.preempt(q)
-			return true // leaves the batch; its (already dropped) state is released
+			// Leaves the batch; its (already dropped) state is released.
+			q.leave, q.requeue, leaving = true, true, true
+			continue
 		}
 		if st.Err != nil {
 			// The executor refused this sequence alone (its sampling
 			// parameters); the rest of the step ran.
 			s.finish(q, FinishError, st.Err)
-			return true
+			q.leave, leaving = true, true
+			continue
 		}
 		if q.group != 0 {
 			if q.good++; q.good >= clearAfter {
 				q.group, q.good = 0, 0
 			}
 		}
-		q.prefilled += q.stepChunk
+		q.prefilled += e.chunk
 		if s.kv != nil {
 			s.kv.remember(q, q.prefilled)
 		}
 		if !st.Sample {
-			return false
+			continue
 		}
 		tok := st.Out
 		tok.At = now
@@ -706,7 +893,8 @@ func (s *Scheduler) deliver(b *step.Batch) {
 			}
 			if err != nil {
 				s.finish(q, FinishError, fmt.Errorf("%w: %w", ErrGuide, err))
-				return true
+				q.leave, leaving = true, true
+				continue
 			}
 		}
 		q.generated++
@@ -718,8 +906,21 @@ func (s *Scheduler) deliver(b *step.Batch) {
 		case q.generated >= q.req.MaxTokens:
 			s.finish(q, FinishLength, nil)
 		default:
+			continue
+		}
+		q.leave, leaving = true, true
+	}
+	if !leaving {
+		return
+	}
+	s.retire(func(q *sequence) bool {
+		if !q.leave {
 			return false
 		}
+		if q.requeue {
+			s.preempt(q)
+		}
+		q.leave, q.requeue = false, false
 		return true
 	})
 }
@@ -744,7 +945,8 @@ func (s *Scheduler) preempt(q *sequence) {
 // executor's state for the old one is released (retire), and ids are never
 // reused, so a late release can never hit the recomputed sequence.
 func (s *Scheduler) requeue(q *sequence) {
-	q.prefilled, q.stepChunk = 0, 0
+	q.prefilled, q.ahead, q.aheadDraws, q.inFlight = 0, 0, 0, 0
+	q.running = false
 	q.id = s.nextID.Add(1)
 	q.enqueued = time.Now() // its queue timeout starts again
 	name := q.req.Profile.Name
@@ -770,7 +972,7 @@ func (s *Scheduler) requeue(q *sequence) {
 func (s *Scheduler) failBatch(err error) {
 	var suspects []*sequence // of the step's one suspect group
 	for _, q := range s.batch {
-		if q.stepIdx >= 0 && q.group != 0 {
+		if q.inFlight > 0 && q.group != 0 {
 			suspects = append(suspects, q)
 		}
 	}
@@ -779,7 +981,7 @@ func (s *Scheduler) failBatch(err error) {
 	s.nextGroup += 3
 	retried, refused := 0, 0
 	s.retire(func(q *sequence) bool {
-		if q.stepIdx < 0 {
+		if q.inFlight == 0 {
 			return false
 		}
 		switch i := slices.Index(suspects, q); {
@@ -827,6 +1029,7 @@ func (s *Scheduler) retire(drop func(*sequence) bool) {
 	for _, q := range s.batch {
 		id := q.id // drop may requeue q under a new id
 		if drop(q) {
+			q.running = false
 			if s.kv != nil {
 				s.kv.release(q)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gptoss/server/coordinator/profiles"
+	"github.com/gptoss/server/shared/pipeline"
 	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/shared/testkit"
 )
@@ -30,9 +32,30 @@ type fakeExec struct {
 	// preemptAt preempts every sequence once, at this decode position.
 	preemptAt int
 	preempted map[uint64]bool
+	// last is each sequence's latest draw and the position it goes to:
+	// the next step must feed exactly it there (or Follow it).
+	last map[uint64][2]int
+	// follows counts Follow entries, draws the tokens drawn.
+	follows, draws int
 }
 
-func newFake() *fakeExec { return &fakeExec{state: map[uint64]int{}, gen: map[uint64]int{}} }
+func newFake() *fakeExec {
+	return &fakeExec{state: map[uint64]int{}, gen: map[uint64]int{}, last: map[uint64][2]int{}}
+}
+
+// input is what st feeds: its tokens, or for a Follow entry the draw it
+// follows (false when there is none: the sequence was dropped). Called
+// with f.mu held.
+func (f *fakeExec) input(st *step.Seq) ([]int, bool) {
+	if !st.Follow {
+		return st.Tokens, true
+	}
+	l, ok := f.last[st.ID]
+	if !ok || l[1] != st.Pos || len(st.Tokens) != 1 {
+		return nil, false
+	}
+	return []int{l[0]}, true
+}
 
 func (f *fakeExec) Capabilities() step.Capabilities { return step.Capabilities{} }
 
@@ -48,6 +71,22 @@ func (f *fakeExec) Step(ctx context.Context, b *step.Batch) error {
 	f.maxBatch = max(f.maxBatch, len(b.Seqs))
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
+		if _, known := f.state[st.ID]; st.Follow && !known {
+			// Dropped (preempted, rejected) in the step this one was
+			// submitted behind.
+			st.Err = fmt.Errorf("%w: dropped in the step before", step.ErrRejected)
+			continue
+		}
+		if st.Follow {
+			f.follows++
+		}
+		input, ok := f.input(st)
+		if !ok {
+			return fmt.Errorf("fake: sequence %d follows no draw at %d", st.ID, st.Pos)
+		}
+		if l, drew := f.last[st.ID]; drew && l[1] == st.Pos && input[0] != l[0] {
+			return fmt.Errorf("fake: sequence %d feeds %d at %d where it drew %d", st.ID, input[0], st.Pos, l[0])
+		}
 		if f.preemptAt > 0 && st.Pos == f.preemptAt && !f.preempted[st.ID] {
 			if f.preempted == nil {
 				f.preempted = map[uint64]bool{}
@@ -55,6 +94,7 @@ func (f *fakeExec) Step(ctx context.Context, b *step.Batch) error {
 			f.preempted[st.ID] = true
 			st.Preempted = true
 			delete(f.state, st.ID) // the KV state is gone
+			delete(f.last, st.ID)
 			continue
 		}
 		if want := f.state[st.ID]; st.Pos != want {
@@ -63,12 +103,14 @@ func (f *fakeExec) Step(ctx context.Context, b *step.Batch) error {
 		f.state[st.ID] = st.Pos + len(st.Tokens)
 		f.maxChunk = max(f.maxChunk, len(st.Tokens))
 		if st.Sample {
+			f.draws++
 			f.gen[st.ID]++
 			id := 1000 + f.state[st.ID]
 			if f.stopAt > 0 && f.gen[st.ID] == f.stopAt {
 				id = 7
 			}
 			st.Out = step.Token{ID: id}
+			f.last[st.ID] = [2]int{id, f.state[st.ID]}
 		}
 	}
 	if f.delay > 0 {
@@ -83,6 +125,7 @@ func (f *fakeExec) Release(ids []uint64) {
 	for _, id := range ids {
 		delete(f.state, id)
 		delete(f.gen, id)
+		delete(f.last, id)
 	}
 }
 
@@ -90,6 +133,29 @@ func (f *fakeExec) live() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.state)
+}
+
+// pipelined makes newSched run the executor behind shared/pipeline, so
+// that the loop submits steps ahead; TestMain runs every test both ways.
+var pipelined bool
+
+func TestMain(m *testing.M) {
+	if code := m.Run(); code != 0 {
+		os.Exit(code)
+	}
+	fmt.Println("sched: the same tests with the pipelined loop")
+	pipelined = true
+	os.Exit(m.Run())
+}
+
+// newSched is New over exec, or over exec behind shared/pipeline.
+func newSched(t testing.TB, exec step.Executor, set profiles.Set, o Options) *Scheduler {
+	if pipelined {
+		p := pipeline.New(exec)
+		t.Cleanup(p.Close)
+		exec = p
+	}
+	return New(exec, set, o)
 }
 
 func testProfile(name string, maxBatch, chunk, queue int) *profiles.Profile {
@@ -126,7 +192,7 @@ func prompt(n int) []int {
 func TestGenerateToLength(t *testing.T) {
 	f := newFake()
 	p := testProfile("p", 4, 3, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(10), MaxTokens: 5})
 	if err != nil {
@@ -153,7 +219,7 @@ func TestStopToken(t *testing.T) {
 	f := newFake()
 	f.stopAt = 3
 	p := testProfile("p", 4, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 50, StopTokens: []int{7}})
 	toks, fin := collect(t, st)
@@ -166,7 +232,7 @@ func TestQueueFull(t *testing.T) {
 	f := newFake()
 	f.delay = 20 * time.Millisecond
 	p := testProfile("p", 1, 64, 2)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -189,7 +255,7 @@ func TestCancelFreesState(t *testing.T) {
 	f := newFake()
 	f.delay = 2 * time.Millisecond
 	p := testProfile("p", 8, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, _ := s.Submit(ctx, &Request{Profile: p, Prompt: prompt(4), MaxTokens: 100000})
@@ -217,7 +283,7 @@ func TestMaxBatchPerProfile(t *testing.T) {
 	f := newFake()
 	f.delay = time.Millisecond
 	p := testProfile("p", 3, 64, 100)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	var streams []*Stream
 	for range 10 {
@@ -240,7 +306,7 @@ func TestMaxBatchPerProfile(t *testing.T) {
 func TestStepBudgetInterleavesPrefill(t *testing.T) {
 	f := newFake()
 	p := testProfile("p", 8, 1000, 10)
-	s := New(f, profiles.Set{"p": p}, Options{MaxStepTokens: 100, MaxRunning: 8})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{MaxStepTokens: 100, MaxRunning: 8})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(450), MaxTokens: 2})
 	_, fin := collect(t, st)
@@ -261,7 +327,7 @@ func TestStepFailureRetried(t *testing.T) {
 	}
 	p := testProfile("p", 8, 64, 10)
 	var retried, refused atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
 	toks, fin := collect(t, st)
@@ -296,7 +362,7 @@ func TestPoisonRequestRefusedOthersFinish(t *testing.T) {
 	f.fail = failOnPoison
 	p := testProfile("p", 8, 64, 10)
 	var retried, refused atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
 	defer s.Close()
 	var good []*Stream
 	for range 4 {
@@ -332,7 +398,7 @@ func TestPoisonRequestRefusedOthersFinish(t *testing.T) {
 func TestWaitsForReadyExecutor(t *testing.T) {
 	f := &readyFake{fakeExec: newFake()}
 	p := testProfile("p", 8, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
 	time.Sleep(50 * time.Millisecond)
@@ -360,7 +426,7 @@ func TestQueueTimeout(t *testing.T) {
 	f.delay = 5 * time.Millisecond
 	p := testProfile("p", 1, 64, 10)
 	p.Scheduling.QueueTimeout = 30 * time.Millisecond
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	long, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1000})
 	waiting, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 1})
@@ -375,7 +441,7 @@ func TestDrainAndClose(t *testing.T) {
 	f := newFake()
 	f.delay = time.Millisecond
 	p := testProfile("p", 1, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	running, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 100000})
 	queued, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(2), MaxTokens: 10})
 	s.Drain()
@@ -397,7 +463,7 @@ func TestLoad(t *testing.T) {
 	f := newFake()
 	f.delay = 5 * time.Millisecond
 	a, b := testProfile("a", 1, 64, 10), testProfile("b", 1, 64, 10)
-	s := New(f, profiles.Set{"a": a, "b": b}, Options{})
+	s := newSched(t, f, profiles.Set{"a": a, "b": b}, Options{})
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -419,7 +485,7 @@ func TestPreemptionRecomputes(t *testing.T) {
 	f.preemptAt = 12
 	p := testProfile("p", 4, 64, 10)
 	preemptions := 0
-	s := New(f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions++ }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnPreempt: func(string) { preemptions++ }})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(10), MaxTokens: 8})
 	toks, fin := collect(t, st)
@@ -444,7 +510,7 @@ func TestUnreadyExecutorTimesOut(t *testing.T) {
 	f.ready.Store(true)
 	f.delay = 2 * time.Millisecond
 	p := testProfile("p", 8, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{ReadyTimeout: 50 * time.Millisecond})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{ReadyTimeout: 50 * time.Millisecond})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 1000})
 	time.Sleep(10 * time.Millisecond) // it is running
@@ -494,7 +560,7 @@ func TestInfrastructureFailureRetriesTogether(t *testing.T) {
 	}
 	p := testProfile("p", 64, 64, 100)
 	var retried, refused atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnStepFailure: func(a, b int) { retried.Add(int64(a)); refused.Add(int64(b)) }})
 	defer s.Close()
 	streams := submitMany(t, s, p, 64, 20)
 	close(submitted)
@@ -524,7 +590,7 @@ func TestPoisonAmongManyBisected(t *testing.T) {
 	f.fail = failOnPoison
 	p := testProfile("p", 64, 64, 100)
 	var failures, refused atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(_, b int) { failures.Add(1); refused.Add(int64(b)) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnStepFailure: func(_, b int) { failures.Add(1); refused.Add(int64(b)) }})
 	defer s.Close()
 	good := submitMany(t, s, p, 40, 30)
 	time.Sleep(2 * time.Millisecond)
@@ -549,7 +615,7 @@ func TestTimeoutsRefuseRetryably(t *testing.T) {
 	f := newFake()
 	f.fail = func(*step.Batch) error { return fmt.Errorf("remote: step: %w", step.ErrTimeout) }
 	p := testProfile("p", 8, 64, 10)
-	s := New(f, profiles.Set{"p": p}, Options{})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
 	defer s.Close()
 	st, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 3})
 	_, fin := collect(t, st)
@@ -591,7 +657,7 @@ func TestRejectedSequenceFailsAlone(t *testing.T) {
 	f := rejectFake{newFake()}
 	p := testProfile("p", 8, 64, 10)
 	var failures atomic.Int64
-	s := New(f, profiles.Set{"p": p}, Options{OnStepFailure: func(int, int) { failures.Add(1) }})
+	s := newSched(t, f, profiles.Set{"p": p}, Options{OnStepFailure: func(int, int) { failures.Add(1) }})
 	defer s.Close()
 	good := submitMany(t, s, p, 3, 10)
 	bad, _ := s.Submit(context.Background(), &Request{Profile: p, Prompt: append(prompt(3), poison), MaxTokens: 5})
@@ -607,4 +673,49 @@ func TestRejectedSequenceFailsAlone(t *testing.T) {
 		t.Fatalf("%d failed steps", failures.Load())
 	}
 	testkit.Eventually(t, time.Second, "the executor to hold nothing", func() bool { return f.live() == 0 })
+}
+
+// The pipelined loop submits the next step before it delivers the one in
+// flight: the executor sees Follow entries and runs steps back to back,
+// the streams get exactly what one step at a time gives them, and a stop
+// costs at most one draw per sequence, discarded (never delivered).
+func TestPipelinedStepsFollow(t *testing.T) {
+	if !pipelined {
+		t.Skip("checked in the pipelined run")
+	}
+	f := newFake()
+	f.delay = time.Millisecond
+	f.stopAt = 9
+	p := testProfile("p", 8, 4, 10)
+	s := newSched(t, f, profiles.Set{"p": p}, Options{})
+	defer s.Close()
+	var streams []*Stream
+	for range 6 {
+		st, err := s.Submit(context.Background(), &Request{Profile: p, Prompt: prompt(4), MaxTokens: 30, StopTokens: []int{7}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	for i, st := range streams {
+		toks, fin := collect(t, st)
+		if fin.Reason != FinishStop || len(toks) != 9 || fin.CompletionTokens != 9 || toks[8].ID != 7 {
+			t.Fatalf("request %d: %+v, tokens %v", i, fin, toks)
+		}
+		for j, tok := range toks[:8] {
+			if tok.ID != 1000+4+j {
+				t.Fatalf("request %d token %d is %d", i, j, tok.ID)
+			}
+		}
+	}
+	testkit.Eventually(t, time.Second, "the executor to hold nothing", func() bool { return f.live() == 0 })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.follows == 0 {
+		t.Fatal("no step followed another: the loop did not pipeline")
+	}
+	if f.draws > 6*9+6 {
+		t.Fatalf("%d draws for 6 sequences of 9 tokens: more than one wasted each", f.draws)
+	}
+	t.Logf("%d follow entries, %d draws for %d delivered", f.follows, f.draws, 6*9)
 }

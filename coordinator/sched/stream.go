@@ -29,8 +29,18 @@ type sequence struct {
 	tokens    []int // prompt, then every generated token
 	prefilled int   // leading tokens held in the executor's KV cache
 	generated int
-	stepChunk int
-	stepIdx   int // index in the current step.Batch, -1 when not in it
+	stepIdx   int // index in the step.Batch being built, -1 when not in it
+	// In submitted steps not yet delivered (the pipelined loop): ahead
+	// positions fed, aheadDraws tokens drawn, inFlight entries. The
+	// sequence's next step starts at prefilled+ahead, and the draws
+	// are inputs its next step Follows.
+	ahead, aheadDraws, inFlight int
+	// running: in the batch (admitted and not retired); with id, it tells
+	// a submitted step's entry still stands for this sequence.
+	running bool
+	// leave marks a sequence that a delivered step ended (finished, or
+	// preempted: requeue), for deliver's retire.
+	leave, requeue bool
 	// group is the suspect group of a sequence that was in a failed step
 	// (0: clean), and good the steps it has run since without failure
 	// (failBatch, build).

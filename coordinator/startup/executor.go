@@ -39,6 +39,16 @@ func (e *Executor) Step(ctx context.Context, b *step.Batch) error {
 	return x.Step(ctx, b)
 }
 
+// Submit forwards to the real executor: without waiting when it pipelines
+// (step.Pipeliner), else running the step at once.
+func (e *Executor) Submit(ctx context.Context, b *step.Batch) func() error {
+	if p, ok := e.get().(step.Pipeliner); ok {
+		return p.Submit(ctx, b)
+	}
+	err := e.Step(ctx, b)
+	return func() error { return err }
+}
+
 // Release forwards to the real executor (nothing is held before it).
 func (e *Executor) Release(ids []uint64) {
 	if x := e.get(); x != nil {

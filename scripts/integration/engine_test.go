@@ -20,6 +20,8 @@ import (
 	"github.com/gptoss/server/coordinator/stats"
 	"github.com/gptoss/server/coordinator/tokenizer"
 	"github.com/gptoss/server/shared/model"
+	"github.com/gptoss/server/shared/pipeline"
+	"github.com/gptoss/server/shared/step"
 	"github.com/gptoss/server/shared/testkit"
 	"github.com/gptoss/server/worker/engine"
 	"github.com/gptoss/server/worker/local"
@@ -129,6 +131,22 @@ func waitAllFree(t *testing.T, s *sched.Scheduler, exec *local.Executor) {
 	}
 }
 
+// modes runs f with the scheduler stepping the executor one step at a
+// time, then pipelined (shared/pipeline: step k+1 submitted while step k
+// runs, its continuing sequences following their draws on the engine).
+func modes(t *testing.T, f func(t *testing.T, wrap func(*local.Executor) step.Executor)) {
+	t.Run("sync", func(t *testing.T) {
+		f(t, func(e *local.Executor) step.Executor { return e })
+	})
+	t.Run("pipelined", func(t *testing.T) {
+		f(t, func(e *local.Executor) step.Executor {
+			p := pipeline.New(e)
+			t.Cleanup(p.Close)
+			return p
+		})
+	})
+}
+
 func testProfiles(t testing.TB) profiles.Set {
 	s, err := profiles.Default()
 	if err != nil {
@@ -141,25 +159,27 @@ func testProfiles(t testing.TB) profiles.Set {
 // exactly what each generates alone on the engine, and leave no blocks
 // behind.
 func TestSchedulerOverEngine(t *testing.T) {
-	cfg := model.Presets["tiny"].Architecture()
-	cfg.Vocab, cfg.SlidingWindow = 400, 8
-	w := engine.DummyWeights(cfg, 11, 0)
-	ref := newModel(t, cfg, w, 64, 0)
-	exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
-	profs := testProfiles(t)
-	p := profs["balanced"]
-	s := sched.New(exec, profs, sched.Options{MaxStepTokens: 24})
-	defer s.Close()
-	const n = 6
-	prompts := make([][]int, n)
-	for i := range prompts {
-		for j := range 5 + 7*i {
-			prompts[i] = append(prompts[i], (i*31+j*17)%cfg.Vocab)
+	modes(t, func(t *testing.T, wrap func(*local.Executor) step.Executor) {
+		cfg := model.Presets["tiny"].Architecture()
+		cfg.Vocab, cfg.SlidingWindow = 400, 8
+		w := engine.DummyWeights(cfg, 11, 0)
+		ref := newModel(t, cfg, w, 64, 0)
+		exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
+		profs := testProfiles(t)
+		p := profs["balanced"]
+		s := sched.New(wrap(exec), profs, sched.Options{MaxStepTokens: 24})
+		defer s.Close()
+		const n = 6
+		prompts := make([][]int, n)
+		for i := range prompts {
+			for j := range 5 + 7*i {
+				prompts[i] = append(prompts[i], (i*31+j*17)%cfg.Vocab)
+			}
 		}
-	}
-	got := generateAll(t, s, p, prompts, 20)
-	matchAlone(t, ref, prompts, got, 20)
-	waitAllFree(t, s, exec)
+		got := generateAll(t, s, p, prompts, 20)
+		matchAlone(t, ref, prompts, got, 20)
+		waitAllFree(t, s, exec)
+	})
 }
 
 // The whole API over a real (tiny, random-weight) model: a streamed chat
@@ -242,35 +262,37 @@ func TestChatAPIOverEngine(t *testing.T) {
 // preempts and recomputes, and every request still completes with the
 // tokens it generates alone; no block is left allocated.
 func TestKVExhaustionPreempts(t *testing.T) {
-	cfg := model.Presets["tiny"].Architecture()
-	cfg.Vocab, cfg.SlidingWindow = 400, 8
-	w := engine.DummyWeights(cfg, 11, 0)
-	ref := newModel(t, cfg, w, 64, 0)
-	// 12 blocks of 8 tokens: each sequence needs 4 (≤ 32 tokens), so at
-	// most three run at once out of eight.
-	exec := local.New(newModel(t, cfg, w, 12, 12), &cfg)
-	profs := testProfiles(t)
-	p := profs["balanced"]
-	preemptions := 0
-	var mu sync.Mutex
-	s := sched.New(exec, profs, sched.Options{OnPreempt: func(string) { mu.Lock(); preemptions++; mu.Unlock() }})
-	defer s.Close()
-	const n = 8
-	prompts := make([][]int, n)
-	for i := range prompts {
-		for j := range 10 {
-			prompts[i] = append(prompts[i], (i*37+j*11)%cfg.Vocab)
+	modes(t, func(t *testing.T, wrap func(*local.Executor) step.Executor) {
+		cfg := model.Presets["tiny"].Architecture()
+		cfg.Vocab, cfg.SlidingWindow = 400, 8
+		w := engine.DummyWeights(cfg, 11, 0)
+		ref := newModel(t, cfg, w, 64, 0)
+		// 12 blocks of 8 tokens: each sequence needs 4 (≤ 32 tokens), so at
+		// most three run at once out of eight.
+		exec := local.New(newModel(t, cfg, w, 12, 12), &cfg)
+		profs := testProfiles(t)
+		p := profs["balanced"]
+		preemptions := 0
+		var mu sync.Mutex
+		s := sched.New(wrap(exec), profs, sched.Options{OnPreempt: func(string) { mu.Lock(); preemptions++; mu.Unlock() }})
+		defer s.Close()
+		const n = 8
+		prompts := make([][]int, n)
+		for i := range prompts {
+			for j := range 10 {
+				prompts[i] = append(prompts[i], (i*37+j*11)%cfg.Vocab)
+			}
 		}
-	}
-	got := generateAll(t, s, p, prompts, 20)
-	mu.Lock()
-	if preemptions == 0 {
-		t.Fatal("the cache never ran out: the test does not exercise preemption")
-	}
-	mu.Unlock()
-	matchAlone(t, ref, prompts, got, 20)
-	waitAllFree(t, s, exec)
-	t.Logf("%d preemptions", preemptions)
+		got := generateAll(t, s, p, prompts, 20)
+		mu.Lock()
+		if preemptions == 0 {
+			t.Fatal("the cache never ran out: the test does not exercise preemption")
+		}
+		mu.Unlock()
+		matchAlone(t, ref, prompts, got, 20)
+		waitAllFree(t, s, exec)
+		t.Logf("%d preemptions", preemptions)
+	})
 }
 
 // Sequences sharing a long prompt prefix (a system prompt) map its cached
@@ -278,31 +300,33 @@ func TestKVExhaustionPreempts(t *testing.T) {
 // alone on the engine: the KV the prefix cache shares is bit-identical to
 // what a sequence computes for itself.
 func TestPrefixCacheOverEngine(t *testing.T) {
-	cfg := model.Presets["tiny"].Architecture()
-	cfg.Vocab, cfg.SlidingWindow = 400, 8
-	w := engine.DummyWeights(cfg, 11, 0)
-	ref := newModel(t, cfg, w, 64, 0)
-	exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
-	profs := testProfiles(t)
-	p := profs["balanced"]
-	s := sched.New(exec, profs, sched.Options{})
-	defer s.Close()
-	system := make([]int, 37) // four full blocks of 8 and then some
-	for j := range system {
-		system[j] = (j*13 + 5) % cfg.Vocab
-	}
-	var prompts [][]int
-	for i := range 6 {
-		prompts = append(prompts, append(slices.Clone(system), (i*37+3)%cfg.Vocab, (i*11+7)%cfg.Vocab))
-	}
-	// The first alone fills the cache; then the rest together, twice.
-	matchAlone(t, ref, prompts[:1], generateAll(t, s, p, prompts[:1], 12), 12)
-	got := generateAll(t, s, p, prompts, 12)
-	matchAlone(t, ref, prompts, got, 12)
-	matchAlone(t, ref, prompts, generateAll(t, s, p, prompts, 12), 12)
-	u := s.KV()
-	if u == nil || u.PrefixHits < 4*11 {
-		t.Fatalf("prefix cache hits: %+v", u)
-	}
-	waitAllFree(t, s, exec)
+	modes(t, func(t *testing.T, wrap func(*local.Executor) step.Executor) {
+		cfg := model.Presets["tiny"].Architecture()
+		cfg.Vocab, cfg.SlidingWindow = 400, 8
+		w := engine.DummyWeights(cfg, 11, 0)
+		ref := newModel(t, cfg, w, 64, 0)
+		exec := local.New(newModel(t, cfg, w, 256, 64), &cfg)
+		profs := testProfiles(t)
+		p := profs["balanced"]
+		s := sched.New(wrap(exec), profs, sched.Options{})
+		defer s.Close()
+		system := make([]int, 37) // four full blocks of 8 and then some
+		for j := range system {
+			system[j] = (j*13 + 5) % cfg.Vocab
+		}
+		var prompts [][]int
+		for i := range 6 {
+			prompts = append(prompts, append(slices.Clone(system), (i*37+3)%cfg.Vocab, (i*11+7)%cfg.Vocab))
+		}
+		// The first alone fills the cache; then the rest together, twice.
+		matchAlone(t, ref, prompts[:1], generateAll(t, s, p, prompts[:1], 12), 12)
+		got := generateAll(t, s, p, prompts, 12)
+		matchAlone(t, ref, prompts, got, 12)
+		matchAlone(t, ref, prompts, generateAll(t, s, p, prompts, 12), 12)
+		u := s.KV()
+		if u == nil || u.PrefixHits < 4*11 {
+			t.Fatalf("prefix cache hits: %+v", u)
+		}
+		waitAllFree(t, s, exec)
+	})
 }

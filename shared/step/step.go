@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -93,6 +94,15 @@ type Seq struct {
 	// those of the constrained distribution. Only meaningful with Sample;
 	// valid until the next step.
 	Allow []uint32
+	// Follow marks a decode entry of a pipelined step (Pipeliner), sent
+	// before the results of the step ahead of it were back: its one input
+	// token is the token the executor drew for this sequence in that step,
+	// which the sender did not know yet, and Tokens holds a placeholder
+	// (FollowToken). An executor that no longer holds the sequence (it
+	// dropped it in that step: a rejection or preemption) refuses the
+	// entry alone (Err, wrapping ErrRejected), since the sender has
+	// already retired it. Follow entries always sample.
+	Follow bool
 	// Out is filled by the executor when Sample is set.
 	Out Token
 	// Preempted is set by the executor when it could not make room for
@@ -106,6 +116,9 @@ type Seq struct {
 	// sequence's parameters never fail its companions.
 	Err error
 }
+
+// FollowToken is the placeholder input of a Follow entry.
+const FollowToken = -1
 
 // Errors executors report.
 var (
@@ -164,7 +177,9 @@ func (g KVGeometry) Validate() error {
 
 // Executor runs forward passes. Step and Release are only ever called from
 // one goroutine at a time (the scheduler's loop, or the worker's model
-// goroutine).
+// goroutine). An executor that keeps per-sequence state and draws tokens
+// also honours Seq.Follow (the worker's engine executor, the mock), so
+// that a Pipeliner can run its steps back to back.
 type Executor interface {
 	// Step runs one forward pass over the batch and fills Out for every
 	// entry with Sample set. An error fails every sequence in the batch.
@@ -174,6 +189,54 @@ type Executor interface {
 	Release(ids []uint64)
 	// Capabilities reports what the executor supports.
 	Capabilities() Capabilities
+}
+
+// Pipeliner is implemented by executors that take the next step before
+// the previous one's results are back, so that the model never waits for
+// the scheduler to turn a step around (deliver its tokens, admit, plan):
+// the scheduler submits step k+1, whose continuing sequences Follow their
+// draws of step k, and only then delivers step k. Steps run in the order
+// submitted, and a Release takes effect after every step submitted before
+// it (a sequence retired while a step holding it is in flight is released
+// after that step). Submit, Step and Release are called from one
+// goroutine.
+type Pipeliner interface {
+	Executor
+	// Submit hands b to the executor and returns at once. wait, called
+	// once from the same goroutine, blocks until b ran and returns what
+	// Step would have, with b's outputs filled. Neither b nor the slices
+	// it refers to are read after Submit returns (the executor keeps its
+	// own copy), and b's outputs are written only inside wait. Cancelling
+	// ctx abandons the step: wait returns at once with an error, and the
+	// sequences of b must be released.
+	Submit(ctx context.Context, b *Batch) (wait func() error)
+}
+
+// Clone returns a deep copy of b: its entries and every slice they refer
+// to, so that an executor can run it on another goroutine while the caller
+// reuses its own (Pipeliner.Submit).
+func (b *Batch) Clone() *Batch {
+	c := &Batch{Seqs: make([]Seq, len(b.Seqs))}
+	for i, s := range b.Seqs {
+		s.Tokens = slices.Clone(s.Tokens)
+		s.Blocks = slices.Clone(s.Blocks)
+		s.SlidingBlocks = slices.Clone(s.SlidingBlocks)
+		s.Allow = slices.Clone(s.Allow)
+		if s.Sampling != nil {
+			sp := *s.Sampling
+			s.Sampling = &sp
+		}
+		c.Seqs[i] = s
+	}
+	return c
+}
+
+// CopyOut copies the executor's outputs (Out, Preempted, Err) of c, a
+// Clone of b, back into b.
+func (b *Batch) CopyOut(c *Batch) {
+	for i := range b.Seqs {
+		b.Seqs[i].Out, b.Seqs[i].Preempted, b.Seqs[i].Err = c.Seqs[i].Out, c.Seqs[i].Preempted, c.Seqs[i].Err
+	}
 }
 
 // Readier is implemented by executors that can be unable to step for a

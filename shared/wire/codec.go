@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"math/rand/v2"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -62,13 +63,20 @@ func (e *StepEncoder) Encode(b *step.Batch) (msg *Step, fresh []uint64) {
 	msg.Release, e.release = e.release, nil
 	for i := range b.Seqs {
 		st := &b.Seqs[i]
-		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: sat32(st.Pos), Sample: st.Sample,
+		ws := &SeqStep{Id: st.ID, Tokens: Int32s(st.Tokens), Pos: sat32(st.Pos), Sample: st.Sample, Follow: st.Follow,
 			Blocks: Int32s(st.Blocks), SlidingBlocks: Int32s(st.SlidingBlocks)}
 		if st.Sample && st.Allow != nil {
 			encodeAllow(ws, st.Allow, chooseAllow(st.Allow))
 		}
 		if _, ok := e.sent[st.ID]; !ok && st.Sampling != nil {
 			ws.Sampling = SamplingToWire(st.Sampling)
+			if !ws.Sampling.HasSeed {
+				// Every rank draws the sequence's tokens and must draw the
+				// same (a pipelined step's Follow input is each rank's own
+				// draw): an unseeded sequence gets its random seed here,
+				// once for all ranks, instead of one per rank.
+				ws.Sampling.Seed, ws.Sampling.HasSeed = int64(rand.Uint64()), true
+			}
 			e.sent[st.ID] = struct{}{}
 			fresh = append(fresh, st.ID)
 		}
@@ -210,7 +218,7 @@ func (d *StepDecoder) Decode(msg *Step) (*step.Batch, error) {
 		if allow != nil {
 			d.allow[i] = allow
 		}
-		b.Seqs = append(b.Seqs, step.Seq{ID: q.Id, Tokens: Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample,
+		b.Seqs = append(b.Seqs, step.Seq{ID: q.Id, Tokens: Ints(q.Tokens), Pos: int(q.Pos), Sample: q.Sample, Follow: q.Follow,
 			Sampling: d.sampling[q.Id], Blocks: Ints(q.Blocks), SlidingBlocks: Ints(q.SlidingBlocks), Allow: allow})
 	}
 	return b, nil

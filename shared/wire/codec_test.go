@@ -76,11 +76,19 @@ func sameInput(t *testing.T, want *step.Batch, got step.Batch) {
 	}
 	for i := range want.Seqs {
 		w, g := want.Seqs[i], got.Seqs[i]
-		if g.ID != w.ID || !slices.Equal(g.Tokens, w.Tokens) || g.Pos != w.Pos || g.Sample != w.Sample ||
+		if g.ID != w.ID || !slices.Equal(g.Tokens, w.Tokens) || g.Pos != w.Pos || g.Sample != w.Sample || g.Follow != w.Follow ||
 			!slices.Equal(g.Blocks, w.Blocks) || !slices.Equal(g.SlidingBlocks, w.SlidingBlocks) {
 			t.Errorf("sequence %d: worker got %+v, want %+v", w.ID, g, w)
 		}
-		if (g.Sampling == nil) != (w.Sampling == nil) || (g.Sampling != nil && *g.Sampling != *w.Sampling) {
+		ws := w.Sampling
+		if ws != nil && !ws.HasSeed && g.Sampling != nil {
+			// Unseeded sequences get their random seed from the encoder,
+			// the same for every rank.
+			seeded := *ws
+			seeded.Seed, seeded.HasSeed = g.Sampling.Seed, true
+			ws = &seeded
+		}
+		if (g.Sampling == nil) != (ws == nil) || (g.Sampling != nil && *g.Sampling != *ws) {
 			t.Errorf("sequence %d: worker sampling %+v, want %+v", w.ID, g.Sampling, w.Sampling)
 		}
 		// The allowed tokens reach the worker exactly (nil stays nil, empty
@@ -93,6 +101,38 @@ func sameInput(t *testing.T, want *step.Batch, got step.Batch) {
 			t.Errorf("sequence %d: worker allow of %d words (nil %v), want %d (nil %v)", w.ID, len(g.Allow), g.Allow == nil,
 				len(wantAllow), wantAllow == nil)
 		}
+	}
+}
+
+// A pipelined step's Follow entries reach the worker as such, and an
+// unseeded sequence is seeded once, in its first step, with a seed that
+// differs between sequences (every rank decodes the same message, so every
+// rank draws from the same seed).
+func TestFollowAndSeed(t *testing.T) {
+	enc, dec := NewStepEncoder(), NewStepDecoder()
+	b := &step.Batch{Seqs: []step.Seq{
+		{ID: 1, Tokens: []int{5, 6}, Sample: true, Sampling: &step.Sampling{Temperature: 1}, Blocks: []int{0}},
+		{ID: 2, Tokens: []int{7}, Sample: true, Sampling: &step.Sampling{Temperature: 1}, Blocks: []int{1}},
+	}}
+	_, seen := roundTrip(t, enc, dec, b, sampleAll)
+	sameInput(t, b, seen)
+	s1, s2 := *seen.Seqs[0].Sampling, *seen.Seqs[1].Sampling
+	if !s1.HasSeed || !s2.HasSeed || s1.Seed == s2.Seed {
+		t.Fatalf("unseeded sequences arrived as %+v and %+v: want a seed each, different", s1, s2)
+	}
+	b = &step.Batch{Seqs: []step.Seq{
+		{ID: 1, Tokens: []int{step.FollowToken}, Pos: 2, Sample: true, Follow: true, Sampling: b.Seqs[0].Sampling, Blocks: []int{0}},
+		{ID: 2, Tokens: []int{8}, Pos: 1, Sample: true, Sampling: b.Seqs[1].Sampling, Blocks: []int{1}},
+	}}
+	msg, seen := roundTrip(t, enc, dec, b, sampleAll)
+	if msg.Seqs[0].Sampling != nil || msg.Seqs[1].Sampling != nil {
+		t.Fatal("sampling sent twice")
+	}
+	if !seen.Seqs[0].Follow || seen.Seqs[1].Follow {
+		t.Fatalf("follow flags arrived as %v, %v", seen.Seqs[0].Follow, seen.Seqs[1].Follow)
+	}
+	if *seen.Seqs[0].Sampling != s1 {
+		t.Fatalf("the seed changed between steps: %+v, then %+v", s1, *seen.Seqs[0].Sampling)
 	}
 }
 

@@ -712,7 +712,11 @@ type SeqStep struct {
 	AllowBound int32 `protobuf:"varint,11,opt,name=allow_bound,json=allowBound,proto3" json:"allow_bound,omitempty"`
 	// ALLOW_KIND_BITS: the bitset's uint32 words, little-endian (token t is
 	// bit t % 32 of word t / 32).
-	AllowBits     []byte `protobuf:"bytes,12,opt,name=allow_bits,json=allowBits,proto3" json:"allow_bits,omitempty"`
+	AllowBits []byte `protobuf:"bytes,12,opt,name=allow_bits,json=allowBits,proto3" json:"allow_bits,omitempty"`
+	// follow: the one input token is the one this sequence drew in the step
+	// before, which the coordinator sent this step behind without knowing it
+	// (step.Seq.Follow: the pipelined loop); tokens holds a placeholder.
+	Follow        bool `protobuf:"varint,13,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +833,13 @@ func (x *SeqStep) GetAllowBits() []byte {
 		return x.AllowBits
 	}
 	return nil
+}
+
+func (x *SeqStep) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
 }
 
 // Step is one forward pass, broadcast to every rank (<prefix>.step);
@@ -1253,7 +1264,7 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\x11frequency_penalty\x18\b \x01(\x01R\x10frequencyPenalty\x12\x1a\n" +
 	"\blogprobs\x18\t \x01(\bR\blogprobs\x12!\n" +
 	"\ftop_logprobs\x18\n" +
-	" \x01(\x05R\vtopLogprobs\"\xfc\x02\n" +
+	" \x01(\x05R\vtopLogprobs\"\x94\x03\n" +
 	"\aSeqStep\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x10\n" +
@@ -1270,7 +1281,8 @@ const file_shared_wire_wire_proto_rawDesc = "" +
 	"\vallow_bound\x18\v \x01(\x05R\n" +
 	"allowBound\x12\x1d\n" +
 	"\n" +
-	"allow_bits\x18\f \x01(\fR\tallowBits\"\x82\x01\n" +
+	"allow_bits\x18\f \x01(\fR\tallowBits\x12\x16\n" +
+	"\x06follow\x18\r \x01(\bR\x06follow\"\x82\x01\n" +
 	"\x04Step\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\x04R\x06stepId\x12(\n" +
 	"\x04seqs\x18\x02 \x03(\v2\x14.gptoss.wire.SeqStepR\x04seqs\x12\x18\n" +

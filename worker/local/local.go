@@ -29,14 +29,12 @@ type Model interface {
 // scheduler owns the KV block tables (they come with every step); the
 // executor keeps a sampler and the cached length per sequence.
 type Executor struct {
-	// NoSample skips drawing tokens (sampler state is still built, so
-	// rejections are the same): the other ranks of a tensor-parallel
-	// group, whose tokens nobody reads (rank 0 answers the step).
-	NoSample bool
-
 	m      Model
 	window int // the sliding layers' window, 0 if none
 	seqs   map[uint64]*seqState
+	// gone holds the sequences rejected in a step, until their release:
+	// a pipelined step sent behind that one may still name them.
+	gone   map[uint64]bool
 	steps  []engine.Seq
 	owners []*seqState  // the state of each entry of steps
 	index  []int        // the batch entry of each entry of steps
@@ -47,11 +45,16 @@ type Executor struct {
 type seqState struct {
 	sampler *sample.Sampler
 	next    int // positions in the cache
+	// last is the token drawn in the sequence's latest sampling step
+	// (drew: there was one), the input of a Follow entry.
+	last  int
+	drew  bool
+	input [1]int
 }
 
 // New returns an executor over m, a model of configuration cfg.
 func New(m Model, cfg *model.Config) *Executor {
-	return &Executor{m: m, window: slidingWindow(cfg), seqs: map[uint64]*seqState{}}
+	return &Executor{m: m, window: slidingWindow(cfg), seqs: map[uint64]*seqState{}, gone: map[uint64]bool{}}
 }
 
 // Capabilities: logprobs (the sampler computes them and Step passes them
@@ -90,6 +93,12 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			return fmt.Errorf("local: sequence %d has no block table (the scheduler allocates the KV cache)", st.ID)
 		}
 		s := e.seqs[st.ID]
+		if e.gone[st.ID] || (s == nil && st.Follow) {
+			// Rejected in the step before, which this one was sent behind
+			// (step.Seq.Follow): the scheduler has retired it already.
+			st.Err = fmt.Errorf("%w: sequence %d was dropped in the step before", step.ErrRejected, st.ID)
+			continue
+		}
 		if s == nil {
 			// A sequence may start past 0: the scheduler mapped blocks of
 			// a cached prefix into its tables.
@@ -103,6 +112,7 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			if err != nil {
 				st.Err = fmt.Errorf("%w: sequence %d: %w", step.ErrRejected, st.ID, err)
 				e.drop(st.ID)
+				e.gone[st.ID] = true
 				continue
 			}
 			s.sampler = sp
@@ -111,7 +121,15 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			e.seqs[st.ID] = s
 			e.live.Add(1)
 		}
-		e.steps = append(e.steps, engine.Seq{Tokens: st.Tokens, Pos: st.Pos, Blocks: st.Blocks, SlidingBlocks: st.SlidingBlocks})
+		tokens := st.Tokens
+		if st.Follow {
+			if !s.drew || len(tokens) != 1 {
+				return fmt.Errorf("local: sequence %d follows a step that drew no token for it", st.ID)
+			}
+			s.input[0] = s.last
+			tokens = s.input[:]
+		}
+		e.steps = append(e.steps, engine.Seq{Tokens: tokens, Pos: st.Pos, Blocks: st.Blocks, SlidingBlocks: st.SlidingBlocks})
 		e.owners = append(e.owners, s)
 		e.index = append(e.index, i)
 	}
@@ -126,7 +144,7 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	for k, i := range e.index {
 		st := &b.Seqs[i]
 		e.owners[k].next = st.Pos + len(st.Tokens)
-		if st.Sample && !e.NoSample {
+		if st.Sample {
 			e.sample = append(e.sample, k)
 		}
 	}
@@ -152,6 +170,7 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			return
 		}
 		sp.Accept(r.Token)
+		e.owners[k].last, e.owners[k].drew = r.Token, true
 		out := step.Token{ID: r.Token, Logprob: r.Logprob}
 		for _, t := range r.Top {
 			out.TopLogprobs = append(out.TopLogprobs, step.TokenLogprob{ID: t.ID, Logprob: t.Logprob})
@@ -160,7 +179,9 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	})
 	for j, k := range e.sample {
 		if rejected[j] {
-			e.drop(b.Seqs[e.index[k]].ID)
+			id := b.Seqs[e.index[k]].ID
+			e.drop(id)
+			e.gone[id] = true // until the scheduler releases it
 		}
 	}
 	return errors.Join(errs...)
@@ -192,6 +213,7 @@ func newSampler(p *step.Sampling) (*sample.Sampler, error) {
 func (e *Executor) Release(ids []uint64) {
 	for _, id := range ids {
 		e.drop(id)
+		delete(e.gone, id)
 	}
 }
 

@@ -327,7 +327,10 @@ func (w *Service) load(l *wire.Load) (id string, vocab int, err error) {
 		m = em
 	}
 	w.set, w.exec, w.coll = set, local.New(m, &weights.Config), coll
-	w.exec.NoSample = w.opts.Rank != 0
+	// Every rank draws, rank 0's draws being the ones it answers with: a
+	// pipelined step's Follow entries feed each rank its own draw, which
+	// is the same on every rank (the same gathered logits, parameters and
+	// seed: the coordinator seeds every sequence, see wire.StepEncoder).
 	w.modelID = id
 	return w.modelID, cfg.Vocab, nil
 }
