@@ -10,9 +10,16 @@
 // layer only sees Submit and Stream, so swapping the executor changes
 // nothing above.
 //
+// The loop is pipelined when the executor can take a step ahead
+// (step.Pipeliner): with step k in flight it submits step k+1, whose
+// continuing sequences Follow their draws of step k, and only then delivers
+// step k, so the engine never waits for the turnaround (see pipeline for
+// when it goes one step at a time instead).
+//
 // Concurrency: one goroutine (the loop) owns the running batch and calls the
 // Executor; Submit and the Stream methods are safe from any goroutine. Lock
-// order: Scheduler.mu before sequence.mu; neither is held across Step.
+// order: Scheduler.mu before sequence.mu; neither is held across Step or a
+// step's wait.
 package sched
 
 import (
