@@ -154,7 +154,12 @@ type Options struct {
 	MaxStepTokens int
 	Logger        *zap.Logger
 	// OnStep, when set, is told about every successful step: sequences,
-	// tokens and the executor's time. Called on the loop goroutine.
+	// tokens and the executor's time. Called on the loop goroutine. In the
+	// pipelined loop the time runs from when the executor could start the
+	// step (its submission, or the end of the step before) to when the
+	// loop saw it end: a step that ended while the loop was delivering the
+	// one before counts until the loop looked (the workers' own step
+	// times are gptoss_worker_step_seconds_total).
 	OnStep func(seqs, tokens int, took time.Duration)
 	// OnPreempt, when set, is told about every preemption.
 	OnPreempt func(profile string)
