@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 
@@ -114,4 +116,76 @@ func BenchmarkMemoryRead(b *testing.B) {
 		})
 	}
 	_ = sink
+}
+
+// BenchmarkExpert20b times one 20b expert's matrices (gate_up 5760 × 2880
+// and down 2880 × 2880, MXFP4, random) for the tokens routed to it, with
+// the multi-token kernel (rows) and with the single-token kernel per
+// (row, token) as expertLinear ran before it (per-token). Four experts
+// take turns, 50 MB in all, so the weights come from memory as in a real
+// step rather than from the last-level cache. MB/s is weight bytes.
+func BenchmarkExpert20b(b *testing.B) {
+	cfg := model.Presets["20b"].Architecture()
+	const experts = 4
+	hidden, inter := cfg.Hidden, cfg.Intermediate
+	rng := rand.New(rand.NewPCG(5, 6))
+	mx := func(rows, cols int) *MXFP4 {
+		m := &MXFP4{Experts: experts, Rows: rows, Cols: cols,
+			Blocks: make([]byte, experts*rows*cols/2), Scales: make([]byte, experts*rows*cols/32)}
+		for i := range m.Blocks {
+			m.Blocks[i] = byte(rng.IntN(256))
+		}
+		for i := range m.Scales {
+			m.Scales[i] = byte(118 + rng.IntN(7))
+		}
+		m.prepare()
+		return m
+	}
+	gateUp, down := mx(2*inter, hidden), mx(hidden, inter)
+	if !gateUp.vector || !down.vector {
+		b.Skip("no vector MXFP4 kernel on this CPU")
+	}
+	bytes := int64(len(gateUp.Blocks)+len(gateUp.Scales)+len(down.Blocks)+len(down.Scales)) / experts
+	guB, downB := make([]float32, 2*inter), make([]float32, hidden)
+	for _, ntok := range []int{1, 4, 8, 32} {
+		x := matrix(ntok, hidden)
+		for _, r := range x {
+			for i := range r {
+				r[i] = float32(rng.NormFloat64())
+			}
+		}
+		act := matrix(ntok, inter)
+		for t := range act {
+			copy(act[t], x[t][:inter])
+		}
+		gu, y := matrix(ntok, 2*inter), matrix(ntok, hidden)
+		for _, k := range []struct {
+			name string
+			f    func(w *MXFP4, e int, bias []float32, x, out [][]float32)
+		}{{"per-token", expertLinearPerToken}, {"rows", expertLinear}} {
+			b.Run(fmt.Sprintf("%s/tokens=%d", k.name, ntok), func(b *testing.B) {
+				b.SetBytes(bytes)
+				e := 0
+				for b.Loop() {
+					k.f(gateUp, e, guB, x, gu)
+					k.f(down, e, downB, act, y)
+					e = (e + 1) % experts
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(ntok)/1e3, "µs/token")
+			})
+		}
+	}
+}
+
+// expertLinearPerToken is expertLinear before the multi-token kernel: the
+// single-token kernel for every (row, token), each block decoded again
+// for every token.
+func expertLinearPerToken(w *MXFP4, e int, bias []float32, x, out [][]float32) {
+	parallel(w.Rows, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			for t := range x {
+				out[t][r] = w.dot(e, r, x[t]) + bias[r]
+			}
+		}
+	})
 }

@@ -17,6 +17,9 @@ func dotBF16AVX2(w *uint16, x *float32, n int) float32
 func dotMXFP4AVX2(blocks *byte, scales *byte, x *float32, nb int) float32
 
 //go:noescape
+func dotMXFP4RowsAVX2(blocks *byte, scales *byte, nb, rows int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int)
+
+//go:noescape
 func dotBF16RowsAVX2(w *uint16, wstride, rows, n int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int)
 
 //go:noescape

@@ -688,3 +688,276 @@ pair:
 	JNZ tokens4
 	VZEROUPPER
 	RET
+
+// func dotMXFP4RowsAVX2(blocks *byte, scales *byte, nb, rows int, x *float32, xstride, ntok int, bias *float32, out *float32, ostride int)
+// out[t·ostride + r] = dotMXFP4AVX2(row r, x[t·xstride:]) + bias[r] (+0
+// when bias is nil) for r < rows (> 0), t < ntok (> 0): rows of nb (> 0)
+// blocks follow one another (nb·16 block bytes and nb scale bytes apart).
+// Each block is decoded once for four tokens, which is what batching
+// saves: the decode (shuffle, widen, convert) costs more than the four
+// products it feeds. Every (row, token) gets exactly dotMXFP4AVX2's
+// operations: per block the same two products, two FMAs and add, the same
+// scale FMA into its own accumulator, and the same reduction (low 128 bits
+// plus high, two horizontal additions, done for four tokens at once in
+// the lanes of one register as dotBF16RowsAVX2 does), so the result does
+// not depend on which tokens share a step. Three tokens left over take the
+// four-token path with the last one repeated (it computes the same value
+// twice and stores it twice), two a two-token form of it (the common case
+// of a decode step with a few sequences), one the one-token path.
+TEXT ·dotMXFP4RowsAVX2(SB), NOSPLIT, $32-80
+	MOVQ xstride+40(FP), R12
+	SHLQ $2, R12
+	MOVQ ostride+72(FP), R13
+	SHLQ $2, R13
+	MOVQ bias+56(FP), AX
+	MOVQ AX, 24(SP)         // this row's bias (nil: none)
+	MOVQ out+64(FP), DI
+	MOVQ blocks+0(FP), AX
+	MOVQ AX, 0(SP)          // this row's blocks
+	MOVQ scales+8(FP), AX
+	MOVQ AX, 8(SP)          // this row's scales
+	MOVQ rows+24(FP), AX
+	LEAQ (DI)(AX*4), AX
+	MOVQ AX, rows+24(FP)    // now the end of out's first row
+	VMOVDQU fp4x2<>(SB), Y8
+	VMOVDQU nib<>(SB), Y9
+
+mrow:
+	VXORPS Y15, Y15, Y15
+	MOVQ 24(SP), DX
+	TESTQ DX, DX
+	JZ mnobias
+	VBROADCASTSS (DX), Y15
+	ADDQ $4, 24(SP)
+mnobias:
+	MOVQ x+32(FP), R15      // x of the next token
+	MOVQ DI, 16(SP)         // out of the next token
+	MOVQ ntok+48(FP), R14
+
+mtokens:
+	CMPQ R14, $2
+	JLT mone
+	JEQ mtwo
+	// Four tokens (the last repeated when two or three are left).
+	MOVQ R15, R8
+	LEAQ (R8)(R12*1), R9
+	MOVQ R9, R10
+	MOVQ R9, R11
+	CMPQ R14, $3
+	JLT mx
+	LEAQ (R10)(R12*1), R10
+	MOVQ R10, R11
+	JEQ mx
+	LEAQ (R11)(R12*1), R11
+mx:
+	LEAQ (R11)(R12*1), R15
+	MOVQ 0(SP), SI
+	MOVQ 8(SP), BX
+	MOVQ nb+16(FP), CX
+	XORQ AX, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+mblk4:
+	VMOVDQU (SI), X4        // 16 bytes
+	VPSRLW $4, X4, X5
+	VPAND X9, X4, X4        // low nibbles (even elements)
+	VPAND X9, X5, X5        // high nibbles (odd elements)
+	VPSHUFB X4, X8, X4      // int8 values ×2
+	VPSHUFB X5, X8, X5
+	VPUNPCKLBW X5, X4, X6   // elements 0..15 interleaved even/odd
+	VPUNPCKHBW X5, X4, X7   // elements 16..31
+	VPMOVSXBD X6, Y10       // elements 0..7
+	VPSRLDQ $8, X6, X6
+	VPMOVSXBD X6, Y11       // 8..15
+	VPMOVSXBD X7, Y12       // 16..23
+	VPSRLDQ $8, X7, X7
+	VPMOVSXBD X7, Y13       // 24..31
+	VCVTDQ2PS Y10, Y10
+	VCVTDQ2PS Y11, Y11
+	VCVTDQ2PS Y12, Y12
+	VCVTDQ2PS Y13, Y13
+	MOVBLZX (BX), DX
+	SUBL $1, DX
+	SHLL $23, DX
+	VMOVD DX, X14
+	VBROADCASTSS X14, Y14
+	VMULPS (R8)(AX*1), Y10, Y4
+	VFMADD231PS 32(R8)(AX*1), Y11, Y4
+	VMULPS 64(R8)(AX*1), Y12, Y5
+	VFMADD231PS 96(R8)(AX*1), Y13, Y5
+	VADDPS Y5, Y4, Y4
+	VFMADD231PS Y14, Y4, Y0
+	VMULPS (R9)(AX*1), Y10, Y6
+	VFMADD231PS 32(R9)(AX*1), Y11, Y6
+	VMULPS 64(R9)(AX*1), Y12, Y7
+	VFMADD231PS 96(R9)(AX*1), Y13, Y7
+	VADDPS Y7, Y6, Y6
+	VFMADD231PS Y14, Y6, Y1
+	VMULPS (R10)(AX*1), Y10, Y4
+	VFMADD231PS 32(R10)(AX*1), Y11, Y4
+	VMULPS 64(R10)(AX*1), Y12, Y5
+	VFMADD231PS 96(R10)(AX*1), Y13, Y5
+	VADDPS Y5, Y4, Y4
+	VFMADD231PS Y14, Y4, Y2
+	VMULPS (R11)(AX*1), Y10, Y6
+	VFMADD231PS 32(R11)(AX*1), Y11, Y6
+	VMULPS 64(R11)(AX*1), Y12, Y7
+	VFMADD231PS 96(R11)(AX*1), Y13, Y7
+	VADDPS Y7, Y6, Y6
+	VFMADD231PS Y14, Y6, Y3
+	ADDQ $16, SI
+	ADDQ $1, BX
+	ADDQ $128, AX
+	DECQ CX
+	JNZ mblk4
+mreduce4:
+	VPERM2F128 $0x20, Y1, Y0, Y4  // low halves of tokens 0, 1
+	VPERM2F128 $0x31, Y1, Y0, Y5  // high halves
+	VADDPS Y5, Y4, Y4
+	VPERM2F128 $0x20, Y3, Y2, Y6  // tokens 2, 3
+	VPERM2F128 $0x31, Y3, Y2, Y7
+	VADDPS Y7, Y6, Y6
+	VHADDPS Y6, Y4, Y4
+	VHADDPS Y4, Y4, Y4            // tokens 0, 2 in lanes 0, 1; 1, 3 in lanes 4, 5
+	VADDPS Y15, Y4, Y4
+	MOVQ 16(SP), R8
+	LEAQ (R8)(R13*1), R9
+	MOVQ R9, R10
+	MOVQ R9, R11
+	CMPQ R14, $3
+	JLT mo
+	LEAQ (R10)(R13*1), R10
+	MOVQ R10, R11
+	JEQ mo
+	LEAQ (R11)(R13*1), R11
+mo:
+	VMOVSS X4, (R8)
+	VEXTRACTPS $1, X4, (R10)
+	VEXTRACTF128 $1, Y4, X5
+	VMOVSS X5, (R9)
+	VEXTRACTPS $1, X5, (R11)
+	LEAQ (R11)(R13*1), R8
+	MOVQ R8, 16(SP)
+	SUBQ $4, R14
+	JGT mtokens
+	JMP mrowdone
+
+mtwo:
+	// Two tokens: the four-token loop's work for the first two, then its
+	// reduction and stores with the second repeated.
+	MOVQ R15, R8
+	LEAQ (R8)(R12*1), R9
+	MOVQ R9, R10
+	MOVQ R9, R11
+	MOVQ 0(SP), SI
+	MOVQ 8(SP), BX
+	MOVQ nb+16(FP), CX
+	XORQ AX, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+mblk2:
+	VMOVDQU (SI), X4
+	VPSRLW $4, X4, X5
+	VPAND X9, X4, X4
+	VPAND X9, X5, X5
+	VPSHUFB X4, X8, X4
+	VPSHUFB X5, X8, X5
+	VPUNPCKLBW X5, X4, X6
+	VPUNPCKHBW X5, X4, X7
+	VPMOVSXBD X6, Y10
+	VPSRLDQ $8, X6, X6
+	VPMOVSXBD X6, Y11
+	VPMOVSXBD X7, Y12
+	VPSRLDQ $8, X7, X7
+	VPMOVSXBD X7, Y13
+	VCVTDQ2PS Y10, Y10
+	VCVTDQ2PS Y11, Y11
+	VCVTDQ2PS Y12, Y12
+	VCVTDQ2PS Y13, Y13
+	MOVBLZX (BX), DX
+	SUBL $1, DX
+	SHLL $23, DX
+	VMOVD DX, X14
+	VBROADCASTSS X14, Y14
+	VMULPS (R8)(AX*1), Y10, Y4
+	VFMADD231PS 32(R8)(AX*1), Y11, Y4
+	VMULPS 64(R8)(AX*1), Y12, Y5
+	VFMADD231PS 96(R8)(AX*1), Y13, Y5
+	VADDPS Y5, Y4, Y4
+	VFMADD231PS Y14, Y4, Y0
+	VMULPS (R9)(AX*1), Y10, Y6
+	VFMADD231PS 32(R9)(AX*1), Y11, Y6
+	VMULPS 64(R9)(AX*1), Y12, Y7
+	VFMADD231PS 96(R9)(AX*1), Y13, Y7
+	VADDPS Y7, Y6, Y6
+	VFMADD231PS Y14, Y6, Y1
+	ADDQ $16, SI
+	ADDQ $1, BX
+	ADDQ $128, AX
+	DECQ CX
+	JNZ mblk2
+	VMOVAPS Y1, Y2
+	VMOVAPS Y1, Y3
+	JMP mreduce4
+
+mone:
+	MOVQ R15, R8
+	MOVQ 0(SP), SI
+	MOVQ 8(SP), BX
+	MOVQ nb+16(FP), CX
+	VXORPS Y0, Y0, Y0
+mblk1:
+	VMOVDQU (SI), X2        // 16 bytes
+	VPSRLW $4, X2, X3
+	VPAND X9, X2, X2
+	VPAND X9, X3, X3
+	VPSHUFB X2, X8, X2
+	VPSHUFB X3, X8, X3
+	VPUNPCKLBW X3, X2, X4
+	VPUNPCKHBW X3, X2, X5
+	VPMOVSXBD X4, Y10
+	VPSRLDQ $8, X4, X4
+	VPMOVSXBD X4, Y11
+	VPMOVSXBD X5, Y12
+	VPSRLDQ $8, X5, X5
+	VPMOVSXBD X5, Y13
+	VCVTDQ2PS Y10, Y10
+	VCVTDQ2PS Y11, Y11
+	VCVTDQ2PS Y12, Y12
+	VCVTDQ2PS Y13, Y13
+	VMULPS (R8), Y10, Y10
+	VFMADD231PS 32(R8), Y11, Y10
+	VMULPS 64(R8), Y12, Y12
+	VFMADD231PS 96(R8), Y13, Y12
+	VADDPS Y12, Y10, Y10
+	MOVBLZX (BX), AX
+	SUBL $1, AX
+	SHLL $23, AX
+	VMOVD AX, X14
+	VBROADCASTSS X14, Y14
+	VFMADD231PS Y14, Y10, Y0
+	ADDQ $16, SI
+	ADDQ $1, BX
+	ADDQ $128, R8
+	DECQ CX
+	JNZ mblk1
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VADDSS X15, X0, X0
+	MOVQ 16(SP), R8
+	VMOVSS X0, (R8)
+
+mrowdone:
+	MOVQ nb+16(FP), AX
+	ADDQ AX, 8(SP)
+	SHLQ $4, AX
+	ADDQ AX, 0(SP)
+	ADDQ $4, DI
+	CMPQ DI, rows+24(FP)
+	JNE mrow
+	VZEROUPPER
+	RET

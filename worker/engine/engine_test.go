@@ -458,3 +458,98 @@ func TestVectorKernels(t *testing.T) {
 		}
 	}
 }
+
+// The multi-token MXFP4 kernel gives, for every row and token, exactly the
+// single-token kernel's result plus the bias (bit for bit, the sign of a
+// zero included), whatever the number of tokens (groups of four, two,
+// three with one repeated, a single one), strides and bias;
+// expertLinear, which picks it, agrees with the per-token path.
+func TestMXFP4RowsKernel(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("no AVX2+FMA on this CPU: only the portable kernels run")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	// 150 rows: expertLinear splits them over the CPUs and kernel calls.
+	for _, size := range []struct{ cols, rows int }{{32, 7}, {64, 150}, {2880, 7}} {
+		const experts = 2
+		cols, rows := size.cols, size.rows
+		nb := cols / 32
+		m := MXFP4{Experts: experts, Rows: rows, Cols: cols, Blocks: make([]byte, experts*rows*nb*16), Scales: make([]byte, experts*rows*nb)}
+		for i := range m.Blocks {
+			m.Blocks[i] = byte(rng.IntN(256))
+		}
+		for i := range m.Scales {
+			m.Scales[i] = byte(110 + rng.IntN(20))
+		}
+		m.Scales[0] = 2 // the smallest scale the vector path takes
+		m.prepare()
+		if !m.vector {
+			t.Fatal("vector kernel not selected")
+		}
+		bias := make([]float32, rows)
+		for i := range bias {
+			bias[i] = float32(rng.NormFloat64())
+		}
+		bias[2] = 0
+		for ntok := 1; ntok <= 17; ntok++ {
+			xs, os := cols+8, rows+3
+			x := make([]float32, ntok*xs)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			for i := range cols { // a zero dot product: −0 + 0 must give +0
+				x[(ntok-1)*xs+i] = 0
+			}
+			for e := range experts {
+				for _, b := range [][]float32{nil, bias} {
+					out := make([]float32, ntok*os)
+					var bp *float32
+					if b != nil {
+						bp = &b[0]
+					}
+					o := e * rows * nb
+					kernels := map[string]func(){
+						"AVX2": func() {
+							dotMXFP4RowsAVX2(&m.Blocks[o*16], &m.Scales[o], nb, rows, &x[0], xs, ntok, bp, &out[0], os)
+						},
+					}
+					for name, kernel := range kernels {
+						clear(out)
+						kernel()
+						for r := range rows {
+							for k := range ntok {
+								want := m.dot(e, r, x[k*xs:k*xs+cols])
+								if b != nil {
+									want += b[r]
+								} else {
+									want += 0
+								}
+								if got := out[k*os+r]; math.Float32bits(got) != math.Float32bits(want) {
+									t.Fatalf("mxfp4 rows (%s) cols=%d tokens=%d e=%d bias=%v row %d token %d: %g, alone %g", name, cols, ntok, e, b != nil, r, k, got, want)
+								}
+							}
+						}
+					}
+				}
+				// expertLinear: tokens scattered over a larger matrix (as
+				// MoE picks them) and written to one.
+				h := matrix(2*ntok+1, cols)
+				in := make([][]float32, ntok)
+				for k := range in {
+					in[k] = h[2*k+1]
+					copy(in[k], x[k*xs:k*xs+cols])
+				}
+				got := matrix(ntok, rows)
+				expertLinear(&m, e, bias, in, got)
+				for r := range rows {
+					for k := range ntok {
+						want := m.dot(e, r, in[k]) + bias[r]
+						if math.Float32bits(got[k][r]) != math.Float32bits(want) {
+							t.Fatalf("expertLinear cols=%d tokens=%d e=%d row %d token %d: %g, alone %g", cols, ntok, e, r, k, got[k][r], want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
