@@ -40,6 +40,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +94,7 @@ func main() {
 	streamDecode := flag.Int("stream-decode", 32, "decode steps of the streams test")
 	warmup := flag.Bool("warmup", true, "read the checkpoint into the page cache and run a short step before timing")
 	asJSON := flag.Bool("json", false, "print one JSON report instead of text")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed tests (not the load) to this file, for go tool pprof")
 	flag.Parse()
 	levels, err := parseList(*streams)
 	if err != nil || *prefill < 0 || *decode < 0 || *chunk < 1 || *prompt < 1 || *streamDecode < 1 {
@@ -139,6 +141,22 @@ func main() {
 			name = fmt.Sprintf("streams=%d", r.Streams)
 		}
 		logf("%-12s %6d tokens %4d steps %8.2f s %9.2f tok/s\n", name, r.Tokens, r.Steps, r.Seconds, r.TokS)
+	}
+	if *cpuProfile != "" {
+		// Where a step's time goes: the remaining gap to llama.cpp is
+		// explained with this profile (docs/performance.md).
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cpubench: cpu profile:", err)
+			os.Exit(1)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	if *prefill > 0 {
 		add(b.prefill(*prefill, *chunk))
