@@ -200,14 +200,12 @@ func (w *fakeWorker) onStep(m *nats.Msg) {
 				continue
 			}
 			last := q.Tokens[len(q.Tokens)-1]
-			if q.Follow {
-				w.mu.Lock()
-				last = w.last[q.Id]
-				w.mu.Unlock()
-			}
 			w.mu.Lock()
 			if w.last == nil {
 				w.last = map[uint64]int32{}
+			}
+			if q.Follow {
+				last = w.last[q.Id]
 			}
 			w.last[q.Id] = last + 1
 			w.mu.Unlock()

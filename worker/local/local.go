@@ -111,8 +111,7 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 			sp, err := newSampler(st.Sampling)
 			if err != nil {
 				st.Err = fmt.Errorf("%w: sequence %d: %w", step.ErrRejected, st.ID, err)
-				e.drop(st.ID)
-				e.gone[st.ID] = true
+				e.reject(st.ID)
 				continue
 			}
 			s.sampler = sp
@@ -179,12 +178,17 @@ func (e *Executor) Step(_ context.Context, b *step.Batch) error {
 	})
 	for j, k := range e.sample {
 		if rejected[j] {
-			id := b.Seqs[e.index[k]].ID
-			e.drop(id)
-			e.gone[id] = true // until the scheduler releases it
+			e.reject(b.Seqs[e.index[k]].ID)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reject drops a sequence the executor refused, and remembers it until
+// its release: a pipelined step sent behind this one may still name it.
+func (e *Executor) reject(id uint64) {
+	e.drop(id)
+	e.gone[id] = true
 }
 
 // drop forgets one sequence's state, if it has any.
