@@ -451,23 +451,18 @@ func (s *Scheduler) loop() {
 				next = f
 			}
 		}
-		if cur == nil {
+		switch {
+		case cur != nil:
+			if !s.collect(cur, next) {
+				next = nil // failed with cur, and recomputed
+			}
 			cur = next
-			if cur == nil {
-				continue
-			}
-			if s.piped == nil {
-				// A synchronous executor ran the step in Submit: deliver it
-				// now.
-				s.collect(cur, nil)
-				cur = nil
-			}
-			continue
+		case next != nil && s.piped == nil:
+			// A synchronous executor ran the step in submit: deliver it now.
+			s.collect(next, nil)
+		default:
+			cur = next
 		}
-		if !s.collect(cur, next) {
-			next = nil // failed with cur, and recomputed
-		}
-		cur = next
 	}
 }
 
