@@ -162,7 +162,10 @@ func BenchmarkExpert20b(b *testing.B) {
 		for _, k := range []struct {
 			name string
 			f    func(w *MXFP4, e int, bias []float32, x, out [][]float32)
-		}{{"per-token", expertLinearPerToken}, {"rows", expertLinear}} {
+		}{{"per-token", expertLinearPerToken}, {"rows", expertLinear}, {"q8", expertLinearQ8Floats}} {
+			if k.name == "q8" && !useQ8 {
+				continue
+			}
 			b.Run(fmt.Sprintf("%s/tokens=%d", k.name, ntok), func(b *testing.B) {
 				b.SetBytes(bytes)
 				e := 0
@@ -175,6 +178,17 @@ func BenchmarkExpert20b(b *testing.B) {
 			})
 		}
 	}
+}
+
+// expertLinearQ8Floats is the fast path with its quantization, as MoE
+// runs it: the tokens quantized, then the int8 kernel.
+func expertLinearQ8Floats(w *MXFP4, e int, bias []float32, x, out [][]float32) {
+	var a q8Acts
+	a.reset(len(x), w.Cols/32)
+	for t := range x {
+		a.quantize(t, x[t])
+	}
+	expertLinearQ8(w, e, bias, &a, out)
 }
 
 // expertLinearPerToken is expertLinear before the multi-token kernel: the

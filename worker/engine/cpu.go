@@ -21,7 +21,29 @@ type CPU struct {
 	// used holds the buffers the current step's tensors took; free those
 	// the previous step left, for reuse (decode steps repeat their shapes).
 	used, free [][]float32
+
+	// fast selects the kernels that round activations (CPUOptions);
+	// q8h and q8x are MoE's quantized hidden state and expert input,
+	// kept for the next layer's and step's reuse.
+	fast     bool
+	q8h, q8x q8Acts
 }
+
+// CPUOptions configures the CPU backend.
+type CPUOptions struct {
+	// Fast selects, where the CPU has them, kernels that round the
+	// activations before the products, as llama.cpp's CPU backend does:
+	// MXFP4 experts against int8 activations (q8.go) and bf16 matrices
+	// against bf16 activations (bf16dp.go). Their error is measured
+	// against the exact kernels, which stay the default and the tests'
+	// reference. FastKernels tells which of them this CPU runs.
+	Fast bool
+}
+
+// FastKernels reports which fast kernels CPUOptions.Fast gets on this
+// CPU: the int8 MXFP4 ones (AVX-512 VNNI) and the bf16 ones (AVX-512
+// BF16). Where one is missing, that part runs the exact kernels.
+func FastKernels() (mxfp4, bf16 bool) { return useQ8, useBF16DP }
 
 // NewCPU returns the CPU backend over weights w and a cache made for them
 // (NewKVCache with w.CacheConfig()); coll joins the ranks of a
@@ -29,6 +51,13 @@ type CPU struct {
 // that the cache matches the weights.
 func NewCPU(w *Weights, cache *KVCache, coll Collective) Backend {
 	return newCPU(w, cache, coll)
+}
+
+// NewCPUWith is NewCPU with options.
+func NewCPUWith(w *Weights, cache *KVCache, coll Collective, o CPUOptions) Backend {
+	c := newCPU(w, cache, coll)
+	c.fast = o.Fast
+	return c
 }
 
 func newCPU(w *Weights, cache *KVCache, coll Collective) *CPU {
@@ -280,6 +309,12 @@ func (c *CPU) Linear(w Param, in Tensor, withBias bool, out Tensor) error {
 	if !withBias {
 		bias = nil
 	}
+	// The router stays exact under fast kernels: it is small, and a
+	// rounded logit near a tie would pick another expert.
+	if c.fast && useBF16DP && w.Name != ParamRouter && mat.F32 == nil && mat.Cols%32 == 0 {
+		linearBF16DP(mat, bias, im.rows, om.rows)
+		return nil
+	}
 	linear(mat, bias, im.rows, om.rows)
 	return nil
 }
@@ -488,19 +523,37 @@ func (c *CPU) MoE(l int, h, routerLogits, out Tensor) error {
 	}
 	limit := float32(cfg.SwigluLimit)
 	inter := cfg.Intermediate
+	fast := c.fast && L.GateUp.q8() && L.Down.q8()
+	if fast { // each token quantized once, for all of its experts
+		c.q8h.reset(len(hm.rows), cfg.Hidden/32)
+		for t, r := range hm.rows {
+			c.q8h.quantize(t, r)
+		}
+	}
+	var toks []int
 	clear(om.buf) // the experts' outputs are summed into it
 	for e, picks := range byExpert {
 		if len(picks) == 0 || e < p.ExpertLo || e >= p.ExpertHi {
 			continue
 		}
 		le := e - p.ExpertLo // index among this rank's experts
-		in := make([][]float32, len(picks))
-		for i, p := range picks {
-			in[i] = hm.rows[p.tok]
-		}
 		// gate_up: rows interleaved gate (even) / up (odd).
 		gu := matrix(len(picks), 2*inter)
-		expertLinear(&L.GateUp, le, L.GateUpB[le*2*inter:(le+1)*2*inter], in, gu)
+		guB := L.GateUpB[le*2*inter : (le+1)*2*inter]
+		if fast {
+			toks = toks[:0]
+			for _, p := range picks {
+				toks = append(toks, p.tok)
+			}
+			c.q8x.gather(&c.q8h, toks)
+			expertLinearQ8(&L.GateUp, le, guB, &c.q8x, gu)
+		} else {
+			in := make([][]float32, len(picks))
+			for i, p := range picks {
+				in[i] = hm.rows[p.tok]
+			}
+			expertLinear(&L.GateUp, le, guB, in, gu)
+		}
 		act := matrix(len(picks), inter)
 		for i := range picks {
 			for k := range inter {
@@ -510,7 +563,16 @@ func (c *CPU) MoE(l int, h, routerLogits, out Tensor) error {
 			}
 		}
 		y := matrix(len(picks), cfg.Hidden)
-		expertLinear(&L.Down, le, L.DownB[le*cfg.Hidden:(le+1)*cfg.Hidden], act, y)
+		downB := L.DownB[le*cfg.Hidden : (le+1)*cfg.Hidden]
+		if fast {
+			c.q8x.reset(len(picks), inter/32)
+			for i, a := range act {
+				c.q8x.quantize(i, a)
+			}
+			expertLinearQ8(&L.Down, le, downB, &c.q8x, y)
+		} else {
+			expertLinear(&L.Down, le, downB, act, y)
+		}
 		for i, p := range picks {
 			o := om.rows[p.tok]
 			for d := range y[i] {

@@ -1,0 +1,196 @@
+package engine
+
+import "math"
+
+// The fast MXFP4 path (--cpu-kernels fast): each token's activations are
+// quantized to int8 per 32-value block, as llama.cpp's Q8_0 does, and an
+// expert row is multiplied in integers (VPDPBUSD), one float multiply-add
+// per block pair. The exact kernels decode every nibble to float32 first,
+// which bounds them at about 10 GB/s of weights on a Zen 4 core pair;
+// integer products skip the decode. The price is the activations'
+// rounding: about 2^-8 of a block's largest value per element, measured
+// against the exact path in q8_test.go and docs/performance.md.
+//
+// The arithmetic of one (row, token), blocks b of 32:
+//
+//	weights  w = (u - 12) · 2^(s_b-128), u = 2·E2M1 + 12 in 0..24 (q8u)
+//	x       ≈ q · d_b, q in -127..127, d_b = max|x_b| / 127
+//	row·x   = Σ_b 2^(s_b-128)·d_b · Σ u·q  −  12 · Σ_b 2^(s_b-128) · c_b
+//
+// where c_b = d_b · Σ q over the block. The unsigned u is what VPDPBUSD
+// multiplies; the second sum takes its offset back out once per row.
+
+// q8Acts holds tokens quantized for the int8 kernels: per token, nb·32
+// int8 values in q8Layout's order, nb block scales d and nb corrections c.
+type q8Acts struct {
+	nb   int
+	q    []int8
+	d, c []float32
+}
+
+// q8Layout maps each of a block pair's 64 kernel positions to the value it
+// holds (block·32 + element): the kernel interleaves the two blocks'
+// dwords (q8perm) and puts the low nibbles (even elements) before the
+// high ones, so the activations are stored in that order instead of
+// moving the weights.
+var q8Layout = func() (l [64]int) {
+	perm := [8]int{0, 4, 1, 5, 2, 6, 3, 7}
+	for p := range l {
+		half, b := p/32, p%32
+		src := 4*perm[b/4] + b%4 // byte of the two blocks' 32
+		l[p] = (src/16)*32 + 2*(src%16) + half
+	}
+	return
+}()
+
+// q8 reports whether the int8 kernels run m: on a CPU with them, with
+// scales the exact vector kernel takes too (normalScales) and rows of
+// whole block pairs.
+func (m *MXFP4) q8() bool { return useQ8 && m.vector && m.Cols%64 == 0 }
+
+// reset sizes a for ntok tokens of nb blocks, reusing its memory.
+func (a *q8Acts) reset(ntok, nb int) {
+	a.nb = nb
+	a.q = grow(a.q, ntok*nb*32)
+	a.d = grow(a.d, ntok*nb)
+	a.c = grow(a.c, ntok*nb)
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// quantize stores x (nb·32 values) as token t.
+func (a *q8Acts) quantize(t int, x []float32) {
+	nb := a.nb
+	x = x[:nb*32]
+	q := a.q[t*nb*32 : (t+1)*nb*32]
+	d, c := a.d[t*nb:(t+1)*nb], a.c[t*nb:(t+1)*nb]
+	for p := 0; p < nb/2; p++ {
+		xs := x[p*64 : p*64+64]
+		var inv [2]float32
+		var sum [2]int32
+		for h := range 2 {
+			var amax float32
+			for _, v := range xs[h*32 : h*32+32] {
+				amax = max(amax, float32(math.Abs(float64(v))))
+			}
+			switch {
+			case amax == 0:
+				d[2*p+h] = 0
+			case amax <= math.MaxFloat32:
+				d[2*p+h] = amax / 127
+				inv[h] = 127 / amax
+			default: // Inf or NaN: the block's products are NaN, as exact ones would be
+				d[2*p+h] = float32(math.NaN())
+			}
+		}
+		qs := q[p*64 : p*64+64]
+		for i, src := range q8Layout {
+			h := src / 32
+			v := int32(math.RoundToEven(float64(xs[src] * inv[h])))
+			v = min(max(v, -127), 127)
+			qs[i] = int8(v)
+			sum[h] += v
+		}
+		for h := range 2 {
+			c[2*p+h] = d[2*p+h] * float32(sum[h])
+		}
+	}
+}
+
+// gather makes a's tokens the given tokens of src.
+func (a *q8Acts) gather(src *q8Acts, toks []int) {
+	nb := src.nb
+	a.reset(len(toks), nb)
+	for i, t := range toks {
+		copy(a.q[i*nb*32:(i+1)*nb*32], src.q[t*nb*32:])
+		copy(a.d[i*nb:(i+1)*nb], src.d[t*nb:])
+		copy(a.c[i*nb:(i+1)*nb], src.c[t*nb:])
+	}
+}
+
+// q8DotRef is the portable reference of one (row, token): the same
+// integer sums and formula, accumulated in float64, for the tests.
+func q8DotRef(blocks, scales []byte, a *q8Acts, t int) float64 {
+	nb := a.nb
+	q := a.q[t*nb*32:]
+	var sum, corr float64
+	for b := range nb {
+		p, h := b/2, b%2
+		blk := blocks[b*16 : b*16+16]
+		var dot int64
+		for i, src := range q8Layout {
+			if src/32 != h {
+				continue
+			}
+			e := src % 32
+			nib := blk[e/2] >> (4 * (e % 2)) & 15
+			u := int64(2*fp4[nib]) + 12
+			dot += u * int64(q[p*64+i])
+		}
+		ws := float64(e8m0[scales[b]]) / 2
+		sum += ws * float64(a.d[t*nb+b]) * float64(dot)
+		corr += ws * float64(a.c[t*nb+b])
+	}
+	return sum - 12*corr
+}
+
+// q8RowChunk is how many rows one kernel call covers: their blocks (1.5 KB
+// a row at 2880 columns) stay in the L2 cache while every group of four
+// tokens passes over them.
+const q8RowChunk = 32
+
+// expertLinearQ8 is expertLinear on the int8 kernels: out[t] = W_e·x_t +
+// bias for the ntok tokens of a (quantized). Tokens go four at a time,
+// then one at a time; both kernels give a (row, token) the same
+// operations, so results do not depend on batching.
+func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) {
+	ntok := len(out)
+	nb, rows := w.Cols/32, w.Rows
+	if ntok == 0 || rows == 0 {
+		return
+	}
+	_ = a.q[ntok*nb*32-1]
+	for t := range out {
+		_ = out[t][rows-1]
+	}
+	res, os := out, rowStride(out)
+	scattered := os == 0
+	if scattered {
+		res, os = matrix(ntok, rows), rows
+	}
+	oa := res[0][:cap(res[0])]
+	base := e * rows * nb
+	_ = w.Blocks[(base+rows*nb)*16-1]
+	_ = w.Scales[base+rows*nb-1]
+	if bias != nil {
+		_ = bias[rows-1]
+	}
+	parallelChunks(rows, linearChunk(rows), func(lo, hi int) {
+		ds := make([]float32, 4*nb)
+		for r := lo; r < hi; r += q8RowChunk {
+			m := min(q8RowChunk, hi-r)
+			o := base + r*nb
+			var b *float32
+			if bias != nil {
+				b = &bias[r]
+			}
+			t := 0
+			for ; t+4 <= ntok; t += 4 {
+				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r], os)
+			}
+			for ; t < ntok; t++ {
+				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r])
+			}
+		}
+	})
+	if scattered {
+		for t := range out {
+			copy(out[t][:rows], res[t])
+		}
+	}
+}
