@@ -182,7 +182,7 @@ func serve(s config.Settings, log *zap.Logger, tracker *startup.Tracker, disp *s
 		TP: s.TP, Backend: backend, Launch: s.Workers == "launch", WorkerBin: s.WorkerBin,
 		Deployment: s.Deployment, StepTimeout: s.StepTimeout, StepTimeoutPerToken: s.StepTimeoutPerToken, LoadTimeout: s.LoadTimeout,
 		MaxStepTokens: s.MaxStepTokens, MaxSeqs: s.MaxRunning,
-		LoadFormat: s.LoadFormat, LogLevel: s.LogLevel, Vocab: src.Vocab, Logger: log.Named("cluster"),
+		LoadFormat: s.LoadFormat, CPUKernels: s.CPUKernels, LogLevel: s.LogLevel, Vocab: src.Vocab, Logger: log.Named("cluster"),
 	}
 	b, err := openBus(context.Background(), s, cluster.MaxPending(clusterOpts), log)
 	if err != nil {

@@ -20,6 +20,8 @@
 #      at THREADS threads:
 #        ours:      scripts/cpubench -prefill PREFILL -decode DECODE
 #                   -streams STREAMS -prompt NPP -stream-decode NTG
+#                   -kernels K, for each K of KERNELS (exact: float32
+#                   products; fast: int8 MXFP4 and bf16 dense products)
 #        llama.cpp: llama-bench -p PREFILL -n DECODE -r 1 (pp and tg tests)
 #                   llama-batched-bench -npp NPP -ntg NTG -npl STREAMS
 #      Both models are about 13 GB, so the two never run at once. Before
@@ -45,6 +47,7 @@
 #   PREFILL [512]  DECODE [64]  NPP [128]  NTG [32]  STREAMS [1,4,8]
 #   LLAMA_CPP_PYTHON_VERSION [0.3.36]  JOBS [nproc] (build parallelism)
 #   LLAMA_ARGS [-lm none] (extra arguments to both llama.cpp tools)
+#   KERNELS ["exact fast"] (our CPU kernel sets, each run in every rep)
 #   REPORT_ONLY=1: no build and no runs, the table again from $WORK/runs
 #
 #   scripts/bench-llamacpp.sh
@@ -58,6 +61,7 @@ REPS=${REPS:-2}
 THREADS=${THREADS:-$(nproc)}
 PREFILL=${PREFILL:-512}
 DECODE=${DECODE:-64}
+KERNELS=${KERNELS:-exact fast}
 NPP=${NPP:-128}
 NTG=${NTG:-32}
 STREAMS=${STREAMS:-1,4,8}
@@ -161,7 +165,7 @@ cat >"$RUNS/meta.env" <<META
 RUN_DATE='$(date -u '+%Y-%m-%d %H:%M UTC')'
 RUN_COMMIT='$HEAD_COMMIT'
 PRESET='$PRESET' REPS='$REPS' THREADS='$THREADS' PREFILL='$PREFILL' DECODE='$DECODE'
-NPP='$NPP' NTG='$NTG' STREAMS='$STREAMS' LLAMA_ARGS='$LLAMA_ARGS'
+NPP='$NPP' NTG='$NTG' STREAMS='$STREAMS' LLAMA_ARGS='$LLAMA_ARGS' KERNELS='$KERNELS'
 META
 log "ours: building scripts/cpubench"
 go build -o "$WORK/cpubench" ./scripts/cpubench
@@ -172,11 +176,13 @@ peak() {
 }
 
 for r in $(seq 1 "$REPS"); do
-	log "rep $r/$REPS: ours (cpubench reads the checkpoint, then warms up, untimed)"
-	GOMAXPROCS=$THREADS "$WORK/cpubench" -model "$MODEL" -prefill "$PREFILL" -chunk "$PREFILL" -decode "$DECODE" \
-		-streams "$STREAMS" -prompt "$NPP" -stream-decode "$NTG" -json >"$RUNS/ours-$r.json" 2>"$RUNS/ours-$r.log" ||
-		{ cat "$RUNS/ours-$r.log"; die "cpubench failed"; }
-	cat "$RUNS/ours-$r.log"
+	for k in $KERNELS; do
+		log "rep $r/$REPS: ours, -kernels $k (cpubench reads the checkpoint, then warms up, untimed)"
+		GOMAXPROCS=$THREADS "$WORK/cpubench" -model "$MODEL" -kernels "$k" -prefill "$PREFILL" -chunk "$PREFILL" -decode "$DECODE" \
+			-streams "$STREAMS" -prompt "$NPP" -stream-decode "$NTG" -json >"$RUNS/ours-$k-$r.json" 2>"$RUNS/ours-$k-$r.log" ||
+			{ cat "$RUNS/ours-$k-$r.log"; die "cpubench failed"; }
+		cat "$RUNS/ours-$k-$r.log"
+	done
 
 	log "rep $r/$REPS: llama.cpp ($LLAMA_ARGS; the tools load and warm up untimed)"
 	peak "$BUILD/bin/llama-bench" -m "$GGUF" -t "$THREADS" -p "$PREFILL" -n "$DECODE" -r 1 -o json $LLAMA_ARGS \
@@ -212,21 +218,26 @@ CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 FLAGS=$(grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx2' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ' | sed 's/ $//')
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 python3 - "$RUNS" "$REPS" "$WORK/results.txt" <<EOF
-import json, statistics, sys
+import json, os, statistics, sys
 runs, reps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ours, theirs = {}, {}
+kernels = "${KERNELS:-exact}".split()
+ours, theirs = {k: {} for k in kernels}, {}
 def put(d, k, v): d.setdefault(k, []).append(v)
 for r in range(1, reps + 1):
-    for x in json.load(open(f"{runs}/ours-{r}.json"))["results"]:
-        k = x["metric"] if x["metric"] != "streams" else f"streams={x['streams']}"
-        put(ours, k, x["tok_s"])
+    for kern in kernels:
+        f = f"{runs}/ours-{kern}-{r}.json"
+        if not os.path.exists(f):  # runs from before -kernels: exact
+            f = f"{runs}/ours-{r}.json"
+        for x in json.load(open(f))["results"]:
+            k = x["metric"] if x["metric"] != "streams" else f"streams={x['streams']}"
+            put(ours[kern], k, x["tok_s"])
     for t in json.load(open(f"{runs}/llama-bench-{r}.json")):
         put(theirs, "prefill" if t["n_prompt"] else "decode", t["avg_ts"])
     for line in open(f"{runs}/batched-bench-{r}.rows"):
         b = json.loads(line)
         put(theirs, f"streams={b['pl']}", b["speed_tg"])
 names = {"prefill": "prefill $PREFILL tokens (tok/s)", "decode": "decode batch 1, $DECODE tokens (tok/s)"}
-for k in ours:
+for k in ours[kernels[0]]:
     if k.startswith("streams="):
         n = k.split('=')[1]
         names[k] = f"decode {n} stream{'s' if n != '1' else ''}, ctx $NPP+$NTG (tok/s)"
@@ -234,17 +245,21 @@ def cell(v):
     if not v: return "-"
     m = statistics.mean(v)
     return f"{m:.2f}" + (" (" + ", ".join(f"{x:.2f}" for x in v) + ")" if len(v) > 1 else "")
-rows = [("metric", "ours", "llama.cpp", "ours/llama.cpp")]
+head = ["metric"] + [f"ours {k}" for k in kernels] + ["llama.cpp"] + [f"{k}/llama.cpp" for k in kernels]
+rows = [head]
 for k, name in names.items():
-    o, t = ours.get(k), theirs.get(k)
-    ratio = f"{statistics.mean(o) / statistics.mean(t):.2f}x" if o and t else "-"
-    rows.append((name, cell(o), cell(t), ratio))
-w = [max(len(r[i]) for r in rows) for i in range(4)]
+    t = theirs.get(k)
+    row = [name] + [cell(ours[kern].get(k)) for kern in kernels] + [cell(t)]
+    for kern in kernels:
+        o = ours[kern].get(k)
+        row.append(f"{statistics.mean(o) / statistics.mean(t):.2f}x" if o and t else "-")
+    rows.append(row)
+w = [max(len(r[i]) for r in rows) for i in range(len(head))]
 lines = [
     "gpt-oss-$PRESET, random weights (tinymodel -preset $PRESET: MXFP4 experts, bf16 attention), $THREADS threads",
     "machine:   $(nproc) cores, $CPU ($FLAGS), $MEM",
     "date:      $RUN_DATE",
-    "ours:      $RUN_COMMIT (scripts/cpubench: prefill in one step of $PREFILL tokens, greedy sampling)",
+    "ours:      $RUN_COMMIT (scripts/cpubench -kernels K: prefill in one step of $PREFILL tokens, greedy sampling)",
     "llama.cpp: $LLAMA_VERSION (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION; llama-bench -p $PREFILL -n $DECODE -r 1, llama-batched-bench -npp $NPP -ntg $NTG -npl $STREAMS; $LLAMA_ARGS)",
     "reps:      $REPS, interleaved; cells are the mean (each rep's value); each run loads its model and warms up untimed",
     "",
@@ -252,13 +267,15 @@ lines = [
 for i, r in enumerate(rows):
     lines.append("| " + " | ".join(c.ljust(w[j]) for j, c in enumerate(r)) + " |")
     if i == 0:
-        lines.append("|" + "|".join("-" * (w[j] + 2) for j in range(4)) + "|")
-o1, o8 = ours.get("streams=1"), ours.get("streams=8")
-if o1 and o8:
-    lines += ["", f"ours, 8 streams / 1 stream: {statistics.mean(o8) / statistics.mean(o1):.2f}x"]
+        lines.append("|" + "|".join("-" * (w[j] + 2) for j in range(len(head))) + "|")
+lines.append("")
+for kern in kernels:
+    o1, o8 = ours[kern].get("streams=1"), ours[kern].get("streams=8")
+    if o1 and o8:
+        lines.append(f"ours {kern}, 8 streams / 1 stream: {statistics.mean(o8) / statistics.mean(o1):.2f}x")
 t1, t8 = theirs.get("streams=1"), theirs.get("streams=8")
 if t1 and t8:
-    lines += [f"llama.cpp, 8 streams / 1 stream: {statistics.mean(t8) / statistics.mean(t1):.2f}x"]
+    lines.append(f"llama.cpp, 8 streams / 1 stream: {statistics.mean(t8) / statistics.mean(t1):.2f}x")
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print()

@@ -67,7 +67,7 @@ func defaults() settings {
 		Options: service.Options{
 			NATSURL: "nats://127.0.0.1:4222", Deployment: "default", WorldSize: 1,
 			Heartbeat: time.Second, CoordinatorTimeout: 10 * time.Second, StepTimeout: 60 * time.Second,
-			Backend: service.BackendCPU, GPUMemoryUtilization: 0.9, LoadFormat: service.LoadAuto, Version: version,
+			Backend: service.BackendCPU, GPUMemoryUtilization: 0.9, LoadFormat: service.LoadAuto, CPUKernels: service.CPUKernelsExact, Version: version,
 		},
 		LogLevel: "info", LogFormat: "auto",
 	}
@@ -95,6 +95,7 @@ var table = &sc.Table[settings]{
 		{Name: "nccl", Usage: "with --backend cuda and world size 1, still join a (one-rank) NCCL communicator", Set: sc.Bool(func(s *settings) *bool { return &s.NCCL }), Bool: true},
 		{Name: "cuda-graphs", Usage: "with --backend cuda, capture decode steps of common batch sizes as CUDA graphs and replay them (off until the GPU check has proven them)", Set: sc.Bool(func(s *settings) *bool { return &s.CUDAGraphs }), Bool: true},
 		{Name: "load-format", Usage: "auto (the default): the checkpoint's weights; dummy: random weights of its shapes (the model may then be a preset: 20b, 120b, tiny)", Set: sc.OneOf(func(s *settings) *string { return &s.LoadFormat }, service.LoadAuto, service.LoadDummy)},
+		{Name: "cpu-kernels", Usage: "with --backend cpu: exact (the default: float32 products, bit-identical to the tests' reference) or fast (activations rounded to int8 for the MXFP4 experts and bf16 for the dense matrices, as llama.cpp does; needs AVX-512 VNNI and BF16, else that part stays exact)", Set: sc.OneOf(func(s *settings) *string { return &s.CPUKernels }, service.CPUKernelsExact, service.CPUKernelsFast)},
 		{Name: "pprof-addr", Usage: "serve net/http/pprof on this loopback host:port, e.g. 127.0.0.1:6061 (default: off; other hosts are refused)", Set: sc.String(func(s *settings) *string { return &s.PprofAddr })},
 	},
 }

@@ -58,6 +58,9 @@ type Options struct {
 	MaxStepTokens, MaxSeqs int
 	// LoadFormat is "auto" or "dummy", passed to launched workers.
 	LoadFormat string
+	// CPUKernels is "exact" or "fast", passed to launched CPU workers
+	// ("": the workers' default, exact).
+	CPUKernels string
 	// LogLevel is passed to launched workers.
 	LogLevel string
 	// Vocab is the model's vocabulary size: it sizes the embedded NATS
@@ -351,10 +354,14 @@ func (c *Cluster) launch(url, token string) error {
 		// The token travels in the environment, never on a command line.
 		Env: []string{"GPTOSS_NATS_TOKEN=" + token},
 		Args: func(rank int) []string {
-			return []string{"--nats-url", url, "--deployment", o.Deployment,
+			args := []string{"--nats-url", url, "--deployment", o.Deployment,
 				"--rank", strconv.Itoa(rank), "--world-size", strconv.Itoa(o.TP), "--log-format", "json",
 				"--log-level", o.LogLevel, "--step-timeout", o.StepTimeout.String(),
 				"--backend", o.Backend, "--load-format", o.LoadFormat}
+			if o.CPUKernels != "" && o.Backend == "cpu" {
+				args = append(args, "--cpu-kernels", o.CPUKernels)
+			}
+			return args
 		},
 		EnvFor: func(rank int) []string {
 			if o.Backend != "cuda" {

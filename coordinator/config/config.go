@@ -76,6 +76,7 @@ type Settings struct {
 	Workers             string // "launch" (start them) or "external" (foreman, systemd)
 	Backend             string // launched workers' backend: "auto", "cpu" or "cuda"
 	LoadFormat          string // "auto" (the checkpoint) or "dummy" (random weights of its shapes)
+	CPUKernels          string // launched CPU workers' kernels: "exact" or "fast"
 	NATSURL             string
 	NATSToken           string
 	// DataDir holds what the coordinator keeps on disk: the embedded NATS
@@ -110,7 +111,7 @@ func Defaults() Settings {
 		MaxMessages: 4096, MaxN: 8, MaxStop: 4, MaxTools: 128,
 		MockStep: 10 * time.Millisecond, MockPerSeq: 20 * time.Microsecond, MockPrefillPerToken: 5 * time.Microsecond,
 		LogLevel: "info", LogFormat: "auto",
-		TP: 1, Workers: "launch", Backend: "auto", LoadFormat: "auto", Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
+		TP: 1, Workers: "launch", Backend: "auto", LoadFormat: "auto", CPUKernels: "exact", Deployment: "default", StepTimeout: 60 * time.Second, LoadTimeout: 10 * time.Minute,
 	}
 }
 
@@ -166,6 +167,7 @@ var settings = []sc.Setting[Settings]{
 	{Name: "mock-prefill-per-token", Usage: "mock engine: extra step time per prompt token", Set: sc.Duration(func(s *Settings) *time.Duration { return &s.MockPrefillPerToken })},
 	{Name: "mock-min-reply-tokens", Usage: "mock engine: pad replies to at least this many tokens (0: natural length), for load tests", Set: sc.Int(func(s *Settings) *int { return &s.MockMinReplyTokens })},
 	{Name: "backend", Usage: "what launched workers run the model on: auto (cuda when go-nvml finds a GPU per rank, else cpu), cpu or cuda", Set: sc.OneOf(func(s *Settings) *string { return &s.Backend }, "auto", "cpu", "cuda")},
+	{Name: "cpu-kernels", Usage: "what launched CPU workers multiply with: exact (the default: float32 products, the tests' reference) or fast (activations rounded to int8 for the MXFP4 experts and bf16 for the dense matrices, as llama.cpp does; about twice the speed where the CPU has AVX-512 VNNI and BF16; the error is in docs/performance.md)", Set: sc.OneOf(func(s *Settings) *string { return &s.CPUKernels }, "exact", "fast")},
 	{Name: "load-format", Usage: "auto: load the checkpoint; dummy: random, well-scaled weights of its shapes (benchmarks without the files; --model may then be a preset: 20b, 120b, tiny)", Set: sc.OneOf(func(s *Settings) *string { return &s.LoadFormat }, "auto", "dummy")},
 	{Name: "worker-bin", Usage: "worker executable for the real engine (default: \"worker\" next to this binary)", Set: sc.String(func(s *Settings) *string { return &s.WorkerBin })},
 	{Name: "workers", Usage: "launch: start the worker processes; external: wait for workers started by foreman or systemd", Set: sc.OneOf(func(s *Settings) *string { return &s.Workers }, "launch", "external")},

@@ -94,6 +94,7 @@ func main() {
 	streamDecode := flag.Int("stream-decode", 32, "decode steps of the streams test")
 	warmup := flag.Bool("warmup", true, "read the checkpoint into the page cache and run a short step before timing")
 	asJSON := flag.Bool("json", false, "print one JSON report instead of text")
+	kernels := flag.String("kernels", "exact", "CPU kernels: exact or fast (int8 MXFP4 experts, bf16 dense products; engine.CPUOptions)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed tests (not the load) to this file, for go tool pprof")
 	flag.Parse()
 	levels, err := parseList(*streams)
@@ -116,7 +117,11 @@ func main() {
 	}
 
 	t0 := time.Now()
-	b, err := load(*dir, need, *warmup, logf)
+	if *kernels != "exact" && *kernels != "fast" {
+		fmt.Fprintf(os.Stderr, "cpubench: -kernels %q: want exact or fast\n", *kernels)
+		os.Exit(2)
+	}
+	b, err := load(*dir, need, *warmup, *kernels == "fast", logf)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cpubench:", err)
 		os.Exit(1)
@@ -176,7 +181,7 @@ func main() {
 }
 
 // load opens the checkpoint as the worker's CPU load path does.
-func load(dir string, kvBlocks int, warm bool, logf func(string, ...any)) (*bench, error) {
+func load(dir string, kvBlocks int, warm, fast bool, logf func(string, ...any)) (*bench, error) {
 	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -203,7 +208,7 @@ func load(dir string, kvBlocks int, warm bool, logf func(string, ...any)) (*benc
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.NewModel(w, cache)
+	m, err := engine.NewModelOn(engine.NewCPUWith(w, cache, nil, engine.CPUOptions{Fast: fast}))
 	if err != nil {
 		return nil, err
 	}

@@ -317,8 +317,13 @@ func (w *Service) load(l *wire.Load) (id string, vocab int, err error) {
 			return "", 0, err
 		}
 		var em *engine.Model
-		if em, err = engine.NewModel(weights, cache); err != nil {
+		fast := w.opts.CPUKernels == CPUKernelsFast
+		if em, err = engine.NewModelOn(engine.NewCPUWith(weights, cache, nil, engine.CPUOptions{Fast: fast})); err != nil {
 			return "", 0, err
+		}
+		if fast {
+			mx, bf := engine.FastKernels()
+			w.log.Info("CPU kernels: fast", zap.Bool("int8_mxfp4", mx), zap.Bool("bf16_dense", bf))
 		}
 		if coll != nil {
 			em.Coll = coll

@@ -9,13 +9,17 @@ import (
 	"github.com/gptoss/server/shared/wire"
 )
 
-// Backends and load formats (Options.Backend, Options.LoadFormat).
+// Backends, load formats and CPU kernels (Options.Backend,
+// Options.LoadFormat, Options.CPUKernels).
 const (
 	BackendCPU  = "cpu"
 	BackendCUDA = "cuda"
 
 	LoadAuto  = "auto"  // the checkpoint's safetensors
 	LoadDummy = "dummy" // random weights of the checkpoint's (or preset's) shapes
+
+	CPUKernelsExact = "exact"
+	CPUKernelsFast  = "fast"
 )
 
 // Options configures a worker. The command (worker/main.go) fills it from
@@ -45,6 +49,11 @@ type Options struct {
 	// (random weights of its shapes, or of a preset named instead of a
 	// directory).
 	LoadFormat string
+	// CPUKernels is CPUKernelsExact (the default: float32 products, the
+	// tests' reference) or CPUKernelsFast (activations rounded to int8
+	// for the MXFP4 experts and to bf16 for the dense matrices, where the
+	// CPU has AVX-512 VNNI and BF16; engine.CPUOptions).
+	CPUKernels string
 	// ParentPID makes the worker exit when its parent process changes (the
 	// launcher died and the worker was reparented); 0: not watched.
 	ParentPID int
@@ -77,6 +86,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--gpu-memory-utilization %g: want a fraction in (0, 1]", o.GPUMemoryUtilization)
 	case o.LoadFormat != LoadAuto && o.LoadFormat != LoadDummy:
 		return fmt.Errorf("--load-format %q: want auto or dummy", o.LoadFormat)
+	case o.CPUKernels != "" && o.CPUKernels != CPUKernelsExact && o.CPUKernels != CPUKernelsFast:
+		return fmt.Errorf("--cpu-kernels %q: want exact or fast", o.CPUKernels)
 	case o.NCCL && o.Backend != BackendCUDA:
 		return errors.New("--nccl needs --backend cuda")
 	case o.ParentPID < 0:
