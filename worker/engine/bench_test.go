@@ -147,7 +147,7 @@ func BenchmarkExpert20b(b *testing.B) {
 	}
 	bytes := int64(len(gateUp.Blocks)+len(gateUp.Scales)+len(down.Blocks)+len(down.Scales)) / experts
 	guB, downB := make([]float32, 2*inter), make([]float32, hidden)
-	for _, ntok := range []int{1, 4, 8, 32} {
+	for _, ntok := range []int{1, 2, 3, 4, 8, 32} {
 		x := matrix(ntok, hidden)
 		for _, r := range x {
 			for i := range r {

@@ -146,8 +146,9 @@ const q8RowChunk = 32
 
 // expertLinearQ8 is expertLinear on the int8 kernels: out[t] = W_e·x_t +
 // bias for the ntok tokens of a (quantized). Tokens go four at a time,
-// then one at a time; both kernels give a (row, token) the same
-// operations, so results do not depend on batching.
+// then two, then one (a decode step gives most experts one to three
+// tokens); the kernels give a (row, token) the same operations, so
+// results do not depend on batching.
 func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) {
 	ntok := len(out)
 	nb, rows := w.Cols/32, w.Rows
@@ -182,6 +183,9 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 			t := 0
 			for ; t+4 <= ntok; t += 4 {
 				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r], os)
+			}
+			for ; t+2 <= ntok; t += 2 {
+				q8MXFP4Rows2(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r], os)
 			}
 			for ; t < ntok; t++ {
 				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r])

@@ -11,3 +11,6 @@ func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias
 
 //go:noescape
 func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32)
+
+//go:noescape
+func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)

@@ -200,6 +200,109 @@ store4:
 	VZEROUPPER
 	RET
 
+// func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+// q8MXFP4Rows4 for two tokens (the experts a decode step gives two or
+// three tokens: one decode of each block pair instead of two or three).
+TEXT ·q8MXFP4Rows2(SB), NOSPLIT, $16-88
+	MOVQ blocks+0(FP), SI
+	MOVQ scales+8(FP), BX
+	MOVQ out+72(FP), DI
+	MOVQ bias+64(FP), R8
+	MOVQ nb+16(FP), R13
+	SHLQ $5, R13            // a token's xq bytes
+	MOVQ nb+16(FP), R14
+	SHLQ $2, R14            // a token's xd, xc and ds bytes
+	MOVQ ostride+80(FP), R15
+	SHLQ $2, R15
+	MOVQ rows+24(FP), R10
+	Q8_CONSTS
+
+row2:
+	// Prologue: two tokens, whose xd, xc and ds follow one another.
+	MOVQ xd+40(FP), R11
+	MOVQ xc+48(FP), R12
+	MOVQ ds+56(FP), R9
+	XORQ DX, DX
+pro2:
+	MOVQ BX, AX
+	MOVQ nb+16(FP), CX
+	VPXORD Z1, Z1, Z1
+pro2b:
+	CMPQ CX, $16
+	JLT pro2t
+	VPMOVZXBD (AX), Z21
+	VPSLLD $23, Z21, Z21
+	VPSUBD Z28, Z21, Z21
+	VMULPS (R11), Z21, Z22
+	VMOVUPS Z22, (R9)
+	VFMADD231PS (R12), Z21, Z1
+	ADDQ $16, AX
+	ADDQ $64, R11
+	ADDQ $64, R12
+	ADDQ $64, R9
+	SUBQ $16, CX
+	JMP pro2b
+pro2t:
+	TESTQ CX, CX
+	JZ pro2s
+	VPMOVZXBD.Z (AX), K1, Z21
+	VPSLLD $23, Z21, Z21
+	VPSUBD Z28, Z21, Z21
+	VMULPS.Z (R11), Z21, K1, Z22
+	VMOVUPS Z22, K1, (R9)
+	VFMADD231PS (R12), Z21, K1, Z1
+	LEAQ (R11)(CX*4), R11
+	LEAQ (R12)(CX*4), R12
+	LEAQ (R9)(CX*4), R9
+pro2s:
+	Q8_SUM(Z1, Y1, X1)
+	VMULSS X3, X1, X1
+	MOVSS X1, 0(SP)(DX*4)
+	INCQ DX
+	CMPQ DX, $2
+	JLT pro2
+
+	// The blocks, two at a time, for the two tokens.
+	MOVQ SI, AX
+	MOVQ xq+32(FP), DX
+	MOVQ ds+56(FP), R9
+	MOVQ nb+16(FP), CX
+	SHRQ $1, CX
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+pair2:
+	Q8_DECODE
+	Q8_TOKEN((DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	ADDQ $32, AX
+	ADDQ $64, DX
+	ADDQ $8, R9
+	DECQ CX
+	JNZ pair2
+
+	Q8_SUM(Z4, Y4, X4)
+	Q8_SUM(Z5, Y5, X5)
+	VSUBSS 0(SP), X4, X4
+	VSUBSS 4(SP), X5, X5
+	TESTQ R8, R8
+	JZ store2
+	VADDSS (R8), X4, X4
+	VADDSS (R8), X5, X5
+	ADDQ $4, R8
+store2:
+	MOVSS X4, (DI)
+	MOVSS X5, (DI)(R15*1)
+
+	MOVQ R13, AX
+	SHRQ $1, AX
+	ADDQ AX, SI             // the next row's blocks
+	ADDQ nb+16(FP), BX
+	ADDQ $4, DI
+	DECQ R10
+	JNZ row2
+	VZEROUPPER
+	RET
+
 // func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32)
 // q8MXFP4Rows4 for one token (out[r] for r < rows; ds: nb floats).
 TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $16-80

@@ -11,3 +11,7 @@ func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias
 func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32) {
 	panic("unreachable")
 }
+
+func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int) {
+	panic("unreachable")
+}
