@@ -20,40 +20,43 @@ import "math"
 // where c_b = d_b · Σ q over the block. The unsigned u is what VPDPBUSD
 // multiplies; the second sum takes its offset back out once per row.
 
-// q8Acts holds tokens quantized for the int8 kernels: per token, nb·32
-// int8 values in q8Layout's order, nb block scales d and nb corrections c.
+// q8Acts holds tokens quantized for the int8 kernels. The kernels take
+// blocks four at a time (a group), so a token's nb blocks are stored as g
+// = ⌈nb/4⌉ groups: g·128 int8 values in q8Layout's order, g·4 block
+// scales d and g·4 corrections c, all zero past block nb.
 type q8Acts struct {
-	nb   int
-	q    []int8
-	d, c []float32
+	nb, g int
+	q     []int8
+	d, c  []float32
 }
 
-// q8Layout maps each of a block pair's 64 kernel positions to the value it
-// holds (block·32 + element): the kernel interleaves the two blocks'
-// dwords (q8perm) and puts the low nibbles (even elements) before the
-// high ones, so the activations are stored in that order instead of
-// moving the weights.
-var q8Layout = func() (l [64]int) {
-	perm := [8]int{0, 4, 1, 5, 2, 6, 3, 7}
+// q8Layout maps each of a block group's 128 kernel positions to the value
+// it holds (block·32 + element). The kernel permutes the group's 64 bytes
+// so that dword k holds dword k/4 of block k mod 4 (q8perm), then looks up
+// the low nibbles (even elements) into positions 0..63 and the high ones
+// (odd elements) into 64..127, in place; the activations are stored in
+// that order instead of moving the weights.
+var q8Layout = func() (l [128]int) {
 	for p := range l {
-		half, b := p/32, p%32
-		src := 4*perm[b/4] + b%4 // byte of the two blocks' 32
-		l[p] = (src/16)*32 + 2*(src%16) + half
+		half, b := p/64, p%64
+		k := b / 4                 // the int32 lane
+		blk, j := k%4, 4*(k/4)+b%4 // its block, and the byte in that block
+		l[p] = blk*32 + 2*j + half
 	}
 	return
 }()
 
 // q8 reports whether the int8 kernels run m: on a CPU with them, with
 // scales the exact vector kernel takes too (normalScales) and rows of
-// whole block pairs.
-func (m *MXFP4) q8() bool { return useQ8 && m.vector && m.Cols%64 == 0 }
+// any number of blocks.
+func (m *MXFP4) q8() bool { return useQ8 && m.vector && m.Cols%32 == 0 }
 
 // reset sizes a for ntok tokens of nb blocks, reusing its memory.
 func (a *q8Acts) reset(ntok, nb int) {
-	a.nb = nb
-	a.q = grow(a.q, ntok*nb*32)
-	a.d = grow(a.d, ntok*nb)
-	a.c = grow(a.c, ntok*nb)
+	a.nb, a.g = nb, (nb+3)/4
+	a.q = grow(a.q, ntok*a.g*128)
+	a.d = grow(a.d, ntok*a.g*4)
+	a.c = grow(a.c, ntok*a.g*4)
 }
 
 func grow[T any](s []T, n int) []T {
@@ -65,62 +68,69 @@ func grow[T any](s []T, n int) []T {
 
 // quantize stores x (nb·32 values) as token t.
 func (a *q8Acts) quantize(t int, x []float32) {
-	nb := a.nb
+	nb, g := a.nb, a.g
 	x = x[:nb*32]
-	q := a.q[t*nb*32 : (t+1)*nb*32]
-	d, c := a.d[t*nb:(t+1)*nb], a.c[t*nb:(t+1)*nb]
-	for p := 0; p < nb/2; p++ {
-		xs := x[p*64 : p*64+64]
-		var inv [2]float32
-		var sum [2]int32
-		for h := range 2 {
+	q := a.q[t*g*128 : (t+1)*g*128]
+	d, c := a.d[t*g*4:(t+1)*g*4], a.c[t*g*4:(t+1)*g*4]
+	var inv [4]float32
+	var sum [4]int32
+	for gi := range g {
+		for h := range 4 {
+			b := gi*4 + h
+			inv[h], sum[h], d[b] = 0, 0, 0
+			if b >= nb {
+				continue
+			}
 			var amax float32
-			for _, v := range xs[h*32 : h*32+32] {
+			for _, v := range x[b*32 : b*32+32] {
 				amax = max(amax, float32(math.Abs(float64(v))))
 			}
 			switch {
 			case amax == 0:
-				d[2*p+h] = 0
 			case amax <= math.MaxFloat32:
-				d[2*p+h] = amax / 127
+				d[b] = amax / 127
 				inv[h] = 127 / amax
 			default: // Inf or NaN: the block's products are NaN, as exact ones would be
-				d[2*p+h] = float32(math.NaN())
+				d[b] = float32(math.NaN())
 			}
 		}
-		qs := q[p*64 : p*64+64]
+		qs := q[gi*128 : gi*128+128]
 		for i, src := range q8Layout {
-			h := src / 32
-			v := int32(math.RoundToEven(float64(xs[src] * inv[h])))
+			h, b := src/32, gi*4+src/32
+			if b >= nb {
+				qs[i] = 0
+				continue
+			}
+			v := int32(math.RoundToEven(float64(x[gi*128+src] * inv[h])))
 			v = min(max(v, -127), 127)
 			qs[i] = int8(v)
 			sum[h] += v
 		}
-		for h := range 2 {
-			c[2*p+h] = d[2*p+h] * float32(sum[h])
+		for h := range 4 {
+			c[gi*4+h] = d[gi*4+h] * float32(sum[h])
 		}
 	}
 }
 
 // gather makes a's tokens the given tokens of src.
 func (a *q8Acts) gather(src *q8Acts, toks []int) {
-	nb := src.nb
-	a.reset(len(toks), nb)
+	a.reset(len(toks), src.nb)
+	g := a.g
 	for i, t := range toks {
-		copy(a.q[i*nb*32:(i+1)*nb*32], src.q[t*nb*32:])
-		copy(a.d[i*nb:(i+1)*nb], src.d[t*nb:])
-		copy(a.c[i*nb:(i+1)*nb], src.c[t*nb:])
+		copy(a.q[i*g*128:(i+1)*g*128], src.q[t*g*128:])
+		copy(a.d[i*g*4:(i+1)*g*4], src.d[t*g*4:])
+		copy(a.c[i*g*4:(i+1)*g*4], src.c[t*g*4:])
 	}
 }
 
 // q8DotRef is the portable reference of one (row, token): the same
 // integer sums and formula, accumulated in float64, for the tests.
 func q8DotRef(blocks, scales []byte, a *q8Acts, t int) float64 {
-	nb := a.nb
-	q := a.q[t*nb*32:]
+	nb, g := a.nb, a.g
+	q := a.q[t*g*128:]
 	var sum, corr float64
 	for b := range nb {
-		p, h := b/2, b%2
+		gi, h := b/4, b%4
 		blk := blocks[b*16 : b*16+16]
 		var dot int64
 		for i, src := range q8Layout {
@@ -130,11 +140,11 @@ func q8DotRef(blocks, scales []byte, a *q8Acts, t int) float64 {
 			e := src % 32
 			nib := blk[e/2] >> (4 * (e % 2)) & 15
 			u := int64(2*fp4[nib]) + 12
-			dot += u * int64(q[p*64+i])
+			dot += u * int64(q[gi*128+i])
 		}
 		ws := float64(e8m0[scales[b]]) / 2
-		sum += ws * float64(a.d[t*nb+b]) * float64(dot)
-		corr += ws * float64(a.c[t*nb+b])
+		sum += ws * float64(a.d[t*g*4+b]) * float64(dot)
+		corr += ws * float64(a.c[t*g*4+b])
 	}
 	return sum - 12*corr
 }
@@ -155,7 +165,8 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 	if ntok == 0 || rows == 0 {
 		return
 	}
-	_ = a.q[ntok*nb*32-1]
+	g := a.g
+	_ = a.q[ntok*g*128-1]
 	for t := range out {
 		_ = out[t][rows-1]
 	}
@@ -172,7 +183,7 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 		_ = bias[rows-1]
 	}
 	parallelChunks(rows, linearChunk(rows), func(lo, hi int) {
-		ds := make([]float32, 4*nb)
+		ds := make([]float32, 4*g*4) // zero past each token's nb: never written
 		for r := lo; r < hi; r += q8RowChunk {
 			m := min(q8RowChunk, hi-r)
 			o := base + r*nb
@@ -182,13 +193,13 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 			}
 			t := 0
 			for ; t+4 <= ntok; t += 4 {
-				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r], os)
+				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 			for ; t+2 <= ntok; t += 2 {
-				q8MXFP4Rows2(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r], os)
+				q8MXFP4Rows2(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 			for ; t < ntok; t++ {
-				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*nb*32], &a.d[t*nb], &a.c[t*nb], &ds[0], b, &oa[t*os+r])
+				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 		}
 	})

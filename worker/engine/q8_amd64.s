@@ -2,33 +2,46 @@
 
 // The int8 MXFP4 kernels (q8.go): an expert row's blocks decoded by table
 // to unsigned bytes and multiplied with int8 activations by VPDPBUSD
-// (AVX-512 VNNI), 64 products per instruction and no conversion to float
-// before a block's integer sum. See q8.go for the arithmetic.
+// (AVX-512 VNNI), 128 products in two instructions, with no conversion to
+// float before a block's integer sum. Blocks go four at a time (64 bytes):
+// VPERMD interleaves their dwords so that int32 lane i of every product
+// belongs to block i mod 4; the low nibbles (even elements) and the high
+// ones (odd elements) are looked up by VPERMB in place, so both products
+// land in the same lanes, and one broadcast of the four blocks' scale
+// products serves all sixteen. See q8.go for the arithmetic and q8Layout
+// for the activations' order that this implies.
 
-// q8u holds 2·E2M1 + 12 for each nibble code (0..24), so the weights are
-// unsigned bytes as VPDPBUSD wants; q8.go subtracts the 12·Σq it adds.
+// q8u holds 2·E2M1 + 12 for each nibble code (0..24), four times over:
+// VPERMB reads six bits of each index byte, so a low nibble needs no mask
+// and a high one (shifted down a word at a time) none either.
 DATA q8u<>+0(SB)/8, $0x181412100f0e0d0c
 DATA q8u<>+8(SB)/8, $0x00040608090a0b0c
-GLOBL q8u<>(SB), RODATA|NOPTR, $16
+DATA q8u<>+16(SB)/8, $0x181412100f0e0d0c
+DATA q8u<>+24(SB)/8, $0x00040608090a0b0c
+DATA q8u<>+32(SB)/8, $0x181412100f0e0d0c
+DATA q8u<>+40(SB)/8, $0x00040608090a0b0c
+DATA q8u<>+48(SB)/8, $0x181412100f0e0d0c
+DATA q8u<>+56(SB)/8, $0x00040608090a0b0c
+GLOBL q8u<>(SB), RODATA|NOPTR, $64
 
-// q8perm interleaves the dwords of two blocks' 32 bytes (0, 4, 1, 5, 2, 6,
-// 3, 7), so that VPDPBUSD's int32 lanes alternate between the two blocks
-// and one broadcast 64-bit pair of scales serves all sixteen.
+// q8perm: dword k of a group takes dword k/4 of block k mod 4.
 DATA q8perm<>+0(SB)/8, $0x0000000400000000
-DATA q8perm<>+8(SB)/8, $0x0000000500000001
-DATA q8perm<>+16(SB)/8, $0x0000000600000002
-DATA q8perm<>+24(SB)/8, $0x0000000700000003
-GLOBL q8perm<>(SB), RODATA|NOPTR, $32
+DATA q8perm<>+8(SB)/8, $0x0000000c00000008
+DATA q8perm<>+16(SB)/8, $0x0000000500000001
+DATA q8perm<>+24(SB)/8, $0x0000000d00000009
+DATA q8perm<>+32(SB)/8, $0x0000000600000002
+DATA q8perm<>+40(SB)/8, $0x0000000e0000000a
+DATA q8perm<>+48(SB)/8, $0x0000000700000003
+DATA q8perm<>+56(SB)/8, $0x0000000f0000000b
+GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 
-// Q8_CONSTS loads the constants: Z31 the table in every 128-bit lane, Z30
-// the nibble mask, Y29 the dword permutation, Z28 1<<23 (one in the
-// exponent field), X3 12.0, K1 the mask of the nb mod 16 blocks a row's
-// last scale group holds.
+// Q8_CONSTS loads the constants: Z31 the table, Z30 the dword
+// permutation, Z28 1<<23 (one in the exponent field), X3 12.0, K1 the
+// mask of the nb mod 16 scales of a row's last scale group, K2 the mask
+// of the bytes of its last, partial block group (nb mod 4 blocks).
 #define Q8_CONSTS \
-	VBROADCASTI32X4 q8u<>(SB), Z31 \
-	MOVL $0x0f0f0f0f, AX \
-	VPBROADCASTD AX, Z30 \
-	VMOVDQU32 q8perm<>(SB), Y29 \
+	VMOVDQU64 q8u<>(SB), Z31 \
+	VMOVDQU64 q8perm<>(SB), Z30 \
 	MOVL $0x00800000, AX \
 	VPBROADCASTD AX, Z28 \
 	MOVL $0x41400000, AX \
@@ -38,25 +51,31 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $32
 	MOVL $1, AX \
 	SHLL CX, AX \
 	DECL AX \
-	KMOVW AX, K1
+	KMOVW AX, K1 \
+	MOVQ nb+16(FP), CX \
+	ANDQ $3, CX \
+	SHLQ $4, CX \
+	MOVQ $1, AX \
+	SHLQ CX, AX \
+	DECQ AX \
+	KMOVQ AX, K2
 
-// Q8_DECODE decodes the two blocks at (AX) into Z0: 64 unsigned weights
-// in the order q8Layout gives.
+// Q8_DECODE decodes the four blocks permuted into Z0: the unsigned
+// weights of their even elements into Z0, of their odd ones into Z1.
 #define Q8_DECODE \
-	VPERMD (AX), Y29, Y0 \
-	VPSRLW $4, Y0, Y1 \
-	VINSERTI64X4 $1, Y1, Z0, Z0 \
-	VPANDD Z30, Z0, Z0 \
-	VPSHUFB Z0, Z31, Z0
+	VPSRLW $4, Z0, Z1 \
+	VPERMB Z31, Z0, Z0 \
+	VPERMB Z31, Z1, Z1
 
-// Q8_TOKEN(xq, ds, t, s, acc) adds one token's two blocks: the integer
-// sums of the 64 products (int32 lanes alternating between the blocks),
-// converted, times the blocks' scale products ds (a float pair) into acc.
-#define Q8_TOKEN(xq, ds, t, s, acc) \
+// Q8_TOKEN(xlo, xhi, ds, t, s, acc) adds one token's four blocks: the
+// integer sums of the 128 products (lane i: block i mod 4), converted,
+// times the blocks' four scale products ds into acc.
+#define Q8_TOKEN(xlo, xhi, ds, t, s, acc) \
 	VPXORD t, t, t \
-	VPDPBUSD xq, Z0, t \
+	VPDPBUSD xlo, Z0, t \
+	VPDPBUSD xhi, Z1, t \
 	VCVTDQ2PS t, t \
-	VBROADCASTSD ds, s \
+	VBROADCASTF32X4 ds, s \
 	VFMADD231PS s, t, acc
 
 // Q8_SUM(z, y, x) reduces the 16 lanes of z to x's low float (Y2 scratch).
@@ -68,46 +87,53 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $32
 	VHADDPS x, x, x \
 	VHADDPS x, x, x
 
-// Each kernel starts a row with a prologue loop per token (Go assembler
-// labels cannot live in macros): the row's block scales 2^(s-128) (s-1
-// placed in the exponent field, as dotMXFP4AVX2 does) times the token's
-// block scales d into the scratch ds, and 12·Σ_b 2^(s_b-128)·c_b, the
+// Each kernel starts a row with a prologue per token (Go assembler labels
+// cannot live in macros): the row's block scales 2^(s-128) (s-1 placed in
+// the exponent field, as dotMXFP4AVX2 does) times the token's block
+// scales d into the scratch ds, and 12·Σ_b 2^(s_b-128)·c_b, the
 // correction for the table's +12, onto the stack.
 
 // func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
 // out[t·ostride + r] = the int8 dot product of row r with token t, + bias[r]
-// (+0 when bias is nil), for r < rows (> 0) and t < 4: rows of nb (even,
-// > 0) blocks follow one another; token t's quantized values are at
-// xq[t·nb·32:], its block scales at xd[t·nb:], its corrections at
-// xc[t·nb:]; ds is scratch for 4·nb floats. Each (row, token) takes
-// exactly q8MXFP4Rows1's operations, so results do not depend on batching.
+// (+0 when bias is nil), for r < rows (> 0) and t < 4: rows of nb (> 0)
+// blocks follow one another; with g = ⌈nb/4⌉ block groups, token t's
+// quantized values are at xq[t·g·128:], its block scales at xd[t·g·4:]
+// and its corrections at xc[t·g·4:] (zero past nb); ds is zeroed scratch
+// for 4·g·4 floats. Each (row, token) takes exactly q8MXFP4Rows1's
+// operations, so results do not depend on batching.
 TEXT ·q8MXFP4Rows4(SB), NOSPLIT, $16-88
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
 	MOVQ out+72(FP), DI
 	MOVQ bias+64(FP), R8
 	MOVQ nb+16(FP), R13
-	SHLQ $5, R13            // a token's xq bytes
-	MOVQ nb+16(FP), R14
-	SHLQ $2, R14            // a token's xd, xc and ds bytes
+	ADDQ $3, R13
+	SHRQ $2, R13
+	MOVQ R13, R14
+	SHLQ $7, R13            // a token's xq bytes: g·128
+	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
 	MOVQ ostride+80(FP), R15
 	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row4:
-	// Prologue: four tokens, whose xd, xc and ds follow one another.
-	MOVQ xd+40(FP), R11
-	MOVQ xc+48(FP), R12
-	MOVQ ds+56(FP), R9
 	XORQ DX, DX
 pro4:
+	MOVQ DX, AX
+	IMULQ R14, AX
+	MOVQ xd+40(FP), R11
+	ADDQ AX, R11
+	MOVQ xc+48(FP), R12
+	ADDQ AX, R12
+	MOVQ ds+56(FP), R9
+	ADDQ AX, R9
 	MOVQ BX, AX
 	MOVQ nb+16(FP), CX
 	VPXORD Z1, Z1, Z1
-pro4b:
+prob4:
 	CMPQ CX, $16
-	JLT pro4t
+	JLT prot4
 	VPMOVZXBD (AX), Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
@@ -119,20 +145,17 @@ pro4b:
 	ADDQ $64, R12
 	ADDQ $64, R9
 	SUBQ $16, CX
-	JMP pro4b
-pro4t:
+	JMP prob4
+prot4:
 	TESTQ CX, CX
-	JZ pro4s
+	JZ pros4
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 	VFMADD231PS (R12), Z21, K1, Z1
-	LEAQ (R11)(CX*4), R11
-	LEAQ (R12)(CX*4), R12
-	LEAQ (R9)(CX*4), R9
-pro4s:
+pros4:
 	Q8_SUM(Z1, Y1, X1)
 	VMULSS X3, X1, X1
 	MOVSS X1, 0(SP)(DX*4)
@@ -140,7 +163,6 @@ pro4s:
 	CMPQ DX, $4
 	JLT pro4
 
-	// The blocks, two at a time, for the four tokens.
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
 	MOVQ ds+56(FP), R9
@@ -148,26 +170,39 @@ pro4s:
 	ADDQ R13, R11           // token 3's xq
 	LEAQ (R9)(R14*2), R12
 	ADDQ R14, R12           // token 3's ds
-	MOVQ nb+16(FP), CX
-	SHRQ $1, CX
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-pair4:
+	MOVQ nb+16(FP), CX
+	SHRQ $2, CX
+	JZ tail4
+grp4:
+	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
-	Q8_TOKEN((DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
-	Q8_TOKEN((R11), (R12), Z11, Z15, Z7)
-	ADDQ $32, AX
-	ADDQ $64, DX
-	ADDQ $64, R11
-	ADDQ $8, R9
-	ADDQ $8, R12
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
+	Q8_TOKEN((R11), 64(R11), (R12), Z11, Z15, Z7)
+	ADDQ $64, AX
+	ADDQ $128, DX
+	ADDQ $16, R9
+	ADDQ $128, R11
+	ADDQ $16, R12
 	DECQ CX
-	JNZ pair4
-
+	JNZ grp4
+tail4:
+	MOVQ nb+16(FP), CX
+	ANDQ $3, CX
+	JZ sum4
+	VMOVDQU8.Z (AX), K2, Z0
+	VPERMD Z0, Z30, Z0
+	Q8_DECODE
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
+	Q8_TOKEN((R11), 64(R11), (R12), Z11, Z15, Z7)
+sum4:
 	Q8_SUM(Z4, Y4, X4)
 	Q8_SUM(Z5, Y5, X5)
 	Q8_SUM(Z6, Y6, X6)
@@ -189,9 +224,8 @@ store4:
 	MOVSS X6, (DI)(R15*2)
 	LEAQ (DI)(R15*2), AX
 	MOVSS X7, (AX)(R15*1)
-
-	MOVQ R13, AX
-	SHRQ $1, AX
+	MOVQ nb+16(FP), AX
+	SHLQ $4, AX
 	ADDQ AX, SI             // the next row's blocks
 	ADDQ nb+16(FP), BX
 	ADDQ $4, DI
@@ -202,34 +236,40 @@ store4:
 
 // func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
 // q8MXFP4Rows4 for two tokens (the experts a decode step gives two or
-// three tokens: one decode of each block pair instead of two or three).
+// three tokens: one decode of each block group instead of two or three).
 TEXT ·q8MXFP4Rows2(SB), NOSPLIT, $16-88
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
 	MOVQ out+72(FP), DI
 	MOVQ bias+64(FP), R8
 	MOVQ nb+16(FP), R13
-	SHLQ $5, R13            // a token's xq bytes
-	MOVQ nb+16(FP), R14
-	SHLQ $2, R14            // a token's xd, xc and ds bytes
+	ADDQ $3, R13
+	SHRQ $2, R13
+	MOVQ R13, R14
+	SHLQ $7, R13            // a token's xq bytes: g·128
+	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
 	MOVQ ostride+80(FP), R15
 	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row2:
-	// Prologue: two tokens, whose xd, xc and ds follow one another.
-	MOVQ xd+40(FP), R11
-	MOVQ xc+48(FP), R12
-	MOVQ ds+56(FP), R9
 	XORQ DX, DX
 pro2:
+	MOVQ DX, AX
+	IMULQ R14, AX
+	MOVQ xd+40(FP), R11
+	ADDQ AX, R11
+	MOVQ xc+48(FP), R12
+	ADDQ AX, R12
+	MOVQ ds+56(FP), R9
+	ADDQ AX, R9
 	MOVQ BX, AX
 	MOVQ nb+16(FP), CX
 	VPXORD Z1, Z1, Z1
-pro2b:
+prob2:
 	CMPQ CX, $16
-	JLT pro2t
+	JLT prot2
 	VPMOVZXBD (AX), Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
@@ -241,20 +281,17 @@ pro2b:
 	ADDQ $64, R12
 	ADDQ $64, R9
 	SUBQ $16, CX
-	JMP pro2b
-pro2t:
+	JMP prob2
+prot2:
 	TESTQ CX, CX
-	JZ pro2s
+	JZ pros2
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 	VFMADD231PS (R12), Z21, K1, Z1
-	LEAQ (R11)(CX*4), R11
-	LEAQ (R12)(CX*4), R12
-	LEAQ (R9)(CX*4), R9
-pro2s:
+pros2:
 	Q8_SUM(Z1, Y1, X1)
 	VMULSS X3, X1, X1
 	MOVSS X1, 0(SP)(DX*4)
@@ -262,24 +299,34 @@ pro2s:
 	CMPQ DX, $2
 	JLT pro2
 
-	// The blocks, two at a time, for the two tokens.
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
 	MOVQ ds+56(FP), R9
-	MOVQ nb+16(FP), CX
-	SHRQ $1, CX
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-pair2:
+	MOVQ nb+16(FP), CX
+	SHRQ $2, CX
+	JZ tail2
+grp2:
+	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
-	ADDQ $32, AX
-	ADDQ $64, DX
-	ADDQ $8, R9
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	ADDQ $64, AX
+	ADDQ $128, DX
+	ADDQ $16, R9
 	DECQ CX
-	JNZ pair2
-
+	JNZ grp2
+tail2:
+	MOVQ nb+16(FP), CX
+	ANDQ $3, CX
+	JZ sum2
+	VMOVDQU8.Z (AX), K2, Z0
+	VPERMD Z0, Z30, Z0
+	Q8_DECODE
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+sum2:
 	Q8_SUM(Z4, Y4, X4)
 	Q8_SUM(Z5, Y5, X5)
 	VSUBSS 0(SP), X4, X4
@@ -292,9 +339,8 @@ pair2:
 store2:
 	MOVSS X4, (DI)
 	MOVSS X5, (DI)(R15*1)
-
-	MOVQ R13, AX
-	SHRQ $1, AX
+	MOVQ nb+16(FP), AX
+	SHLQ $4, AX
 	ADDQ AX, SI             // the next row's blocks
 	ADDQ nb+16(FP), BX
 	ADDQ $4, DI
@@ -303,28 +349,41 @@ store2:
 	VZEROUPPER
 	RET
 
-// func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32)
-// q8MXFP4Rows4 for one token (out[r] for r < rows; ds: nb floats).
-TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $16-80
+// func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+// q8MXFP4Rows4 for one token (ostride unused).
+TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $16-88
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
 	MOVQ out+72(FP), DI
 	MOVQ bias+64(FP), R8
 	MOVQ nb+16(FP), R13
-	SHLQ $5, R13
+	ADDQ $3, R13
+	SHRQ $2, R13
+	MOVQ R13, R14
+	SHLQ $7, R13            // a token's xq bytes: g·128
+	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
+	MOVQ ostride+80(FP), R15
+	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row1:
+	XORQ DX, DX
+pro1:
+	MOVQ DX, AX
+	IMULQ R14, AX
 	MOVQ xd+40(FP), R11
+	ADDQ AX, R11
 	MOVQ xc+48(FP), R12
+	ADDQ AX, R12
 	MOVQ ds+56(FP), R9
+	ADDQ AX, R9
 	MOVQ BX, AX
 	MOVQ nb+16(FP), CX
 	VPXORD Z1, Z1, Z1
-pro1b:
+prob1:
 	CMPQ CX, $16
-	JLT pro1t
+	JLT prot1
 	VPMOVZXBD (AX), Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
@@ -336,36 +395,49 @@ pro1b:
 	ADDQ $64, R12
 	ADDQ $64, R9
 	SUBQ $16, CX
-	JMP pro1b
-pro1t:
+	JMP prob1
+prot1:
 	TESTQ CX, CX
-	JZ pro1s
+	JZ pros1
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 	VFMADD231PS (R12), Z21, K1, Z1
-pro1s:
+pros1:
 	Q8_SUM(Z1, Y1, X1)
 	VMULSS X3, X1, X1
-	MOVSS X1, 0(SP)
+	MOVSS X1, 0(SP)(DX*4)
+	INCQ DX
+	CMPQ DX, $1
+	JLT pro1
 
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
 	MOVQ ds+56(FP), R9
-	MOVQ nb+16(FP), CX
-	SHRQ $1, CX
 	VPXORD Z4, Z4, Z4
-pair1:
+	MOVQ nb+16(FP), CX
+	SHRQ $2, CX
+	JZ tail1
+grp1:
+	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), (R9), Z8, Z12, Z4)
-	ADDQ $32, AX
-	ADDQ $64, DX
-	ADDQ $8, R9
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	ADDQ $64, AX
+	ADDQ $128, DX
+	ADDQ $16, R9
 	DECQ CX
-	JNZ pair1
-
+	JNZ grp1
+tail1:
+	MOVQ nb+16(FP), CX
+	ANDQ $3, CX
+	JZ sum1
+	VMOVDQU8.Z (AX), K2, Z0
+	VPERMD Z0, Z30, Z0
+	Q8_DECODE
+	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+sum1:
 	Q8_SUM(Z4, Y4, X4)
 	VSUBSS 0(SP), X4, X4
 	TESTQ R8, R8
@@ -374,10 +446,9 @@ pair1:
 	ADDQ $4, R8
 store1:
 	MOVSS X4, (DI)
-
-	MOVQ R13, AX
-	SHRQ $1, AX
-	ADDQ AX, SI
+	MOVQ nb+16(FP), AX
+	SHLQ $4, AX
+	ADDQ AX, SI             // the next row's blocks
 	ADDQ nb+16(FP), BX
 	ADDQ $4, DI
 	DECQ R10

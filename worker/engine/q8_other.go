@@ -8,7 +8,7 @@ func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias
 	panic("unreachable")
 }
 
-func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32) {
+func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int) {
 	panic("unreachable")
 }
 

@@ -7,19 +7,20 @@ import (
 )
 
 func TestQ8Layout(t *testing.T) {
-	var seen [64]bool
+	var seen [128]bool
 	for _, v := range q8Layout {
 		if seen[v] {
 			t.Fatalf("value %d placed twice: %v", v, q8Layout)
 		}
 		seen[v] = true
 	}
-	// The kernel's int32 lane i sums positions 4i..4i+3: each lane must
-	// hold one block only, even lanes the first, so that one broadcast
-	// pair of scales serves them.
+	// The kernel's int32 lane i sums positions 4i..4i+3 of each half:
+	// each lane must hold one block only, block i mod 4, so that one
+	// broadcast of four scales serves them; the first half holds the even
+	// elements (low nibbles), the second the odd ones.
 	for p, v := range q8Layout {
-		if lane := p / 4; v/32 != lane%2 {
-			t.Fatalf("position %d (lane %d) holds block %d", p, lane, v/32)
+		if lane := p % 64 / 4; v/32 != lane%4 || v%2 != p/64 {
+			t.Fatalf("position %d (lane %d) holds block %d element %d", p, lane, v/32, v%32)
 		}
 	}
 }
@@ -40,7 +41,7 @@ func randomMXFP4(rng *rand.Rand, experts, rows, cols int, lo, hi byte) *MXFP4 {
 
 func TestQ8Quantize(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	const nb = 6
+	const nb = 6 // a partial group
 	x := make([]float32, nb*32)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64()) * float32(i%7+1)
@@ -52,11 +53,11 @@ func TestQ8Quantize(t *testing.T) {
 	for b := range nb {
 		var sum int32
 		for p, src := range q8Layout {
-			if src/32 != b%2 {
+			if src/32 != b%4 {
 				continue
 			}
-			i := (b/2)*64 + src
-			q := a.q[(b/2)*64+p]
+			i := (b/4)*128 + src
+			q := a.q[(b/4)*128+p]
 			sum += int32(q)
 			if got, want := float64(q)*float64(a.d[b]), float64(x[i]); math.Abs(got-want) > float64(a.d[b])/2*1.0001 {
 				t.Fatalf("block %d element %d: %v·%v = %v, want %v within half a step", b, src%32, q, a.d[b], got, want)
@@ -69,6 +70,16 @@ func TestQ8Quantize(t *testing.T) {
 	if a.d[2] != 0 || a.d[3] == 0 {
 		t.Fatalf("zero block's scale %v, next %v", a.d[2], a.d[3])
 	}
+	for i := nb; i < 8; i++ { // past nb: zero, as the kernel needs
+		if a.d[i] != 0 || a.c[i] != 0 {
+			t.Fatalf("padding block %d: d %v, c %v", i, a.d[i], a.c[i])
+		}
+	}
+	for p, src := range q8Layout {
+		if src/32 >= nb%4 && a.q[128+p] != 0 {
+			t.Fatalf("padding value at %d: %d", p, a.q[128+p])
+		}
+	}
 }
 
 // TestQ8Kernel checks the int8 kernels against the portable reference of
@@ -79,9 +90,10 @@ func TestQ8Kernel(t *testing.T) {
 		t.Skip("no AVX-512 VNNI on this CPU: the fast MXFP4 path is not used")
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	// 90 blocks is 20b's rows (5 groups of 16 scales and a tail of 10);
-	// 16 has no tail, 2 only a tail; 150 rows span several chunks.
-	for _, size := range []struct{ cols, rows int }{{64, 5}, {512, 150}, {2880, 40}, {1344, 3}} {
+	// 90 blocks is 20b's rows (5 groups of 16 scales and a tail of 10;
+	// 22 block groups and a partial one of 2); 16 blocks have no tail, 1
+	// to 3 only a partial group; 150 rows span several chunks.
+	for _, size := range []struct{ cols, rows int }{{32, 3}, {64, 5}, {96, 4}, {512, 150}, {2880, 40}, {1344, 3}, {1376, 2}} {
 		const experts = 2
 		cols, rows := size.cols, size.rows
 		nb := cols / 32
@@ -187,10 +199,13 @@ func TestQ8Error(t *testing.T) {
 	var xe, xs float64 // the activations' own rounding
 	for k := range x {
 		for p, src := range q8Layout {
-			for pair := range cols / 64 {
-				b := 2*pair + src/32
-				v := float64(x[k][pair*64+src])
-				d := float64(a.q[k*cols+pair*64+p])*float64(a.d[k*cols/32+b]) - v
+			for gi := range a.g {
+				b := 4*gi + src/32
+				if b >= a.nb {
+					continue
+				}
+				v := float64(x[k][gi*128+src])
+				d := float64(a.q[(k*a.g+gi)*128+p])*float64(a.d[k*a.g*4+b]) - v
 				xe += d * d
 				xs += v * v
 			}
