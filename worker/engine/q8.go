@@ -15,20 +15,25 @@ import "math"
 //
 //	weights  w = (u - 12) · 2^(s_b-128), u = 2·E2M1 + 12 in 0..24 (q8u)
 //	x       ≈ q · d_b, q in -127..127, d_b = max|x_b| / 127
-//	row·x   = Σ_b 2^(s_b-128)·d_b · Σ u·q  −  12 · Σ_b 2^(s_b-128) · c_b
+//	row·x   = Σ_b 2^(s_b-128)·d_b · (Σ u·q − 12·Σ q)
 //
-// where c_b = d_b · Σ q over the block. The unsigned u is what VPDPBUSD
-// multiplies; the second sum takes its offset back out once per row.
+// The unsigned u is what VPDPBUSD multiplies; each block's −12·Σq, kept
+// with the token, is where its integer sum starts, so the offset goes back
+// out exactly.
 
 // q8Acts holds tokens quantized for the int8 kernels. The kernels take
 // blocks four at a time (a group), so a token's nb blocks are stored as g
-// = ⌈nb/4⌉ groups: g·128 int8 values in q8Layout's order, g·4 block
-// scales d and g·4 corrections c, all zero past block nb.
+// = ⌈nb/4⌉ groups of 192 bytes (q8Group: 128 int8 values in q8Layout's
+// order, then sixteen int32 lanes whose first four hold each block's
+// −12·Σq), and g·4 block scales d, all zero past block nb.
 type q8Acts struct {
 	nb, g int
 	q     []int8
-	d, c  []float32
+	d     []float32
 }
+
+// q8Group is the bytes of one block group of a quantized token.
+const q8Group = 192
 
 // q8Layout maps each of a block group's 128 kernel positions to the value
 // it holds (block·32 + element). The kernel permutes the group's 64 bytes
@@ -54,9 +59,8 @@ func (m *MXFP4) q8() bool { return useQ8 && m.vector && m.Cols%32 == 0 }
 // reset sizes a for ntok tokens of nb blocks, reusing its memory.
 func (a *q8Acts) reset(ntok, nb int) {
 	a.nb, a.g = nb, (nb+3)/4
-	a.q = grow(a.q, ntok*a.g*128)
+	a.q = grow(a.q, ntok*a.g*q8Group)
 	a.d = grow(a.d, ntok*a.g*4)
-	a.c = grow(a.c, ntok*a.g*4)
 }
 
 func grow[T any](s []T, n int) []T {
@@ -70,8 +74,8 @@ func grow[T any](s []T, n int) []T {
 func (a *q8Acts) quantize(t int, x []float32) {
 	nb, g := a.nb, a.g
 	x = x[:nb*32]
-	q := a.q[t*g*128 : (t+1)*g*128]
-	d, c := a.d[t*g*4:(t+1)*g*4], a.c[t*g*4:(t+1)*g*4]
+	q := a.q[t*g*q8Group : (t+1)*g*q8Group]
+	d := a.d[t*g*4 : (t+1)*g*4]
 	var inv [4]float32
 	var sum [4]int32
 	for gi := range g {
@@ -94,7 +98,7 @@ func (a *q8Acts) quantize(t int, x []float32) {
 				d[b] = float32(math.NaN())
 			}
 		}
-		qs := q[gi*128 : gi*128+128]
+		qs := q[gi*q8Group : (gi+1)*q8Group]
 		for i, src := range q8Layout {
 			h, b := src/32, gi*4+src/32
 			if b >= nb {
@@ -106,8 +110,12 @@ func (a *q8Acts) quantize(t int, x []float32) {
 			qs[i] = int8(v)
 			sum[h] += v
 		}
-		for h := range 4 {
-			c[gi*4+h] = d[gi*4+h] * float32(sum[h])
+		clear(qs[128:])
+		for h := range 4 { // lane h: −12·Σq, little-endian int32
+			z := uint32(-12 * sum[h])
+			for k := range 4 {
+				qs[128+4*h+k] = int8(uint8(z >> (8 * k)))
+			}
 		}
 	}
 }
@@ -117,9 +125,8 @@ func (a *q8Acts) gather(src *q8Acts, toks []int) {
 	a.reset(len(toks), src.nb)
 	g := a.g
 	for i, t := range toks {
-		copy(a.q[i*g*128:(i+1)*g*128], src.q[t*g*128:])
+		copy(a.q[i*g*q8Group:(i+1)*g*q8Group], src.q[t*g*q8Group:])
 		copy(a.d[i*g*4:(i+1)*g*4], src.d[t*g*4:])
-		copy(a.c[i*g*4:(i+1)*g*4], src.c[t*g*4:])
 	}
 }
 
@@ -127,8 +134,8 @@ func (a *q8Acts) gather(src *q8Acts, toks []int) {
 // integer sums and formula, accumulated in float64, for the tests.
 func q8DotRef(blocks, scales []byte, a *q8Acts, t int) float64 {
 	nb, g := a.nb, a.g
-	q := a.q[t*g*128:]
-	var sum, corr float64
+	q := a.q[t*g*q8Group:]
+	var sum float64
 	for b := range nb {
 		gi, h := b/4, b%4
 		blk := blocks[b*16 : b*16+16]
@@ -140,13 +147,12 @@ func q8DotRef(blocks, scales []byte, a *q8Acts, t int) float64 {
 			e := src % 32
 			nib := blk[e/2] >> (4 * (e % 2)) & 15
 			u := int64(2*fp4[nib]) + 12
-			dot += u * int64(q[gi*128+i])
+			dot += (u - 12) * int64(q[gi*q8Group+i])
 		}
 		ws := float64(e8m0[scales[b]]) / 2
 		sum += ws * float64(a.d[t*g*4+b]) * float64(dot)
-		corr += ws * float64(a.c[t*g*4+b])
 	}
-	return sum - 12*corr
+	return sum
 }
 
 // q8RowChunk is how many rows one kernel call covers: their blocks (1.5 KB
@@ -166,7 +172,7 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 		return
 	}
 	g := a.g
-	_ = a.q[ntok*g*128-1]
+	_ = a.q[ntok*g*q8Group-1]
 	for t := range out {
 		_ = out[t][rows-1]
 	}
@@ -193,13 +199,13 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 			}
 			t := 0
 			for ; t+4 <= ntok; t += 4 {
-				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
+				q8MXFP4Rows4(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*q8Group], &a.d[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 			for ; t+2 <= ntok; t += 2 {
-				q8MXFP4Rows2(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
+				q8MXFP4Rows2(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*q8Group], &a.d[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 			for ; t < ntok; t++ {
-				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*128], &a.d[t*g*4], &a.c[t*g*4], &ds[0], b, &oa[t*os+r], os)
+				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*q8Group], &a.d[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 		}
 	})

@@ -7,10 +7,10 @@ import "golang.org/x/sys/cpu"
 var useQ8 = useAVX512 && cpu.X86.HasAVX512VNNI
 
 //go:noescape
-func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 
 //go:noescape
-func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 
 //go:noescape
-func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)

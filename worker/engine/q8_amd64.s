@@ -36,7 +36,7 @@ DATA q8perm<>+56(SB)/8, $0x0000000f0000000b
 GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 
 // Q8_CONSTS loads the constants: Z31 the table, Z30 the dword
-// permutation, Z28 1<<23 (one in the exponent field), X3 12.0, K1 the
+// permutation, Z28 1<<23 (one in the exponent field), K1 the
 // mask of the nb mod 16 scales of a row's last scale group, K2 the mask
 // of the bytes of its last, partial block group (nb mod 4 blocks).
 #define Q8_CONSTS \
@@ -44,8 +44,6 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 	VMOVDQU64 q8perm<>(SB), Z30 \
 	MOVL $0x00800000, AX \
 	VPBROADCASTD AX, Z28 \
-	MOVL $0x41400000, AX \
-	VMOVD AX, X3 \
 	MOVQ nb+16(FP), CX \
 	ANDQ $15, CX \
 	MOVL $1, AX \
@@ -67,11 +65,13 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 	VPERMB Z31, Z0, Z0 \
 	VPERMB Z31, Z1, Z1
 
-// Q8_TOKEN(xlo, xhi, ds, t, s, acc) adds one token's four blocks: the
-// integer sums of the 128 products (lane i: block i mod 4), converted,
-// times the blocks' four scale products ds into acc.
-#define Q8_TOKEN(xlo, xhi, ds, t, s, acc) \
-	VPXORD t, t, t \
+// Q8_TOKEN(xlo, xhi, xz, ds, t, s, acc) adds one token's four blocks:
+// the integer sums of the 128 products (lane i: block i mod 4) on top of
+// xz, which holds -12·Σq of each block in its lane (the table's offset
+// taken back out exactly, in integers), converted, times the blocks' four
+// scale products ds into acc.
+#define Q8_TOKEN(xlo, xhi, xz, ds, t, s, acc) \
+	VMOVDQU32 xz, t \
 	VPDPBUSD xlo, Z0, t \
 	VPDPBUSD xhi, Z1, t \
 	VCVTDQ2PS t, t \
@@ -87,50 +87,45 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 	VHADDPS x, x, x \
 	VHADDPS x, x, x
 
-// Each kernel starts a row with a prologue per token (Go assembler labels
-// cannot live in macros): the row's block scales 2^(s-128) (s-1 placed in
-// the exponent field, as dotMXFP4AVX2 does) times the token's block
-// scales d into the scratch ds, and 12·Σ_b 2^(s_b-128)·c_b, the
-// correction for the table's +12, onto the stack.
+// Each kernel starts a row with a prologue (Go assembler labels cannot
+// live in macros): the row's block scales 2^(s-128) (s-1 placed in the
+// exponent field, as dotMXFP4AVX2 does), sixteen at a time, times each
+// token's block scales d into the scratch ds.
 
-// func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+// func q8MXFP4Rows4(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 // out[t·ostride + r] = the int8 dot product of row r with token t, + bias[r]
 // (+0 when bias is nil), for r < rows (> 0) and t < 4: rows of nb (> 0)
 // blocks follow one another; with g = ⌈nb/4⌉ block groups, token t's
-// quantized values are at xq[t·g·128:], its block scales at xd[t·g·4:]
-// and its corrections at xc[t·g·4:] (zero past nb); ds is zeroed scratch
-// for 4·g·4 floats. Each (row, token) takes exactly q8MXFP4Rows1's
-// operations, so results do not depend on batching.
-TEXT ·q8MXFP4Rows4(SB), NOSPLIT, $16-88
+// quantized groups (q8Acts) are at xq[t·g·192:] and its block scales at
+// xd[t·g·4:] (zero past nb); ds is zeroed scratch for 4·g·4 floats. Each
+// (row, token) takes exactly q8MXFP4Rows1's operations, so results do not
+// depend on batching.
+TEXT ·q8MXFP4Rows4(SB), NOSPLIT, $0-80
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
-	MOVQ out+72(FP), DI
-	MOVQ bias+64(FP), R8
+	MOVQ out+64(FP), DI
+	MOVQ bias+56(FP), R8
 	MOVQ nb+16(FP), R13
 	ADDQ $3, R13
 	SHRQ $2, R13
 	MOVQ R13, R14
-	SHLQ $7, R13            // a token's xq bytes: g·128
-	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
-	MOVQ ostride+80(FP), R15
+	SHLQ $6, R13
+	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
+	SHLQ $4, R14            // a token's xd and ds bytes: g·16
+	MOVQ ostride+72(FP), R15
 	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row4:
-	XORQ DX, DX
-pro4:
-	MOVQ DX, AX
-	IMULQ R14, AX
-	MOVQ xd+40(FP), R11
-	ADDQ AX, R11
-	MOVQ xc+48(FP), R12
-	ADDQ AX, R12
-	MOVQ ds+56(FP), R9
-	ADDQ AX, R9
 	MOVQ BX, AX
+	MOVQ xd+40(FP), R11
+	MOVQ ds+48(FP), R9
 	MOVQ nb+16(FP), CX
-	VPXORD Z1, Z1, Z1
+	LEAQ (R11)(R14*2), R12
+	ADDQ R14, R12
+	LEAQ (R9)(R14*2), DX
+	ADDQ R14, DX
 prob4:
 	CMPQ CX, $16
 	JLT prot4
@@ -139,33 +134,37 @@ prob4:
 	VPSUBD Z28, Z21, Z21
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
-	VFMADD231PS (R12), Z21, Z1
+	VMULPS (R11)(R14*1), Z21, Z22
+	VMOVUPS Z22, (R9)(R14*1)
+	VMULPS (R11)(R14*2), Z21, Z22
+	VMOVUPS Z22, (R9)(R14*2)
+	VMULPS (R12), Z21, Z22
+	VMOVUPS Z22, (DX)
 	ADDQ $16, AX
 	ADDQ $64, R11
-	ADDQ $64, R12
 	ADDQ $64, R9
+	ADDQ $64, R12
+	ADDQ $64, DX
 	SUBQ $16, CX
 	JMP prob4
 prot4:
 	TESTQ CX, CX
-	JZ pros4
+	JZ main4
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
-	VFMADD231PS (R12), Z21, K1, Z1
-pros4:
-	Q8_SUM(Z1, Y1, X1)
-	VMULSS X3, X1, X1
-	MOVSS X1, 0(SP)(DX*4)
-	INCQ DX
-	CMPQ DX, $4
-	JLT pro4
-
+	VMULPS.Z (R11)(R14*1), Z21, K1, Z22
+	VMOVUPS Z22, K1, (R9)(R14*1)
+	VMULPS.Z (R11)(R14*2), Z21, K1, Z22
+	VMOVUPS Z22, K1, (R9)(R14*2)
+	VMULPS.Z (R12), Z21, K1, Z22
+	VMOVUPS Z22, K1, (DX)
+main4:
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
-	MOVQ ds+56(FP), R9
+	MOVQ ds+48(FP), R9
 	LEAQ (DX)(R13*2), R11
 	ADDQ R13, R11           // token 3's xq
 	LEAQ (R9)(R14*2), R12
@@ -180,14 +179,14 @@ pros4:
 grp4:
 	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
-	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
-	Q8_TOKEN((R11), 64(R11), (R12), Z11, Z15, Z7)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), 128(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), 128(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
+	Q8_TOKEN((R11), 64(R11), 128(R11), (R12), Z11, Z15, Z7)
 	ADDQ $64, AX
-	ADDQ $128, DX
+	ADDQ $192, DX
 	ADDQ $16, R9
-	ADDQ $128, R11
+	ADDQ $192, R11
 	ADDQ $16, R12
 	DECQ CX
 	JNZ grp4
@@ -198,19 +197,15 @@ tail4:
 	VMOVDQU8.Z (AX), K2, Z0
 	VPERMD Z0, Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
-	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
-	Q8_TOKEN((R11), 64(R11), (R12), Z11, Z15, Z7)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), 128(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX)(R13*2), 64(DX)(R13*2), 128(DX)(R13*2), (R9)(R14*2), Z10, Z14, Z6)
+	Q8_TOKEN((R11), 64(R11), 128(R11), (R12), Z11, Z15, Z7)
 sum4:
 	Q8_SUM(Z4, Y4, X4)
 	Q8_SUM(Z5, Y5, X5)
 	Q8_SUM(Z6, Y6, X6)
 	Q8_SUM(Z7, Y7, X7)
-	VSUBSS 0(SP), X4, X4
-	VSUBSS 4(SP), X5, X5
-	VSUBSS 8(SP), X6, X6
-	VSUBSS 12(SP), X7, X7
 	TESTQ R8, R8
 	JZ store4
 	VADDSS (R8), X4, X4
@@ -234,39 +229,31 @@ store4:
 	VZEROUPPER
 	RET
 
-// func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+// func q8MXFP4Rows2(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 // q8MXFP4Rows4 for two tokens (the experts a decode step gives two or
 // three tokens: one decode of each block group instead of two or three).
-TEXT ·q8MXFP4Rows2(SB), NOSPLIT, $16-88
+TEXT ·q8MXFP4Rows2(SB), NOSPLIT, $0-80
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
-	MOVQ out+72(FP), DI
-	MOVQ bias+64(FP), R8
+	MOVQ out+64(FP), DI
+	MOVQ bias+56(FP), R8
 	MOVQ nb+16(FP), R13
 	ADDQ $3, R13
 	SHRQ $2, R13
 	MOVQ R13, R14
-	SHLQ $7, R13            // a token's xq bytes: g·128
-	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
-	MOVQ ostride+80(FP), R15
+	SHLQ $6, R13
+	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
+	SHLQ $4, R14            // a token's xd and ds bytes: g·16
+	MOVQ ostride+72(FP), R15
 	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row2:
-	XORQ DX, DX
-pro2:
-	MOVQ DX, AX
-	IMULQ R14, AX
-	MOVQ xd+40(FP), R11
-	ADDQ AX, R11
-	MOVQ xc+48(FP), R12
-	ADDQ AX, R12
-	MOVQ ds+56(FP), R9
-	ADDQ AX, R9
 	MOVQ BX, AX
+	MOVQ xd+40(FP), R11
+	MOVQ ds+48(FP), R9
 	MOVQ nb+16(FP), CX
-	VPXORD Z1, Z1, Z1
 prob2:
 	CMPQ CX, $16
 	JLT prot2
@@ -275,33 +262,27 @@ prob2:
 	VPSUBD Z28, Z21, Z21
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
-	VFMADD231PS (R12), Z21, Z1
+	VMULPS (R11)(R14*1), Z21, Z22
+	VMOVUPS Z22, (R9)(R14*1)
 	ADDQ $16, AX
 	ADDQ $64, R11
-	ADDQ $64, R12
 	ADDQ $64, R9
 	SUBQ $16, CX
 	JMP prob2
 prot2:
 	TESTQ CX, CX
-	JZ pros2
+	JZ main2
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
-	VFMADD231PS (R12), Z21, K1, Z1
-pros2:
-	Q8_SUM(Z1, Y1, X1)
-	VMULSS X3, X1, X1
-	MOVSS X1, 0(SP)(DX*4)
-	INCQ DX
-	CMPQ DX, $2
-	JLT pro2
-
+	VMULPS.Z (R11)(R14*1), Z21, K1, Z22
+	VMOVUPS Z22, K1, (R9)(R14*1)
+main2:
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
-	MOVQ ds+56(FP), R9
+	MOVQ ds+48(FP), R9
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
 	MOVQ nb+16(FP), CX
@@ -310,10 +291,10 @@ pros2:
 grp2:
 	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), 128(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
 	ADDQ $64, AX
-	ADDQ $128, DX
+	ADDQ $192, DX
 	ADDQ $16, R9
 	DECQ CX
 	JNZ grp2
@@ -324,13 +305,11 @@ tail2:
 	VMOVDQU8.Z (AX), K2, Z0
 	VPERMD Z0, Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
-	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX)(R13*1), 64(DX)(R13*1), 128(DX)(R13*1), (R9)(R14*1), Z9, Z13, Z5)
 sum2:
 	Q8_SUM(Z4, Y4, X4)
 	Q8_SUM(Z5, Y5, X5)
-	VSUBSS 0(SP), X4, X4
-	VSUBSS 4(SP), X5, X5
 	TESTQ R8, R8
 	JZ store2
 	VADDSS (R8), X4, X4
@@ -349,38 +328,30 @@ store2:
 	VZEROUPPER
 	RET
 
-// func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, xc, ds, bias, out *float32, ostride int)
+// func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 // q8MXFP4Rows4 for one token (ostride unused).
-TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $16-88
+TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $0-80
 	MOVQ blocks+0(FP), SI
 	MOVQ scales+8(FP), BX
-	MOVQ out+72(FP), DI
-	MOVQ bias+64(FP), R8
+	MOVQ out+64(FP), DI
+	MOVQ bias+56(FP), R8
 	MOVQ nb+16(FP), R13
 	ADDQ $3, R13
 	SHRQ $2, R13
 	MOVQ R13, R14
-	SHLQ $7, R13            // a token's xq bytes: g·128
-	SHLQ $4, R14            // a token's xd, xc and ds bytes: g·16
-	MOVQ ostride+80(FP), R15
+	SHLQ $6, R13
+	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
+	SHLQ $4, R14            // a token's xd and ds bytes: g·16
+	MOVQ ostride+72(FP), R15
 	SHLQ $2, R15
 	MOVQ rows+24(FP), R10
 	Q8_CONSTS
 
 row1:
-	XORQ DX, DX
-pro1:
-	MOVQ DX, AX
-	IMULQ R14, AX
-	MOVQ xd+40(FP), R11
-	ADDQ AX, R11
-	MOVQ xc+48(FP), R12
-	ADDQ AX, R12
-	MOVQ ds+56(FP), R9
-	ADDQ AX, R9
 	MOVQ BX, AX
+	MOVQ xd+40(FP), R11
+	MOVQ ds+48(FP), R9
 	MOVQ nb+16(FP), CX
-	VPXORD Z1, Z1, Z1
 prob1:
 	CMPQ CX, $16
 	JLT prot1
@@ -389,33 +360,23 @@ prob1:
 	VPSUBD Z28, Z21, Z21
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
-	VFMADD231PS (R12), Z21, Z1
 	ADDQ $16, AX
 	ADDQ $64, R11
-	ADDQ $64, R12
 	ADDQ $64, R9
 	SUBQ $16, CX
 	JMP prob1
 prot1:
 	TESTQ CX, CX
-	JZ pros1
+	JZ main1
 	VPMOVZXBD.Z (AX), K1, Z21
 	VPSLLD $23, Z21, Z21
 	VPSUBD Z28, Z21, Z21
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
-	VFMADD231PS (R12), Z21, K1, Z1
-pros1:
-	Q8_SUM(Z1, Y1, X1)
-	VMULSS X3, X1, X1
-	MOVSS X1, 0(SP)(DX*4)
-	INCQ DX
-	CMPQ DX, $1
-	JLT pro1
-
+main1:
 	MOVQ SI, AX
 	MOVQ xq+32(FP), DX
-	MOVQ ds+56(FP), R9
+	MOVQ ds+48(FP), R9
 	VPXORD Z4, Z4, Z4
 	MOVQ nb+16(FP), CX
 	SHRQ $2, CX
@@ -423,9 +384,9 @@ pros1:
 grp1:
 	VPERMD (AX), Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
 	ADDQ $64, AX
-	ADDQ $128, DX
+	ADDQ $192, DX
 	ADDQ $16, R9
 	DECQ CX
 	JNZ grp1
@@ -436,10 +397,9 @@ tail1:
 	VMOVDQU8.Z (AX), K2, Z0
 	VPERMD Z0, Z30, Z0
 	Q8_DECODE
-	Q8_TOKEN((DX), 64(DX), (R9), Z8, Z12, Z4)
+	Q8_TOKEN((DX), 64(DX), 128(DX), (R9), Z8, Z12, Z4)
 sum1:
 	Q8_SUM(Z4, Y4, X4)
-	VSUBSS 0(SP), X4, X4
 	TESTQ R8, R8
 	JZ store1
 	VADDSS (R8), X4, X4

@@ -57,27 +57,28 @@ func TestQ8Quantize(t *testing.T) {
 				continue
 			}
 			i := (b/4)*128 + src
-			q := a.q[(b/4)*128+p]
+			q := a.q[(b/4)*q8Group+p]
 			sum += int32(q)
 			if got, want := float64(q)*float64(a.d[b]), float64(x[i]); math.Abs(got-want) > float64(a.d[b])/2*1.0001 {
 				t.Fatalf("block %d element %d: %v·%v = %v, want %v within half a step", b, src%32, q, a.d[b], got, want)
 			}
 		}
-		if a.c[b] != a.d[b]*float32(sum) {
-			t.Fatalf("block %d: correction %v, want %v", b, a.c[b], a.d[b]*float32(sum))
+		z := a.q[(b/4)*q8Group+128+4*(b%4):]
+		if got := int32(uint32(uint8(z[0])) | uint32(uint8(z[1]))<<8 | uint32(uint8(z[2]))<<16 | uint32(uint8(z[3]))<<24); got != -12*sum {
+			t.Fatalf("block %d: offset lane %d, want %d", b, got, -12*sum)
 		}
 	}
 	if a.d[2] != 0 || a.d[3] == 0 {
 		t.Fatalf("zero block's scale %v, next %v", a.d[2], a.d[3])
 	}
 	for i := nb; i < 8; i++ { // past nb: zero, as the kernel needs
-		if a.d[i] != 0 || a.c[i] != 0 {
-			t.Fatalf("padding block %d: d %v, c %v", i, a.d[i], a.c[i])
+		if a.d[i] != 0 {
+			t.Fatalf("padding block %d: d %v", i, a.d[i])
 		}
 	}
 	for p, src := range q8Layout {
-		if src/32 >= nb%4 && a.q[128+p] != 0 {
-			t.Fatalf("padding value at %d: %d", p, a.q[128+p])
+		if src/32 >= nb%4 && a.q[q8Group+p] != 0 {
+			t.Fatalf("padding value at %d: %d", p, a.q[q8Group+p])
 		}
 	}
 }
@@ -205,7 +206,7 @@ func TestQ8Error(t *testing.T) {
 					continue
 				}
 				v := float64(x[k][gi*128+src])
-				d := float64(a.q[(k*a.g+gi)*128+p])*float64(a.d[k*a.g*4+b]) - v
+				d := float64(a.q[(k*a.g+gi)*q8Group+p])*float64(a.d[k*a.g*4+b]) - v
 				xe += d * d
 				xs += v * v
 			}
