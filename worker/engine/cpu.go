@@ -417,6 +417,9 @@ func (c *CPU) Attention(l int, q, out Tensor) error {
 	heads, kvHeads := p.Heads, p.KVHeads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	group := heads / kvHeads
+	// The vector loops compute exactly what the scalar ones do
+	// (attn_amd64.s), so either gives the same bits.
+	vec := attnVector && hd%8 == 0
 	clear(om.buf) // the values are summed into it
 	parallel(len(qm.rows)*heads, func(lo, hi int) {
 		var scores []float32
@@ -430,7 +433,22 @@ func (c *CPU) Attention(l int, q, out Tensor) error {
 			scores = scores[:0]
 			// The learned sink joins the softmax as one more logit.
 			mx := L.Sinks[head]
-			for j := first; j <= pos; j++ {
+			j := first
+			for ; vec && j+3 <= pos; j += 4 { // four keys at a time, each exactly dot
+				var k [4]*float32
+				for i := range k {
+					off, _ := c.cache.slot(table, j+i, pool)
+					k[i] = &c.cache.key(l, off)[kvOff]
+				}
+				var d [4]float32
+				dot4Keys(&qv[0], k[0], k[1], k[2], k[3], hd, &d)
+				for _, v := range d {
+					s := v * scale
+					scores = append(scores, s)
+					mx = max(mx, s)
+				}
+			}
+			for ; j <= pos; j++ {
 				off, _ := c.cache.slot(table, j, pool)
 				s := dot(qv, c.cache.key(l, off)[kvOff:kvOff+hd]) * scale
 				scores = append(scores, s)
@@ -447,6 +465,10 @@ func (c *CPU) Attention(l int, q, out Tensor) error {
 				off, _ := c.cache.slot(table, first+j, pool)
 				vv := c.cache.value(l, off)[kvOff : kvOff+hd]
 				w := p / sum
+				if vec {
+					axpyAVX(w, &vv[0], &o[0], hd)
+					continue
+				}
 				for d := range o {
 					o[d] += w * vv[d]
 				}
