@@ -23,10 +23,11 @@ type CPU struct {
 	used, free [][]float32
 
 	// fast selects the kernels that round activations (CPUOptions);
-	// q8h and q8x are MoE's quantized hidden state and expert input,
+	// q8h and q8e are MoE's quantized hidden state and experts' inputs,
 	// kept for the next layer's and step's reuse.
-	fast     bool
-	q8h, q8x q8Acts
+	fast bool
+	q8h  q8Acts
+	q8e  []q8Acts
 }
 
 // CPUOptions configures the CPU backend.
@@ -545,60 +546,93 @@ func (c *CPU) MoE(l int, h, routerLogits, out Tensor) error {
 	}
 	limit := float32(cfg.SwigluLimit)
 	inter := cfg.Intermediate
+	type expertWork struct {
+		le         int // index among this rank's experts
+		picks      []pick
+		gu, act, y [][]float32
+	}
+	var work []expertWork
+	for e, picks := range byExpert {
+		if len(picks) > 0 && e >= p.ExpertLo && e < p.ExpertHi {
+			work = append(work, expertWork{le: e - p.ExpertLo, picks: picks})
+		}
+	}
+	// The vector kernels run every expert's product as one parallel
+	// region per matrix (parallelJobs); the portable ones one at a time.
 	fast := c.fast && L.GateUp.q8() && L.Down.q8()
+	vec := L.GateUp.vector && L.Down.vector
 	if fast { // each token quantized once, for all of its experts
 		c.q8h.reset(len(hm.rows), cfg.Hidden/32)
 		for t, r := range hm.rows {
 			c.q8h.quantize(t, r)
 		}
-	}
-	var toks []int
-	clear(om.buf) // the experts' outputs are summed into it
-	for e, picks := range byExpert {
-		if len(picks) == 0 || e < p.ExpertLo || e >= p.ExpertHi {
-			continue
+		if len(c.q8e) < len(work) {
+			c.q8e = make([]q8Acts, len(work))
 		}
-		le := e - p.ExpertLo // index among this rank's experts
+	}
+	var jobs []rowJob
+	var toks []int
+	for k := range work {
+		w := &work[k]
 		// gate_up: rows interleaved gate (even) / up (odd).
-		gu := matrix(len(picks), 2*inter)
-		guB := L.GateUpB[le*2*inter : (le+1)*2*inter]
-		if fast {
+		w.gu = matrix(len(w.picks), 2*inter)
+		guB := L.GateUpB[w.le*2*inter : (w.le+1)*2*inter]
+		switch {
+		case fast:
 			toks = toks[:0]
-			for _, p := range picks {
+			for _, p := range w.picks {
 				toks = append(toks, p.tok)
 			}
-			c.q8x.gather(&c.q8h, toks)
-			expertLinearQ8(&L.GateUp, le, guB, &c.q8x, gu)
-		} else {
-			in := make([][]float32, len(picks))
-			for i, p := range picks {
+			c.q8e[k].gather(&c.q8h, toks)
+			jobs = append(jobs, q8Job(&L.GateUp, w.le, guB, &c.q8e[k], w.gu))
+		case vec:
+			in := matrix(len(w.picks), cfg.Hidden)
+			for i, p := range w.picks {
+				copy(in[i], hm.rows[p.tok])
+			}
+			jobs = append(jobs, mxfp4Job(&L.GateUp, w.le, guB, in, w.gu))
+		default:
+			in := make([][]float32, len(w.picks))
+			for i, p := range w.picks {
 				in[i] = hm.rows[p.tok]
 			}
-			expertLinear(&L.GateUp, le, guB, in, gu)
+			expertLinear(&L.GateUp, w.le, guB, in, w.gu)
 		}
-		act := matrix(len(picks), inter)
-		for i := range picks {
+	}
+	parallelJobs(jobs)
+	jobs = jobs[:0]
+	for k := range work {
+		w := &work[k]
+		w.act = matrix(len(w.picks), inter)
+		for i := range w.picks {
 			for k := range inter {
-				g := min(gu[i][2*k], limit)
-				u := min(max(gu[i][2*k+1], -limit), limit)
-				act[i][k] = g * sigmoid(1.702*g) * (u + 1)
+				g := min(w.gu[i][2*k], limit)
+				u := min(max(w.gu[i][2*k+1], -limit), limit)
+				w.act[i][k] = g * sigmoid(1.702*g) * (u + 1)
 			}
 		}
-		y := matrix(len(picks), cfg.Hidden)
-		downB := L.DownB[le*cfg.Hidden : (le+1)*cfg.Hidden]
-		if fast {
-			c.q8x.reset(len(picks), inter/32)
-			for i, a := range act {
-				c.q8x.quantize(i, a)
+		w.y = matrix(len(w.picks), cfg.Hidden)
+		downB := L.DownB[w.le*cfg.Hidden : (w.le+1)*cfg.Hidden]
+		switch {
+		case fast:
+			c.q8e[k].reset(len(w.picks), inter/32)
+			for i, a := range w.act {
+				c.q8e[k].quantize(i, a)
 			}
-			expertLinearQ8(&L.Down, le, downB, &c.q8x, y)
-		} else {
-			expertLinear(&L.Down, le, downB, act, y)
+			jobs = append(jobs, q8Job(&L.Down, w.le, downB, &c.q8e[k], w.y))
+		case vec:
+			jobs = append(jobs, mxfp4Job(&L.Down, w.le, downB, w.act, w.y))
+		default:
+			expertLinear(&L.Down, w.le, downB, w.act, w.y)
 		}
-		for i, p := range picks {
+	}
+	parallelJobs(jobs)
+	clear(om.buf) // the experts' outputs are summed into it, in expert order
+	for _, w := range work {
+		for i, p := range w.picks {
 			o := om.rows[p.tok]
-			for d := range y[i] {
-				o[d] += p.weight * y[i][d]
+			for d := range w.y[i] {
+				o[d] += p.weight * w.y[i][d]
 			}
 		}
 	}
@@ -639,47 +673,60 @@ const expertRowChunk = 64
 // hidden state are not, so they are copied together first (a few KB per
 // token, against megabytes of weights).
 func expertLinearAVX2(w *MXFP4, e int, bias []float32, x, out [][]float32) {
-	n, rows, nb := w.Cols, w.Rows, w.Cols/32
+	n, rows := w.Cols, w.Rows
 	if rows == 0 {
 		return
 	}
-	for t := range x {
-		_, _ = x[t][n-1], out[t][rows-1] // bounds, checked once
-	}
-	xs := rowStride(x)
-	if xs == 0 {
+	if rowStride(x) == 0 {
 		g := matrix(len(x), n)
 		for t := range x {
 			copy(g[t], x[t])
 		}
-		x, xs = g, n
+		x = g
 	}
-	res, os := out, rowStride(out)
-	scattered := os == 0
+	res := out
+	scattered := rowStride(out) == 0
 	if scattered {
-		res, os = matrix(len(out), rows), rows
+		res = matrix(len(out), rows)
 	}
-	xa, oa := x[0][:cap(x[0])], res[0][:cap(res[0])]
-	base := e * rows * nb
-	_ = w.Blocks[(base+rows*nb)*16-1]
-	_ = w.Scales[base+rows*nb-1]
-	parallelChunks(rows, linearChunk(rows), func(lo, hi int) {
-		for r := lo; r < hi; r += expertRowChunk {
-			m := min(expertRowChunk, hi-r)
-			o := base + r*nb
-			var b *float32
-			if bias != nil {
-				_ = bias[r+m-1]
-				b = &bias[r]
-			}
-			dotMXFP4RowsAVX2(&w.Blocks[o*16], &w.Scales[o], nb, m, &xa[0], xs, len(x), b, &oa[r], os)
-		}
-	})
+	parallelJobs([]rowJob{mxfp4Job(w, e, bias, x, res)})
 	if scattered {
 		for t := range out {
 			copy(out[t][:rows], res[t])
 		}
 	}
+}
+
+// mxfp4Job is expertLinearAVX2's product as a rowJob, for x and out
+// (len(x) > 0 tokens) each one matrix, so that MoE runs all of a step's
+// experts in one parallel region.
+func mxfp4Job(w *MXFP4, e int, bias []float32, x, out [][]float32) rowJob {
+	n, rows, nb := w.Cols, w.Rows, w.Cols/32
+	for t := range x {
+		_, _ = x[t][n-1], out[t][rows-1] // bounds, checked once
+	}
+	xs, os := rowStride(x), rowStride(out)
+	if xs == 0 || os == 0 {
+		panic("engine: mxfp4Job: tokens or outputs are not one matrix")
+	}
+	xa, oa := x[0][:cap(x[0])], out[0][:cap(out[0])]
+	base := e * rows * nb
+	_ = w.Blocks[(base+rows*nb)*16-1]
+	_ = w.Scales[base+rows*nb-1]
+	if bias != nil {
+		_ = bias[rows-1]
+	}
+	return rowJob{rows: rows, run: func(lo, hi int) {
+		for r := lo; r < hi; r += expertRowChunk {
+			m := min(expertRowChunk, hi-r)
+			o := base + r*nb
+			var b *float32
+			if bias != nil {
+				b = &bias[r]
+			}
+			dotMXFP4RowsAVX2(&w.Blocks[o*16], &w.Scales[o], nb, m, &xa[0], xs, len(x), b, &oa[r], os)
+		}
+	}}
 }
 
 // GatherRows implements Backend.

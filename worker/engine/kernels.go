@@ -168,6 +168,34 @@ func parallelChunks(n, chunk int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
+// rowJob is a matrix product that can be split by rows: run computes rows
+// [lo, hi) for all of its tokens.
+type rowJob struct {
+	rows int
+	run  func(lo, hi int)
+}
+
+// parallelJobs runs several products in one parallel region, each split
+// into linearChunk pieces that the CPUs take in turn. A decode step's MoE
+// has a product per expert and matrix, each too small to keep two CPUs
+// busy to its end: one region for all of them (instead of one each)
+// saves the wake-ups and the wait for the slowest CPU at every product.
+func parallelJobs(jobs []rowJob) {
+	type item struct{ j, lo, hi int }
+	var items []item
+	for ji, j := range jobs {
+		ch := linearChunk(j.rows)
+		for lo := 0; lo < j.rows; lo += ch {
+			items = append(items, item{ji, lo, min(lo+ch, j.rows)})
+		}
+	}
+	parallelChunks(len(items), 1, func(lo, hi int) {
+		for _, it := range items[lo:hi] {
+			jobs[it.j].run(it.lo, it.hi)
+		}
+	})
+}
+
 // linear computes out[t] = W·x[t] + bias for every row t of x. Each
 // weight row is converted in registers and used for every token while it
 // is in cache. Every token goes through the same arithmetic whatever else

@@ -166,29 +166,46 @@ const q8RowChunk = 32
 // tokens); the kernels give a (row, token) the same operations, so
 // results do not depend on batching.
 func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) {
-	ntok := len(out)
-	nb, rows := w.Cols/32, w.Rows
+	ntok, rows := len(out), w.Rows
 	if ntok == 0 || rows == 0 {
 		return
 	}
+	res := out
+	scattered := rowStride(out) == 0
+	if scattered {
+		res = matrix(ntok, rows)
+	}
+	parallelJobs([]rowJob{q8Job(w, e, bias, a, res)})
+	if scattered {
+		for t := range out {
+			copy(out[t][:rows], res[t])
+		}
+	}
+}
+
+// q8Job is expertLinearQ8's product as a rowJob, for out (ntok > 0
+// rows of w.Rows > 0) one matrix, so that MoE runs all of a step's experts
+// in one parallel region.
+func q8Job(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) rowJob {
+	ntok := len(out)
+	nb, rows := w.Cols/32, w.Rows
 	g := a.g
 	_ = a.q[ntok*g*q8Group-1]
 	for t := range out {
 		_ = out[t][rows-1]
 	}
-	res, os := out, rowStride(out)
-	scattered := os == 0
-	if scattered {
-		res, os = matrix(ntok, rows), rows
+	os := rowStride(out)
+	if os == 0 {
+		panic("engine: q8Job: output rows are not one matrix")
 	}
-	oa := res[0][:cap(res[0])]
+	oa := out[0][:cap(out[0])]
 	base := e * rows * nb
 	_ = w.Blocks[(base+rows*nb)*16-1]
 	_ = w.Scales[base+rows*nb-1]
 	if bias != nil {
 		_ = bias[rows-1]
 	}
-	parallelChunks(rows, linearChunk(rows), func(lo, hi int) {
+	return rowJob{rows: rows, run: func(lo, hi int) {
 		ds := make([]float32, 4*g*4) // zero past each token's nb: never written
 		for r := lo; r < hi; r += q8RowChunk {
 			m := min(q8RowChunk, hi-r)
@@ -208,10 +225,5 @@ func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32)
 				q8MXFP4Rows1(&w.Blocks[o*16], &w.Scales[o], nb, m, &a.q[t*g*q8Group], &a.d[t*g*4], &ds[0], b, &oa[t*os+r], os)
 			}
 		}
-	})
-	if scattered {
-		for t := range out {
-			copy(out[t][:rows], res[t])
-		}
-	}
+	}}
 }
