@@ -182,6 +182,27 @@ def test_64_concurrent_streams_match_alone(make_server):
     assert len(set(alone)) > 1  # different prompts, different texts
 
 
+def test_fast_cpu_kernels_are_batch_invariant(make_server):
+    """--cpu-kernels fast reaches the launched worker (it logs which fast
+    kernels this CPU runs), and its rounded products are still
+    batch-invariant: 16 concurrent requests get their greedy text alone."""
+    import concurrent.futures
+    srv = make_server("--model", TINY, "--step-timeout", "30s", "--cpu-kernels", "fast")
+    assert "CPU kernels: fast" in srv.logs(), srv.logs()[-3000:]
+    c = client(srv)
+
+    def ask(i):
+        msgs = [{"role": "user", "content": f"Request number {i}: say something"}]
+        r = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0)
+        return r.choices[0].message.content or ""
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        together = list(pool.map(ask, range(16)))
+    alone = [ask(i) for i in range(16)]
+    assert together == alone
+    assert len(set(alone)) > 1
+
+
 def test_disconnect_mid_stream_frees_blocks(make_server):
     """A client that goes away mid-stream: its sequence leaves the batch
     within a step, its KV blocks go back to the scheduler's pools and the
