@@ -710,12 +710,7 @@ func mxfp4Job(w *MXFP4, e int, bias []float32, x, out [][]float32) rowJob {
 		panic("engine: mxfp4Job: tokens or outputs are not one matrix")
 	}
 	xa, oa := x[0][:cap(x[0])], out[0][:cap(out[0])]
-	base := e * rows * nb
-	_ = w.Blocks[(base+rows*nb)*16-1]
-	_ = w.Scales[base+rows*nb-1]
-	if bias != nil {
-		_ = bias[rows-1]
-	}
+	base := w.expertBase(e, bias)
 	return rowJob{rows: rows, run: func(lo, hi int) {
 		for r := lo; r < hi; r += expertRowChunk {
 			m := min(expertRowChunk, hi-r)

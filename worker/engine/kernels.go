@@ -77,6 +77,20 @@ type MXFP4 struct {
 // prepare decides once per matrix whether the vector kernel applies.
 func (m *MXFP4) prepare() { m.vector = useAVX2 && m.Cols > 0 && normalScales(m.Scales) }
 
+// expertBase is the index of expert e's first block, after checking once
+// that its blocks, scales and bias (nil: none) are all there, so the
+// kernels can take pointers into them.
+func (m *MXFP4) expertBase(e int, bias []float32) int {
+	nb := m.Cols / 32
+	base := e * m.Rows * nb
+	_ = m.Blocks[(base+m.Rows*nb)*16-1]
+	_ = m.Scales[base+m.Rows*nb-1]
+	if bias != nil {
+		_ = bias[m.Rows-1]
+	}
+	return base
+}
+
 // row decodes row r of expert e into dst (len Cols).
 func (m *MXFP4) row(e, r int, dst []float32) {
 	nb := m.Cols / 32

@@ -199,12 +199,7 @@ func q8Job(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) rowJob {
 		panic("engine: q8Job: output rows are not one matrix")
 	}
 	oa := out[0][:cap(out[0])]
-	base := e * rows * nb
-	_ = w.Blocks[(base+rows*nb)*16-1]
-	_ = w.Scales[base+rows*nb-1]
-	if bias != nil {
-		_ = bias[rows-1]
-	}
+	base := w.expertBase(e, bias)
 	return rowJob{rows: rows, run: func(lo, hi int) {
 		ds := make([]float32, 4*g*4) // zero past each token's nb: never written
 		for r := lo; r < hi; r += q8RowChunk {

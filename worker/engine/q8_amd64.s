@@ -58,6 +58,47 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 	DECQ AX \
 	KMOVQ AX, K2
 
+// Q8_ENTRY loads the arguments every kernel takes the same way (SI the
+// row's blocks, BX its scales, DI its outputs, R8 its bias or nil, R13 and
+// R14 a token's bytes of xq and of xd/ds, R15 ostride in bytes, R10 the
+// rows left) and the constants.
+#define Q8_ENTRY \
+	MOVQ blocks+0(FP), SI \
+	MOVQ scales+8(FP), BX \
+	MOVQ out+64(FP), DI \
+	MOVQ bias+56(FP), R8 \
+	MOVQ nb+16(FP), R13 \
+	ADDQ $3, R13 \
+	SHRQ $2, R13 \
+	MOVQ R13, R14 \
+	SHLQ $6, R13 \
+	LEAQ (R13)(R13*2), R13 \
+	SHLQ $4, R14 \
+	MOVQ ostride+72(FP), R15 \
+	SHLQ $2, R15 \
+	MOVQ rows+24(FP), R10 \
+	Q8_CONSTS
+
+// Q8_WS16 builds the row's next sixteen weight scales 2^(s-128) in Z21
+// from their bytes at (AX); Q8_WS_TAIL the last nb mod 16 (K1), zero past.
+#define Q8_WS16 \
+	VPMOVZXBD (AX), Z21 \
+	VPSLLD $23, Z21, Z21 \
+	VPSUBD Z28, Z21, Z21
+
+#define Q8_WS_TAIL \
+	VPMOVZXBD.Z (AX), K1, Z21 \
+	VPSLLD $23, Z21, Z21 \
+	VPSUBD Z28, Z21, Z21
+
+// Q8_NEXT_ROW moves SI, BX and DI to the next row.
+#define Q8_NEXT_ROW \
+	MOVQ nb+16(FP), AX \
+	SHLQ $4, AX \
+	ADDQ AX, SI \
+	ADDQ nb+16(FP), BX \
+	ADDQ $4, DI
+
 // Q8_DECODE decodes the four blocks permuted into Z0: the unsigned
 // weights of their even elements into Z0, of their odd ones into Z1.
 #define Q8_DECODE \
@@ -101,22 +142,7 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $64
 // (row, token) takes exactly q8MXFP4Rows1's operations, so results do not
 // depend on batching.
 TEXT ·q8MXFP4Rows4(SB), NOSPLIT, $0-80
-	MOVQ blocks+0(FP), SI
-	MOVQ scales+8(FP), BX
-	MOVQ out+64(FP), DI
-	MOVQ bias+56(FP), R8
-	MOVQ nb+16(FP), R13
-	ADDQ $3, R13
-	SHRQ $2, R13
-	MOVQ R13, R14
-	SHLQ $6, R13
-	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
-	SHLQ $4, R14            // a token's xd and ds bytes: g·16
-	MOVQ ostride+72(FP), R15
-	SHLQ $2, R15
-	MOVQ rows+24(FP), R10
-	Q8_CONSTS
-
+	Q8_ENTRY
 row4:
 	MOVQ BX, AX
 	MOVQ xd+40(FP), R11
@@ -129,9 +155,7 @@ row4:
 prob4:
 	CMPQ CX, $16
 	JLT prot4
-	VPMOVZXBD (AX), Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS16
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
 	VMULPS (R11)(R14*1), Z21, Z22
@@ -150,9 +174,7 @@ prob4:
 prot4:
 	TESTQ CX, CX
 	JZ main4
-	VPMOVZXBD.Z (AX), K1, Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS_TAIL
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 	VMULPS.Z (R11)(R14*1), Z21, K1, Z22
@@ -219,11 +241,7 @@ store4:
 	MOVSS X6, (DI)(R15*2)
 	LEAQ (DI)(R15*2), AX
 	MOVSS X7, (AX)(R15*1)
-	MOVQ nb+16(FP), AX
-	SHLQ $4, AX
-	ADDQ AX, SI             // the next row's blocks
-	ADDQ nb+16(FP), BX
-	ADDQ $4, DI
+	Q8_NEXT_ROW
 	DECQ R10
 	JNZ row4
 	VZEROUPPER
@@ -233,22 +251,7 @@ store4:
 // q8MXFP4Rows4 for two tokens (the experts a decode step gives two or
 // three tokens: one decode of each block group instead of two or three).
 TEXT ·q8MXFP4Rows2(SB), NOSPLIT, $0-80
-	MOVQ blocks+0(FP), SI
-	MOVQ scales+8(FP), BX
-	MOVQ out+64(FP), DI
-	MOVQ bias+56(FP), R8
-	MOVQ nb+16(FP), R13
-	ADDQ $3, R13
-	SHRQ $2, R13
-	MOVQ R13, R14
-	SHLQ $6, R13
-	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
-	SHLQ $4, R14            // a token's xd and ds bytes: g·16
-	MOVQ ostride+72(FP), R15
-	SHLQ $2, R15
-	MOVQ rows+24(FP), R10
-	Q8_CONSTS
-
+	Q8_ENTRY
 row2:
 	MOVQ BX, AX
 	MOVQ xd+40(FP), R11
@@ -257,9 +260,7 @@ row2:
 prob2:
 	CMPQ CX, $16
 	JLT prot2
-	VPMOVZXBD (AX), Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS16
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
 	VMULPS (R11)(R14*1), Z21, Z22
@@ -272,9 +273,7 @@ prob2:
 prot2:
 	TESTQ CX, CX
 	JZ main2
-	VPMOVZXBD.Z (AX), K1, Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS_TAIL
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 	VMULPS.Z (R11)(R14*1), Z21, K1, Z22
@@ -318,11 +317,7 @@ sum2:
 store2:
 	MOVSS X4, (DI)
 	MOVSS X5, (DI)(R15*1)
-	MOVQ nb+16(FP), AX
-	SHLQ $4, AX
-	ADDQ AX, SI             // the next row's blocks
-	ADDQ nb+16(FP), BX
-	ADDQ $4, DI
+	Q8_NEXT_ROW
 	DECQ R10
 	JNZ row2
 	VZEROUPPER
@@ -331,22 +326,7 @@ store2:
 // func q8MXFP4Rows1(blocks, scales *byte, nb, rows int, xq *int8, xd, ds, bias, out *float32, ostride int)
 // q8MXFP4Rows4 for one token (ostride unused).
 TEXT ·q8MXFP4Rows1(SB), NOSPLIT, $0-80
-	MOVQ blocks+0(FP), SI
-	MOVQ scales+8(FP), BX
-	MOVQ out+64(FP), DI
-	MOVQ bias+56(FP), R8
-	MOVQ nb+16(FP), R13
-	ADDQ $3, R13
-	SHRQ $2, R13
-	MOVQ R13, R14
-	SHLQ $6, R13
-	LEAQ (R13)(R13*2), R13  // a token's xq bytes: g·192
-	SHLQ $4, R14            // a token's xd and ds bytes: g·16
-	MOVQ ostride+72(FP), R15
-	SHLQ $2, R15
-	MOVQ rows+24(FP), R10
-	Q8_CONSTS
-
+	Q8_ENTRY
 row1:
 	MOVQ BX, AX
 	MOVQ xd+40(FP), R11
@@ -355,9 +335,7 @@ row1:
 prob1:
 	CMPQ CX, $16
 	JLT prot1
-	VPMOVZXBD (AX), Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS16
 	VMULPS (R11), Z21, Z22
 	VMOVUPS Z22, (R9)
 	ADDQ $16, AX
@@ -368,9 +346,7 @@ prob1:
 prot1:
 	TESTQ CX, CX
 	JZ main1
-	VPMOVZXBD.Z (AX), K1, Z21
-	VPSLLD $23, Z21, Z21
-	VPSUBD Z28, Z21, Z21
+	Q8_WS_TAIL
 	VMULPS.Z (R11), Z21, K1, Z22
 	VMOVUPS Z22, K1, (R9)
 main1:
@@ -406,11 +382,7 @@ sum1:
 	ADDQ $4, R8
 store1:
 	MOVSS X4, (DI)
-	MOVQ nb+16(FP), AX
-	SHLQ $4, AX
-	ADDQ AX, SI             // the next row's blocks
-	ADDQ nb+16(FP), BX
-	ADDQ $4, DI
+	Q8_NEXT_ROW
 	DECQ R10
 	JNZ row1
 	VZEROUPPER
