@@ -3,7 +3,8 @@ package engine
 import "math"
 
 // This file is an opt-in fast path for the bf16 weight matrices
-// (attention projections, router, unembedding): each token's activations
+// (attention projections and unembedding; CPU.Linear keeps the router
+// exact): each token's activations
 // are rounded to bf16 once, and the products use the AVX-512 BF16
 // instruction VDPBF16PS, which multiplies 32 bf16 pairs into 16 float32
 // lanes per instruction, as llama.cpp does on CPUs that have it. That

@@ -684,17 +684,7 @@ func expertLinearAVX2(w *MXFP4, e int, bias []float32, x, out [][]float32) {
 		}
 		x = g
 	}
-	res := out
-	scattered := rowStride(out) == 0
-	if scattered {
-		res = matrix(len(out), rows)
-	}
-	parallelJobs([]rowJob{mxfp4Job(w, e, bias, x, res)})
-	if scattered {
-		for t := range out {
-			copy(out[t][:rows], res[t])
-		}
-	}
+	intoMatrix(out, rows, func(res [][]float32) rowJob { return mxfp4Job(w, e, bias, x, res) })
 }
 
 // mxfp4Job is expertLinearAVX2's product as a rowJob, for x and out

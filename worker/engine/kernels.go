@@ -210,6 +210,21 @@ func parallelJobs(jobs []rowJob) {
 	})
 }
 
+// intoMatrix runs the job that job builds for out's first cols columns,
+// through a scratch matrix copied out afterwards when out's rows are not
+// one matrix (the job builders want one).
+func intoMatrix(out [][]float32, cols int, job func(res [][]float32) rowJob) {
+	if rowStride(out) != 0 {
+		parallelJobs([]rowJob{job(out)})
+		return
+	}
+	res := matrix(len(out), cols)
+	parallelJobs([]rowJob{job(res)})
+	for t := range out {
+		copy(out[t][:cols], res[t])
+	}
+}
+
 // linear computes out[t] = W·x[t] + bias for every row t of x. Each
 // weight row is converted in registers and used for every token while it
 // is in cache. Every token goes through the same arithmetic whatever else

@@ -166,21 +166,10 @@ const q8RowChunk = 32
 // tokens); the kernels give a (row, token) the same operations, so
 // results do not depend on batching.
 func expertLinearQ8(w *MXFP4, e int, bias []float32, a *q8Acts, out [][]float32) {
-	ntok, rows := len(out), w.Rows
-	if ntok == 0 || rows == 0 {
+	if len(out) == 0 || w.Rows == 0 {
 		return
 	}
-	res := out
-	scattered := rowStride(out) == 0
-	if scattered {
-		res = matrix(ntok, rows)
-	}
-	parallelJobs([]rowJob{q8Job(w, e, bias, a, res)})
-	if scattered {
-		for t := range out {
-			copy(out[t][:rows], res[t])
-		}
-	}
+	intoMatrix(out, w.Rows, func(res [][]float32) rowJob { return q8Job(w, e, bias, a, res) })
 }
 
 // q8Job is expertLinearQ8's product as a rowJob, for out (ntok > 0
